@@ -1,0 +1,246 @@
+"""The node's configuration: the embedded defaults overlaid with one INI file.
+
+Every key is declared in SCHEMA with the function that parses it, so a typo
+or a bad value stops the start with ``file:section:key: message`` instead of
+being silently ignored.
+"""
+
+import configparser
+import os
+import re
+import zoneinfo
+from importlib import resources
+
+DEFAULTS_NAME = "<defaults>"
+COMPONENTS = ("core", "admin")
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+class ConfigError(Exception):
+    """One or more configuration errors, each ``file:section:key: message``."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def default_text():
+    return resources.files(__package__).joinpath("default.ini").read_text("utf-8")
+
+
+# -- value parsers: str -> value, raising ValueError with a readable message --
+
+def text(value):
+    return value.strip()
+
+
+def boolean(value):
+    lowered = value.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+def integer(value):
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, not {value!r}") from None
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def _number_with_unit(value, units, what):
+    match = _NUMBER_UNIT.match(value)
+    unit = match and match.group(2).lower()
+    if not match or unit not in units:
+        names = ", ".join(u for u in units if u)
+        raise ValueError(f"expected a {what}: a number, optionally with {names}; not {value!r}")
+    return float(match.group(1)) * units[unit]
+
+
+def duration(value):
+    """Seconds as a float: ``30``, ``500ms``, ``5m``, ``2h``, ``1d``."""
+    return _number_with_unit(value, {"": 1, **_DURATION_UNITS}, "duration")
+
+
+def size(value):
+    """Bytes as an int: ``1048576``, ``64KiB``, ``16MiB``, ``1GiB``."""
+    return int(_number_with_unit(value, _SIZE_UNITS, "size"))
+
+
+def lines(value):
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def optional_path(value):
+    return os.path.abspath(value.strip()) if value.strip() else None
+
+
+def choice(*allowed, fold_case=False):
+    def parse(value):
+        value = value.strip()
+        for option in allowed:
+            if value == option or (fold_case and value.lower() == option.lower()):
+                return option
+        raise ValueError(f"expected one of {', '.join(allowed)}, not {value!r}")
+
+    return parse
+
+
+def timezone(value):
+    try:
+        return zoneinfo.ZoneInfo(value.strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value.strip()!r}") from None
+
+
+def request_path(value):
+    value = value.strip()
+    if not value.startswith("/"):
+        raise ValueError(f"must start with '/', not {value!r}")
+    return "/" + value.strip("/") + "/" if value.strip("/") else "/"
+
+
+def components(value):
+    names = value.replace(",", " ").split()
+    if names == ["all"]:
+        return list(COMPONENTS)
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"unknown component {unknown[0]!r}; known: all, {', '.join(COMPONENTS)}")
+    return names
+
+
+SCHEMA = {
+    "node": {"name": text, "data_dir": optional_path, "timezone": timezone},
+    "web": {
+        "http": lines,
+        "https": lines,
+        "request_path": request_path,
+        "components": components,
+        "max_body_size": size,
+        "tls_cert": optional_path,
+        "tls_key": optional_path,
+        "tls_min_version": choice(*TLS_VERSIONS, fold_case=True),
+        "client_ca": optional_path,
+        "public_read": boolean,
+    },
+    "database": {"url": text},
+    "log": {
+        "level": choice(*LOG_LEVELS, fold_case=True),
+        "path": optional_path,
+        "format": choice("text", "json"),
+        "rotate_size": size,
+        "rotate_keep": integer,
+    },
+}
+
+
+class Config:
+    """Parsed configuration: ``config["web"]["http"]`` is a list of strings.
+
+    ``path`` is the user's file (None on the embedded defaults); ``origin``
+    tells which file each value came from, for error messages found later
+    (an endpoint that will not parse, a certificate that will not load).
+    """
+
+    def __init__(self, values, path, origin):
+        self.values = values
+        self.path = path
+        self.origin = origin
+
+    def __getitem__(self, section):
+        return self.values[section]
+
+    def error(self, section, key, message):
+        """A ConfigError pointing at where ``section.key`` was set."""
+        return ConfigError([f"{self.origin[section, key]}:{section}:{key}: {message}"])
+
+
+def _read(parser, text_or_path, name, errors):
+    try:
+        if text_or_path is None:
+            parser.read_string(default_text(), name)
+        else:
+            with open(text_or_path, encoding="utf-8") as f:
+                parser.read_file(f, name)
+    except OSError as e:
+        errors.append(f"{name}::: cannot read: {e.strerror or e}")
+    except (configparser.Error, UnicodeDecodeError) as e:
+        message = " ".join(str(e).split())
+        errors.append(f"{name}::: cannot parse: {message}")
+
+
+def _parser():
+    return configparser.ConfigParser(interpolation=None, default_section="\0")
+
+
+def load(path=None, environ=None):
+    """Load the config: ``path``, else $STATIOND_CONFIG, else the defaults."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("STATIOND_CONFIG") or None
+    errors = []
+    defaults, user = _parser(), _parser()
+    _read(defaults, None, DEFAULTS_NAME, errors)
+    if path is not None:
+        _read(user, path, path, errors)
+    if errors:
+        raise ConfigError(errors)
+
+    raw, origin = {}, {}
+    for section in defaults.sections():
+        for key, value in defaults.items(section):
+            raw[section, key] = value
+            origin[section, key] = DEFAULTS_NAME
+    for section in user.sections():
+        if section not in SCHEMA:
+            errors.append(f"{path}:{section}:: unknown section")
+            continue
+        for key, value in user.items(section):
+            if key not in SCHEMA[section]:
+                errors.append(f"{path}:{section}:{key}: unknown key")
+                continue
+            raw[section, key] = value
+            origin[section, key] = path
+
+    data_dir = raw["node", "data_dir"]
+    values = {section: {} for section in SCHEMA}
+    for (section, key), value in raw.items():
+        if key != "data_dir":
+            value = value.replace("{data_dir}", data_dir)
+        try:
+            values[section][key] = SCHEMA[section][key](value)
+        except ValueError as e:
+            errors.append(f"{origin[section, key]}:{section}:{key}: {e}")
+    if not values["node"].get("data_dir") and ("node", "data_dir") in raw:
+        errors.append(f"{origin['node', 'data_dir']}:node:data_dir: must not be empty")
+    tls = values["web"]
+    if bool(tls.get("tls_cert")) != bool(tls.get("tls_key")):
+        key = "tls_key" if tls.get("tls_cert") else "tls_cert"
+        errors.append(f"{path}:web:{key}: tls_cert and tls_key must be set together")
+    if errors:
+        raise ConfigError(errors)
+    return Config(values, path, origin)
+
+
+def check_endpoints(config, reactor):
+    """Parse every endpoint string now, so a typo stops the start, not a listener."""
+    from twisted.internet.endpoints import serverFromString
+
+    errors = []
+    for key in ("http", "https"):
+        for description in config["web"][key]:
+            try:
+                serverFromString(reactor, description)
+            except Exception as e:
+                origin = config.origin["web", key]
+                errors.append(f"{origin}:web:{key}: bad endpoint {description!r}: {e}")
+    if errors:
+        raise ConfigError(errors)

@@ -1,0 +1,136 @@
+"""The node's service tree, built in one place: read build_node() to see what runs.
+
+twistd calls makeService() before the reactor runs, so everything that can
+fail on a bad configuration (parsing, endpoints, certificates, the database
+schema) is done here, blocking, and turned into one line on stderr.
+"""
+
+import os
+import signal
+import sys
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString, wrapServerTLS
+from twisted.internet.error import CannotListenError
+from twisted.logger import ILogObserver, Logger
+from twisted.python import usage
+from twisted.python.components import Componentized
+
+from stationd import __version__, config as configuration
+from stationd.logs import make_observer
+from stationd.store import Store, StoreError
+from stationd.tls import ServerTLS
+from stationd.web import make_site
+from stationd.web.auth import Authenticator
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH]"
+    longdesc = ("Run a stationd node. Without --config, $STATIOND_CONFIG names the "
+                "configuration file; without either, the embedded defaults apply "
+                "(see `stationd-admin echo-config`).")
+    optParameters = [["config", "c", None, "configuration file (INI)"]]
+
+
+class Listener(StreamServerEndpointService):
+    """One listening endpoint; if it cannot bind, the start fails: one line, exit 1."""
+
+    # As strports.service() does: a bind failure raises from privilegedStartService.
+    _raiseSynchronously = True
+
+    def __init__(self, description, endpoint, factory):
+        super().__init__(endpoint, factory)
+        self.description = description
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            # twistd has redirected sys.stderr into the log by now.
+            sys.__stderr__.write(f"stationd: cannot listen on {self.description}: {reason}\n")
+            raise SystemExit(1) from None
+
+
+class NodeService(service.MultiService):
+    """The node: parent of every component, holder of what they share."""
+
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.name = config["node"]["name"]
+        self.started_at = None
+        self.tls = None
+        self.store = None
+        self.auth = None
+        self.log_observer = make_observer(config["log"])
+
+    def setServiceParent(self, parent):
+        # twistd logs through the application's ILogObserver component if it
+        # has one: that is how [log] replaces twistd's own log file.
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
+
+    def startService(self):
+        self.started_at = self.reactor.seconds()
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        super().startService()
+        log.info("stationd {version} node {name!r} started; components: {components}",
+                 version=__version__, name=self.name,
+                 components=", ".join(self.config["web"]["components"]))
+
+    def reload(self):
+        """SIGHUP: pick up renewed TLS certificates without dropping connections."""
+        log.info("SIGHUP: reloading")
+        if self.tls is not None:
+            self.tls.reload()
+
+    def status(self):
+        uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
+        return {
+            "node": self.name,
+            "version": __version__,
+            "uptime": round(uptime, 3),
+            "components": {name: "enabled" for name in self.config["web"]["components"]},
+        }
+
+
+def build_node(config, reactor):
+    """The service tree of a node: store, then the web listeners."""
+    node = NodeService(config, reactor)
+    os.makedirs(config["node"]["data_dir"], exist_ok=True)
+
+    node.store = Store(config["database"]["url"], reactor)
+    node.store.migrate()
+    node.store.setServiceParent(node)
+    node.auth = Authenticator(node.store, config["web"]["public_read"])
+
+    site = make_site(node, reactor)
+    for description in config["web"]["http"]:
+        Listener(description, serverFromString(reactor, description), site).setServiceParent(node)
+    if config["web"]["https"]:
+        node.tls = ServerTLS.from_config(config)
+        for description in config["web"]["https"]:
+            endpoint = wrapServerTLS(node.tls, serverFromString(reactor, description))
+            Listener(description, endpoint, site).setServiceParent(node)
+    return node
+
+
+def makeService(options):
+    from twisted.internet import reactor
+
+    try:
+        config = configuration.load(options["config"])
+        configuration.check_endpoints(config, reactor)
+        return build_node(config, reactor)
+    except configuration.ConfigError as e:
+        sys.stderr.write(f"{e}\n")
+        raise SystemExit(2)
+    except (StoreError, OSError) as e:
+        sys.stderr.write(f"stationd: cannot start: {e}\n")
+        raise SystemExit(1)

@@ -1,0 +1,104 @@
+"""Database access: one SQLAlchemy engine, used from a dedicated thread pool.
+
+Store operations are plain functions ``op(conn, ...)`` run in one transaction,
+either off the reactor (``store.run(op, ...)`` -> Deferred, in the node) or
+directly (``store.call(op, ...)``, in the admin commands).
+"""
+
+import os
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from twisted.application.service import Service
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from stationd.store.migrations import SchemaError, migrate
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used: a one-line reason for the operator."""
+
+
+def _sqlite_engine(url):
+    path = url.database
+    if path and path != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, record):
+        # Let SQLAlchemy's "begin" event issue BEGIN, so it can be IMMEDIATE:
+        # a write never fails half-way on a lock another process holds.
+        dbapi_conn.isolation_level = None
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "busy_timeout=30000",
+            "foreign_keys=ON",
+        ):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Store(Service):
+    """The database, as a service: its thread pool runs while the node runs."""
+
+    name = "store"
+
+    def __init__(self, url, reactor=None):
+        try:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite":
+                self.engine = _sqlite_engine(parsed)
+                threads = 1  # SQLite has one writer; one thread keeps writes ordered
+            else:
+                self.engine = create_engine(parsed, pool_pre_ping=True)
+                threads = 4
+        except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
+            raise StoreError(f"cannot open database {url!r}: {e}") from None
+        self.url = parsed
+        self.dialect = self.engine.dialect.name
+        self.pool = ThreadPool(minthreads=1, maxthreads=threads, name="stationd-store")
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+
+    def call(self, operation, *args, **kwargs):
+        """Run ``operation(conn, *args, **kwargs)`` in one transaction, here and now."""
+        with self.engine.begin() as conn:
+            return operation(conn, *args, **kwargs)
+
+    def run(self, operation, *args, **kwargs):
+        """Like call(), on the store's thread pool; returns a Deferred."""
+        return deferToThreadPool(self._reactor, self.pool, self.call, operation, *args, **kwargs)
+
+    def migrate(self):
+        """Create or upgrade the schema (blocking: at start, before the reactor runs)."""
+        try:
+            return self.call(migrate)
+        except SchemaError as e:
+            raise StoreError(str(e)) from None
+        except SQLAlchemyError as e:
+            reason = " ".join(str(e.orig if getattr(e, "orig", None) else e).split())
+            raise StoreError(
+                f"cannot use database {self.url.render_as_string()}: {reason}"
+            ) from None
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+        self.engine.dispose()
+
+    def close(self):
+        self.engine.dispose()

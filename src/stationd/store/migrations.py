@@ -1,0 +1,56 @@
+"""Schema versions: create a new database at LATEST, upgrade an older one step by step.
+
+To change the schema: edit ``schema.py``, bump LATEST, and add
+``UPGRADES[LATEST] = function(conn)`` that takes a database at LATEST - 1 to
+LATEST (plain ALTER TABLE / CREATE statements through SQLAlchemy).
+"""
+
+from sqlalchemy import inspect, select, text
+
+from stationd.store import schema
+
+LATEST = 1
+UPGRADES = {}
+
+
+class SchemaError(Exception):
+    pass
+
+
+def current_version(conn):
+    if not inspect(conn).has_table(schema.meta.name):
+        return None
+    value = conn.execute(
+        select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+    ).scalar()
+    return int(value) if value is not None else None
+
+
+def _set_version(conn, version):
+    table = schema.meta
+    updated = conn.execute(
+        table.update().where(table.c.key == "schema_version").values(value=str(version))
+    )
+    if updated.rowcount == 0:
+        conn.execute(table.insert().values(key="schema_version", value=str(version)))
+
+
+def migrate(conn):
+    """Bring the database to LATEST; returns (version before, version after)."""
+    if conn.dialect.name == "postgresql":
+        # Node start and `stationd-admin init` may race: one migrates at a time.
+        conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))
+    version = current_version(conn)
+    if version is None:
+        schema.metadata.create_all(conn)
+        _set_version(conn, LATEST)
+        return None, LATEST
+    if version > LATEST:
+        raise SchemaError(
+            f"the database schema is version {version}, newer than this stationd "
+            f"understands ({LATEST}); upgrade stationd"
+        )
+    for step in range(version + 1, LATEST + 1):
+        UPGRADES[step](conn)
+        _set_version(conn, step)
+    return version, LATEST

@@ -1,0 +1,116 @@
+"""Users, roles and API keys.
+
+Keys are 256 random bits, shown once and stored as their SHA-256: a stolen
+database holds no usable key.
+"""
+
+import datetime
+import hashlib
+import hmac
+import re
+import secrets
+
+from sqlalchemy import select
+
+from stationd.store.schema import users
+
+ROLES = ("admin", "station", "importer", "editor", "reader")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+PUBLIC_COLUMNS = (
+    users.c.name, users.c.role, users.c.email, users.c.first_name,
+    users.c.last_name, users.c.created_at, users.c.key_rotated_at,
+)
+
+
+class UserError(ValueError):
+    """A user operation the caller got wrong (bad name, bad role, ...)."""
+
+
+class NoSuchUser(UserError):
+    pass
+
+
+class UserExists(UserError):
+    pass
+
+
+def new_key():
+    return secrets.token_urlsafe(32)
+
+
+def hash_key(key):
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _row(row):
+    user = dict(row._mapping)
+    for field in ("created_at", "key_rotated_at"):
+        when = user.get(field)
+        if when is not None:
+            # SQLite gives back naive datetimes; they were stored as UTC.
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            user[field] = when.astimezone(datetime.timezone.utc).isoformat()
+    return user
+
+
+def add_user(conn, name, role, email=None, first_name=None, last_name=None):
+    """Create a user; returns (user, api_key). The key is not kept anywhere."""
+    if not _NAME.match(name or ""):
+        raise UserError(f"bad user name {name!r}: use letters, digits and _.@- (max 64)")
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    if conn.execute(select(users.c.id).where(users.c.name == name)).first():
+        raise UserExists(f"user {name!r} already exists")
+    key, now = new_key(), _now()
+    conn.execute(
+        users.insert().values(
+            name=name, role=role, email=email, first_name=first_name,
+            last_name=last_name, key_hash=hash_key(key), created_at=now, key_rotated_at=now,
+        )
+    )
+    return get_user(conn, name), key
+
+
+def get_user(conn, name):
+    row = conn.execute(select(*PUBLIC_COLUMNS).where(users.c.name == name)).first()
+    if row is None:
+        raise NoSuchUser(f"no user {name!r}")
+    return _row(row)
+
+
+def list_users(conn):
+    return [_row(r) for r in conn.execute(select(*PUBLIC_COLUMNS).order_by(users.c.name))]
+
+
+def rotate_key(conn, name):
+    """Replace a user's key; the old one stops working at once. Returns the new key."""
+    key = new_key()
+    updated = conn.execute(
+        users.update().where(users.c.name == name).values(key_hash=hash_key(key), key_rotated_at=_now())
+    )
+    if updated.rowcount == 0:
+        raise NoSuchUser(f"no user {name!r}")
+    return key
+
+
+def remove_user(conn, name):
+    if conn.execute(users.delete().where(users.c.name == name)).rowcount == 0:
+        raise NoSuchUser(f"no user {name!r}")
+
+
+def authenticate(conn, key):
+    """The user holding ``key``, or None."""
+    digest = hash_key(key)
+    row = conn.execute(
+        select(users.c.key_hash, *PUBLIC_COLUMNS).where(users.c.key_hash == digest)
+    ).first()
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    user = _row(row)
+    del user["key_hash"]
+    return user

@@ -1,0 +1,22 @@
+"""The node's HTTP surface: the route groups ("components") on one Klein app."""
+
+from stationd.web.admin import Admin
+from stationd.web.core import Core
+from stationd.web.http import make_app, mount
+from stationd.web.site import NodeSite
+
+# [web] components names -> route group classes, each built with the node.
+COMPONENTS = {"core": Core, "admin": Admin}
+
+
+def make_resource(node, components, prefix):
+    app = make_app()
+    for name in components:
+        mount(app, COMPONENTS[name](node), prefix)
+    return app.resource()
+
+
+def make_site(node, reactor):
+    web = node.config["web"]
+    resource = make_resource(node, web["components"], web["request_path"])
+    return NodeSite(resource, web["max_body_size"], reactor)

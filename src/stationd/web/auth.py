@@ -1,0 +1,66 @@
+"""API-key authentication and role checks, as one decorator for route handlers.
+
+Every request looks its key up in the store, so keys added, rotated or removed
+by ``stationd-admin`` count from the next request on.
+"""
+
+import functools
+import inspect
+import re
+
+from stationd.store import users
+from stationd.web.http import HTTPError
+
+_BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
+# FPlaneServer clients send "FPS_API APIKEY=<key>", the key word in any case.
+_FPS_API = re.compile(r"^\s*FPS_API\s+APIKEY\s*=\s*(\S+)\s*$", re.IGNORECASE)
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="stationd"'}
+
+
+def api_key(request):
+    header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+    match = _BEARER.match(header) or _FPS_API.match(header)
+    return match.group(1) if match else None
+
+
+class Authenticator:
+    def __init__(self, store, public_read):
+        self.store = store
+        self.public_read = public_read
+
+    async def check(self, request, roles, read):
+        """The caller's user (None for a public read), or 401/403."""
+        key = api_key(request)
+        if key is None and read and self.public_read:
+            return None
+        if key is None:
+            raise HTTPError(401, "this route needs an API key: Authorization: Bearer <key>",
+                            headers=_CHALLENGE)
+        user = await self.store.run(users.authenticate, key)
+        if user is None:
+            raise HTTPError(401, "unknown API key", headers=_CHALLENGE)
+        request.stationd_user = user["name"]
+        if roles and user["role"] not in roles and user["role"] != "admin":
+            raise HTTPError(403, f"this route needs role {' or '.join(roles)}; "
+                                 f"{user['name']} has role {user['role']}")
+        return user
+
+
+def require(*roles, read=False):
+    """Decorate a handler of a component that has ``self.auth``.
+
+    ``require("editor")``: a key of role editor (or admin).  ``require(read=True)``:
+    public when [web] public_read is true, else any valid key.  The handler
+    receives the user as ``request.stationd_user`` (its name, for the log).
+    """
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def checked(self, request, *args, **kwargs):
+            await self.auth.check(request, roles, read)
+            result = handler(self, request, *args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return checked
+
+    return decorate

@@ -1,0 +1,123 @@
+"""What every route group shares: JSON bodies, JSON errors, route declarations."""
+
+import json
+
+from klein import Klein
+from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+log = Logger()
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status, message, code=None, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(code, message):
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode("utf-8")
+
+
+def json_body(request, value, status=200):
+    """Set status and content type; return the encoded JSON for Klein to write."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def read_json(request):
+    """The request body as a JSON object, or a 400/415 HTTPError."""
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type not in (b"application/json", b""):
+        raise HTTPError(415, "send the body as application/json")
+    try:
+        value = json.loads(request.content.read() or b"null")
+    except ValueError as e:
+        raise HTTPError(400, f"body is not valid JSON: {e}", code="bad_json") from None
+    if not isinstance(value, dict):
+        raise HTTPError(400, "body must be a JSON object", code="bad_json")
+    return value
+
+
+def route(method, path):
+    """Declare a component method as the handler of ``method path``."""
+
+    def declare(handler):
+        handler.__dict__.setdefault("stationd_routes", []).append((method, path))
+        return handler
+
+    return declare
+
+
+def mount(app, component, prefix):
+    """Register every @route method of ``component`` on ``app`` under ``prefix``."""
+    owner = type(component).__name__
+    for name in dir(type(component)):
+        for method, path in getattr(getattr(type(component), name), "stationd_routes", ()):
+            app.route(
+                prefix.rstrip("/") + path,
+                methods=[method],
+                endpoint=f"{owner}.{name}.{method}",
+            )(getattr(component, name))
+
+
+def make_app():
+    """A Klein app whose every error, routing errors included, is JSON."""
+    app = Klein()
+
+    @app.handle_errors(HTTPError)
+    def http_error(request, failure):
+        error = failure.value
+        for name, value in error.headers.items():
+            request.setHeader(name.encode("ascii"), value.encode("latin-1"))
+        request.setResponseCode(error.status)
+        request.setHeader(b"content-type", b"application/json")
+        return error_body(error.code, error.message)
+
+    @app.handle_errors(HTTPException)
+    def routing_error(request, failure):
+        error = failure.value
+        # Keep werkzeug's headers: Location on redirects, Allow on 405.
+        for name, value in error.get_response().headers:
+            if name.lower() not in ("content-type", "content-length"):
+                request.setHeader(name.encode("ascii"), value.encode("latin-1"))
+        request.setResponseCode(error.code)
+        request.setHeader(b"content-type", b"application/json")
+        if isinstance(error, MethodNotAllowed):
+            message = f"{request.method.decode()} is not allowed here; allowed: {', '.join(error.valid_methods)}"
+        elif error.code == 404:
+            message = f"no such resource: {request.path.decode('utf-8', 'replace')}"
+        else:
+            message = error.description or error.name
+        return error_body(_CODES.get(error.code, "error"), message)
+
+    @app.handle_errors(Exception)
+    def internal_error(request, failure):
+        log.failure("Error handling {method} {path}", failure,
+                    method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", b"application/json")
+        return error_body("internal_error", "internal error; the node's log has the details")
+
+    return app

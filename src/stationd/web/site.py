@@ -1,0 +1,98 @@
+"""The HTTP server: a Site whose requests refuse oversized bodies and log one line each."""
+
+import io
+
+from twisted.logger import Logger
+from twisted.web import server
+
+from stationd.web.http import error_body
+
+log = Logger(namespace="stationd.access")
+
+
+class StationRequest(server.Request):
+    """A request that answers 413 as soon as its body passes the limit.
+
+    twisted.web buffers a whole body before any resource sees it, so the limit
+    is enforced here, as bytes arrive: a declared Content-Length is refused
+    before any body byte is read, a chunked body as soon as it passes the
+    limit.  The rest of the body is read and dropped (so clients that only
+    read after sending still get the 413), then the connection is closed.
+    """
+
+    stationd_user = None
+    _refused = False
+    _body_bytes = 0
+
+    def __init__(self, channel, *args, **kwargs):
+        super().__init__(channel, *args, **kwargs)
+        self.started = channel.site.reactor.seconds()
+
+    def gotLength(self, length):
+        if length is not None and length > self.channel.site.max_body_size:
+            self._refuse()
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self.channel.site.max_body_size:
+            self._refuse()
+        else:
+            super().handleContentChunk(data)
+
+    def _refuse(self):
+        self._refused = True
+        self.content = io.BytesIO()
+        channel = self.channel
+        # The request line is known, but requestReceived() has not run yet.
+        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        # A final answer replaces "100 Continue": the client need not send the body.
+        self.requestHeaders.removeHeader(b"expect")
+        channel.persistent = False
+        body = error_body(
+            "payload_too_large",
+            f"request body is larger than the limit of {channel.site.max_body_size} bytes",
+        )
+        self.setResponseCode(413)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.setHeader(b"connection", b"close")
+        self.write(body)
+
+    def connectionLost(self, reason):
+        # A refused client may hang up without sending the body: log it anyway.
+        super().connectionLost(reason)
+        if self._refused and not self.finished:
+            self.channel.site.log(self)
+
+    def requestReceived(self, command, path, version):
+        if self._refused:
+            self.finish()  # the 413 is out; this closes the connection
+        else:
+            super().requestReceived(command, path, version)
+
+
+class NodeSite(server.Site):
+    requestFactory = StationRequest
+    noisy = False
+
+    def __init__(self, resource, max_body_size, reactor):
+        super().__init__(resource, reactor=reactor)
+        self.max_body_size = max_body_size
+
+    def log(self, request):
+        client = request.getClientAddress()
+        log.info(
+            '{client} {user} "{method} {uri}" {status} {size} {duration_ms:.1f}ms',
+            client=getattr(client, "host", "-"),
+            user=getattr(request, "stationd_user", None) or "-",
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+            status=request.code,
+            size=request.sentLength,
+            duration_ms=(self.reactor.seconds() - request.started) * 1000,
+        )
