@@ -210,7 +210,7 @@ def load(path=None, environ=None):
             raw[section, key] = value
             origin[section, key] = path
 
-    data_dir = raw["node", "data_dir"]
+    data_dir = optional_path(raw["node", "data_dir"]) or ""
     values = {section: {} for section in SCHEMA}
     for (section, key), value in raw.items():
         if key != "data_dir":

@@ -1,0 +1,176 @@
+"""stationd-admin: configuration, schema, users and certificates, on the store directly.
+
+Works whether or not the node runs: the node reads users from the store on
+every request, so changes here count from its next request.
+"""
+
+import argparse
+import os
+import sys
+
+from stationd import config as configuration
+from stationd import tls
+from stationd.store import Store, StoreError, users
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit 1."""
+
+
+def _config(args):
+    return configuration.load(args.config)
+
+
+def _store(args):
+    config = _config(args)
+    store = Store(config["database"]["url"])
+    store.migrate()
+    return store
+
+
+def echo_config(args):
+    sys.stdout.write(configuration.default_text())
+
+
+def check_config(args):
+    from twisted.internet import reactor
+
+    config = _config(args)
+    configuration.check_endpoints(config, reactor)
+    web = config["web"]
+    if web["https"] and web["tls_cert"]:
+        try:
+            tls.server_options(web["tls_cert"], web["tls_key"], web["tls_min_version"], web["client_ca"])
+        except ValueError as e:
+            raise config.error("web", "tls_cert", str(e)) from None
+    print(f"{config.path or configuration.DEFAULTS_NAME}: OK")
+
+
+def init(args):
+    config = _config(args)
+    os.makedirs(config["node"]["data_dir"], exist_ok=True)
+    store = Store(config["database"]["url"])
+    before, after = store.migrate()
+    store.close()
+    state = "created" if before is None else "up to date" if before == after else f"upgraded from {before}"
+    print(f"data directory {config['node']['data_dir']}")
+    print(f"database {store.url.render_as_string()}: schema version {after} ({state})")
+
+
+def add_user(args):
+    store = _store(args)
+    user, key = store.call(
+        users.add_user, args.name, args.role, email=args.email,
+        first_name=" ".join(args.full_name[:1]) or None,
+        last_name=" ".join(args.full_name[1:]) or None,
+    )
+    print(f"user {user['name']} (role {user['role']}) created; its API key, shown only this once:")
+    print(key)
+
+
+def rotate_key(args):
+    key = _store(args).call(users.rotate_key, args.name)
+    print(f"new API key for {args.name} (the old one no longer works), shown only this once:")
+    print(key)
+
+
+def list_users(args):
+    rows = _store(args).call(users.list_users)
+    print(f"{'NAME':20} {'ROLE':9} {'EMAIL':28} {'KEY SINCE':25} NAME")
+    for u in rows:
+        full = " ".join(filter(None, (u["first_name"], u["last_name"])))
+        print(f"{u['name']:20} {u['role']:9} {u['email'] or '-':28} {u['key_rotated_at']:25} {full}")
+
+
+def remove_user(args):
+    _store(args).call(users.remove_user, args.name)
+    print(f"user {args.name} removed")
+
+
+def make_cert(args):
+    os.makedirs(args.out, exist_ok=True)
+    cert_path, key_path = os.path.join(args.out, "cert.pem"), os.path.join(args.out, "key.pem")
+    if not args.force and (os.path.exists(cert_path) or os.path.exists(key_path)):
+        raise CommandError(f"{cert_path} or {key_path} exists; use --force to replace them")
+    issuer = None
+    if args.issuer:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            with open(os.path.join(args.issuer, "key.pem"), "rb") as f:
+                issuer_key = serialization.load_pem_private_key(f.read(), None)
+            with open(os.path.join(args.issuer, "cert.pem"), "rb") as f:
+                issuer = (issuer_key, x509.load_pem_x509_certificate(f.read()))
+        except (OSError, ValueError) as e:
+            raise CommandError(f"cannot load the issuer from {args.issuer}: {e}") from None
+    key, cert = tls.make_certificate(args.host, issuer=issuer, is_ca=args.ca)
+    tls.write_pair(key, cert, cert_path, key_path)
+    kind = "CA certificate" if args.ca else "certificate"
+    print(f"{kind} {cert_path} and key {key_path} for {', '.join(args.host)}")
+    print(f"SHA-256 fingerprint {tls.fingerprint(cert)}")
+
+
+def parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="configuration file (default: $STATIOND_CONFIG, else the embedded defaults)")
+    top = argparse.ArgumentParser(
+        prog="stationd-admin", parents=[common],
+        description="Administer a stationd node: configuration, schema, users, certificates.",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, function, help):
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(function=function)
+        return p
+
+    command("echo-config", echo_config, "print the embedded default configuration")
+    command("check-config", check_config, "validate a configuration")
+    command("init", init, "create the data directory and the database schema")
+    p = command("add-user", add_user, "create a user and print its API key")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=users.ROLES)
+    p.add_argument("--email")
+    p.add_argument("full_name", nargs="*", metavar="FIRST LAST", help="the person's first and last name")
+    p = command("rotate-key", rotate_key, "give a user a new API key (the old one stops working)")
+    p.add_argument("name")
+    command("list-users", list_users, "list users and their roles")
+    p = command("remove-user", remove_user, "remove a user (its key stops working)")
+    p.add_argument("name")
+    p = command("make-cert", make_cert, "make a key and certificate (self-signed, CA, or signed by a CA)")
+    p.add_argument("--host", action="append", required=True,
+                   help="a DNS name or IP address the certificate is for (repeatable; "
+                        "the first is its common name)")
+    p.add_argument("--out", default=".", help="directory for cert.pem and key.pem (default: .)")
+    p.add_argument("--ca", action="store_true", help="make a CA certificate, to sign others with")
+    p.add_argument("--issuer", metavar="DIR",
+                   help="sign with the CA in DIR (cert.pem, key.pem) instead of self-signing")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    return top
+
+
+def main(argv=None):
+    top = parser()
+    # argparse cannot take "add-user NAME --role R FIRST LAST" (positionals on
+    # both sides of an option) in one pass; the names after it come back here.
+    args, rest = top.parse_known_args(argv)
+    if rest and args.command == "add-user" and not any(r.startswith("-") for r in rest):
+        args.full_name += rest
+    elif rest:
+        top.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.config = getattr(args, "config", None)
+    try:
+        args.function(args)
+    except configuration.ConfigError as e:
+        sys.stderr.write(f"{e}\n")
+        return 2
+    except (CommandError, StoreError, users.UserError, OSError) as e:
+        sys.stderr.write(f"stationd-admin: {e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

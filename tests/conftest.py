@@ -1,0 +1,65 @@
+"""Shared fixtures: a store on each backend, a config on a temp data_dir.
+
+PostgreSQL tests run where STATIOND_TEST_DATABASE_URL is set (CI sets it);
+each test gets its own schema there, dropped afterwards.
+"""
+
+import configparser
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from stationd import config as configuration
+from stationd.store import Store
+
+PG_URL = os.environ.get("STATIOND_TEST_DATABASE_URL")
+
+
+def write_config(tmp_path, body="", name="stationd.ini"):
+    """A config file on a private data_dir, with no listeners unless ``body`` sets them."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0")
+    parser.read_dict({"node": {"data_dir": str(tmp_path / "var")}, "web": {"http": "", "https": ""}})
+    try:
+        parser.read_string(body)
+    except configparser.Error:
+        (tmp_path / name).write_text(body)  # a deliberately malformed file
+        return tmp_path / name
+    with open(tmp_path / name, "w") as f:
+        parser.write(f)
+    return tmp_path / name
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    def make(body=""):
+        return configuration.load(str(write_config(tmp_path, body)))
+
+    return make
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/test.sqlite"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need STATIOND_TEST_DATABASE_URL (set by .ci/run)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def store(database_url):
+    store = Store(database_url)
+    store.migrate()
+    yield store
+    store.close()

@@ -1,0 +1,91 @@
+"""The store on SQLite and (with STATIOND_TEST_DATABASE_URL) PostgreSQL."""
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from stationd.store import Store, StoreError, migrations, schema, users
+
+
+def test_new_database_is_created_at_the_latest_version(store):
+    assert store.call(migrations.current_version) == migrations.LATEST
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"stationd_meta", "users", "stations"} <= tables
+    assert store.migrate() == (migrations.LATEST, migrations.LATEST)  # idempotent
+
+
+def test_an_older_database_is_upgraded_step_by_step(store, monkeypatch):
+    def add_column(conn):
+        conn.execute(text("ALTER TABLE stations ADD COLUMN location_note VARCHAR(80)"))
+
+    monkeypatch.setattr(migrations, "LATEST", migrations.LATEST + 1)
+    monkeypatch.setitem(migrations.UPGRADES, migrations.LATEST, add_column)
+    assert store.migrate() == (migrations.LATEST - 1, migrations.LATEST)
+    columns = {c["name"] for c in inspect(store.engine).get_columns("stations")}
+    assert "location_note" in columns
+    assert store.call(migrations.current_version) == migrations.LATEST
+
+
+def test_a_newer_database_is_refused(store, monkeypatch):
+    monkeypatch.setattr(migrations, "LATEST", migrations.LATEST - 1)
+    with pytest.raises(StoreError, match="newer than this stationd"):
+        store.migrate()
+
+
+def test_an_unreachable_database_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot"):
+        Store(f"sqlite:///{tmp_path}/file/db.sqlite").migrate()
+    with pytest.raises(StoreError, match="cannot open database"):
+        Store("nosuchdb://x/y")
+
+
+def test_user_lifecycle(store):
+    user, key = store.call(users.add_user, "alice", "editor", email="a@example.org",
+                           first_name="Alice", last_name="Smith")
+    assert user["role"] == "editor" and user["email"] == "a@example.org"
+    assert user["created_at"].endswith("+00:00")
+    assert len(key) >= 43  # 32 random bytes, urlsafe base64
+    assert store.call(users.authenticate, key)["name"] == "alice"
+    assert store.call(users.authenticate, key + "x") is None
+
+    new_key = store.call(users.rotate_key, "alice")
+    assert new_key != key
+    assert store.call(users.authenticate, key) is None
+    assert store.call(users.authenticate, new_key)["name"] == "alice"
+
+    assert [u["name"] for u in store.call(users.list_users)] == ["alice"]
+    store.call(users.remove_user, "alice")
+    assert store.call(users.authenticate, new_key) is None
+    assert store.call(users.list_users) == []
+
+
+def test_user_errors(store):
+    store.call(users.add_user, "bob", "reader")
+    with pytest.raises(users.UserExists):
+        store.call(users.add_user, "bob", "reader")
+    with pytest.raises(users.UserError, match="unknown role"):
+        store.call(users.add_user, "carol", "emperor")
+    with pytest.raises(users.UserError, match="bad user name"):
+        store.call(users.add_user, "no spaces", "reader")
+    with pytest.raises(users.NoSuchUser):
+        store.call(users.rotate_key, "nobody")
+    with pytest.raises(users.NoSuchUser):
+        store.call(users.remove_user, "nobody")
+
+
+def test_keys_are_random_and_never_stored(store):
+    keys = [store.call(users.add_user, f"u{i}", "reader")[1] for i in range(5)]
+    assert len(set(keys)) == 5
+    stored = store.call(lambda conn: [tuple(r) for r in conn.execute(select(schema.users))])
+    dump = repr(stored)
+    for key in keys:
+        assert key not in dump
+        assert users.hash_key(key) in dump
+
+
+def test_schema_matches_the_declared_metadata(store):
+    inspector = inspect(store.engine)
+    for table in schema.metadata.tables.values():
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        assert columns == {c.name for c in table.columns}, table.name
+

@@ -1,0 +1,194 @@
+"""Routes, JSON errors and auth through the real Klein app, over StubTreq."""
+
+import json
+
+import pytest
+import pytest_twisted
+from treq.testing import StubTreq
+from twisted.internet import reactor, task
+
+from stationd.store import users
+from stationd.web import COMPONENTS, make_resource
+from stationd.web.auth import Authenticator
+from stationd.web.http import route
+
+
+class FakeNode:
+    """What components need of the node: its store, auth, config and status."""
+
+    def __init__(self, store, public_read=True):
+        self.store = store
+        self.auth = Authenticator(store, public_read)
+
+    def status(self):
+        return {"node": "test", "components": {}}
+
+
+@pytest.fixture
+def node(store):
+    store.startService()
+    yield FakeNode(store)
+    store.stopService()
+
+
+async def settle(stub, d):
+    """Pump StubTreq until ``d`` has a result (handlers wait on the store's thread)."""
+    results = []
+    d.addBoth(lambda result: results.append(result) or result)
+    while not results:
+        stub.flush()
+        await task.deferLater(reactor, 0.002, lambda: None)
+    return await d
+
+
+async def call(stub, method, url, **kwargs):
+    response = await settle(stub, stub.request(method, url, **kwargs))
+    return response, await settle(stub, response.content())
+
+
+def client(node, components=("core", "admin"), prefix="/"):
+    return StubTreq(make_resource(node, components, prefix))
+
+
+def error_code(body):
+    return json.loads(body)["error"]["code"]
+
+
+def test_config_and_web_agree_on_component_names():
+    from stationd import config
+
+    assert set(config.COMPONENTS) == set(COMPONENTS)
+
+
+@pytest_twisted.ensureDeferred
+async def test_core_routes(node):
+    stub = client(node)
+    response, body = await call(stub, "GET", "http://n/heartbeat")
+    assert (response.code, body) == (200, b"OK")
+    assert response.headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
+    response, body = await call(stub, "GET", "http://n/version")
+    assert json.loads(body)["name"] == "stationd"
+    response, body = await call(stub, "GET", "http://n/api/v1/status")
+    assert json.loads(body)["node"] == "test"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_path_and_wrong_method_are_json(node):
+    stub = client(node)
+    response, body = await call(stub, "GET", "http://n/no/such/thing")
+    assert response.code == 404 and error_code(body) == "not_found"
+    assert response.headers.getRawHeaders("content-type") == ["application/json"]
+    response, body = await call(stub, "DELETE", "http://n/heartbeat")
+    assert response.code == 405 and error_code(body) == "method_not_allowed"
+    assert "GET" in response.headers.getRawHeaders("allow")[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_path_prefixes_every_route(node):
+    stub = client(node, prefix="/stationd/")
+    response, body = await call(stub, "GET", "http://n/stationd/heartbeat")
+    assert body == b"OK"
+    response, body = await call(stub, "GET", "http://n/heartbeat")
+    assert response.code == 404 and error_code(body) == "not_found"
+
+
+@pytest_twisted.ensureDeferred
+async def test_components_not_configured_are_not_mounted(node):
+    stub = client(node, components=("core",))
+    response, _ = await call(stub, "GET", "http://n/api/v1/admin/users")
+    assert response.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_handler_exception_is_500_json_without_traceback(node, monkeypatch):
+    class Broken:
+        def __init__(self, node):
+            pass
+
+        @route("GET", "/broken")
+        def broken(self, request):
+            raise RuntimeError("secret internals")
+
+    monkeypatch.setitem(COMPONENTS, "broken", Broken)
+    stub = client(node, components=("core", "broken"))
+    response, body = await call(stub, "GET", "http://n/broken")
+    assert response.code == 500 and error_code(body) == "internal_error"
+    assert b"secret internals" not in body and b"Traceback" not in body
+
+
+# -- authentication --
+
+@pytest_twisted.ensureDeferred
+async def test_no_header_is_401_with_challenge(node):
+    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users")
+    assert response.code == 401 and error_code(body) == "unauthorized"
+    assert response.headers.getRawHeaders("www-authenticate") == ['Bearer realm="stationd"']
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_key_is_401(node):
+    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users",
+                                headers={"Authorization": "Bearer not-a-key"})
+    assert response.code == 401 and "unknown API key" in body.decode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_role_is_403(node):
+    _, key = node.store.call(users.add_user, "reader1", "reader")
+    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users",
+                                headers={"Authorization": f"Bearer {key}"})
+    assert response.code == 403 and error_code(body) == "forbidden"
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer {key}", "bearer {key}", "FPS_API APIKEY={key}", "FPS_API apikey={key}", "fps_api ApiKey = {key}",
+])
+@pytest_twisted.ensureDeferred
+async def test_both_header_forms_authenticate(node, header):
+    _, key = node.store.call(users.add_user, "root", "admin")
+    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users",
+                                headers={"Authorization": header.format(key=key)})
+    assert response.code == 200
+    assert [u["name"] for u in json.loads(body)["users"]] == ["root"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_need_a_key_when_not_public(node):
+    node.auth.public_read = False
+    stub = client(node)
+    response, _ = await call(stub, "GET", "http://n/api/v1/status")
+    assert response.code == 401
+    _, key = node.store.call(users.add_user, "viewer", "reader")
+    response, _ = await call(stub, "GET", "http://n/api/v1/status", headers={"Authorization": f"Bearer {key}"})
+    assert response.code == 200
+    response, _ = await call(stub, "GET", "http://n/heartbeat")
+    assert response.code == 200  # liveness stays open
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_user_routes(node):
+    _, root = node.store.call(users.add_user, "root", "admin")
+    auth = {"Authorization": f"Bearer {root}"}
+    stub = client(node)
+    response, body = await call(stub, "POST", "http://n/api/v1/admin/users", headers=auth,
+                                json={"name": "ed", "role": "editor", "email": "ed@example.org"})
+    assert response.code == 201
+    created = json.loads(body)
+    assert created["user"]["role"] == "editor"
+    assert node.store.call(users.authenticate, created["api_key"])["name"] == "ed"
+
+    response, body = await call(stub, "POST", "http://n/api/v1/admin/users", headers=auth,
+                                json={"name": "ed", "role": "editor"})
+    assert response.code == 409
+    response, body = await call(stub, "POST", "http://n/api/v1/admin/users", headers=auth, data=b"{nope")
+    assert response.code == 400 and error_code(body) == "bad_json"
+
+    response, body = await call(stub, "POST", "http://n/api/v1/admin/users/ed/rotate-key", headers=auth)
+    new_key = json.loads(body)["api_key"]
+    assert node.store.call(users.authenticate, created["api_key"]) is None
+    assert node.store.call(users.authenticate, new_key)["name"] == "ed"
+
+    response, _ = await call(stub, "DELETE", "http://n/api/v1/admin/users/ed", headers=auth)
+    assert response.code == 200
+    response, body = await call(stub, "DELETE", "http://n/api/v1/admin/users/ed", headers=auth)
+    assert response.code == 404 and error_code(body) == "not_found"
