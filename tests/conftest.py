@@ -17,10 +17,10 @@ from stationd.store import Store
 PG_URL = os.environ.get("STATIOND_TEST_DATABASE_URL")
 
 
-def write_config(tmp_path, body="", name="stationd.ini"):
-    """A config file on a private data_dir, with no listeners unless ``body`` sets them."""
+def write_config(tmp_path, body="", name="stationd.ini", http="", https=""):
+    """A config file on a private data_dir, with no listeners unless asked for."""
     parser = configparser.ConfigParser(interpolation=None, default_section="\0")
-    parser.read_dict({"node": {"data_dir": str(tmp_path / "var")}, "web": {"http": "", "https": ""}})
+    parser.read_dict({"node": {"data_dir": str(tmp_path / "var")}, "web": {"http": http, "https": https}})
     try:
         parser.read_string(body)
     except configparser.Error:

@@ -78,11 +78,22 @@ class NodeService(service.MultiService):
 
     def startService(self):
         self.started_at = self.reactor.seconds()
-        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        # After the reactor's own handlers, which this replaces for SIGTERM.
+        self.reactor.callWhenRunning(self._handle_signals)
         super().startService()
         log.info("stationd {version} node {name!r} started; components: {components}",
                  version=__version__, name=self.name,
                  components=", ".join(self.config["web"]["components"]))
+
+    def _handle_signals(self):
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._terminate))
+
+    def _terminate(self):
+        # The reactor's handler would make twistd kill itself with SIGTERM
+        # once stopped; SIGTERM is how a node is meant to stop, so exit 0.
+        log.info("Received SIGTERM, shutting down.")
+        self.reactor.stop()
 
     def reload(self):
         """SIGHUP: pick up renewed TLS certificates without dropping connections."""

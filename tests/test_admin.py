@@ -1,0 +1,79 @@
+"""stationd-admin, run in-process (the same main() the console script calls)."""
+
+import pytest
+from cryptography import x509
+
+from stationd import admin, config
+from stationd.store import Store, users
+
+from conftest import write_config
+
+
+@pytest.fixture
+def cfg(tmp_path, database_url):
+    return str(write_config(tmp_path, f"[database]\nurl = {database_url}\n"))
+
+
+def run(capsys, *argv):
+    code = admin.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_echo_config_prints_the_embedded_defaults(capsys):
+    code, out, _ = run(capsys, "echo-config")
+    assert code == 0 and out == config.default_text()
+
+
+def test_check_config(capsys, tmp_path):
+    good = write_config(tmp_path, "[node]\nname = x\n", name="good.ini")
+    assert run(capsys, "check-config", "--config", str(good)) == (0, f"{good}: OK\n", "")
+    bad = write_config(tmp_path, "[web]\nmax_body_size = huge\n", name="bad.ini")
+    code, _, err = run(capsys, "check-config", "--config", str(bad))
+    assert code == 2
+    assert err.startswith(f"{bad}:web:max_body_size: expected a size")
+    assert "Traceback" not in err
+
+
+def test_init_creates_data_dir_and_schema(capsys, cfg, tmp_path):
+    code, out, _ = run(capsys, "init", "--config", cfg)
+    assert code == 0 and "(created)" in out and (tmp_path / "var").is_dir()
+    code, out, _ = run(capsys, "--config", cfg, "init")
+    assert code == 0 and "(up to date)" in out
+
+
+def test_user_commands(capsys, cfg, database_url):
+    code, out, _ = run(capsys, "add-user", "ada", "--role", "editor", "--email", "ada@example.org",
+                       "--config", cfg, "Ada", "Lovelace")
+    assert code == 0
+    key = out.splitlines()[-1]
+    store = Store(database_url)
+    user = store.call(users.authenticate, key)
+    assert (user["name"], user["first_name"], user["last_name"]) == ("ada", "Ada", "Lovelace")
+
+    code, out, _ = run(capsys, "rotate-key", "ada", "--config", cfg)
+    new_key = out.splitlines()[-1]
+    assert store.call(users.authenticate, key) is None
+    assert store.call(users.authenticate, new_key)["name"] == "ada"
+
+    code, out, _ = run(capsys, "list-users", "--config", cfg)
+    assert "ada" in out and "editor" in out and new_key not in out
+
+    assert run(capsys, "add-user", "ada", "--role", "reader", "--config", cfg)[2] == \
+        "stationd-admin: user 'ada' already exists\n"
+    assert run(capsys, "remove-user", "ada", "--config", cfg)[0] == 0
+    code, _, err = run(capsys, "remove-user", "ada", "--config", cfg)
+    assert (code, err) == (1, "stationd-admin: no user 'ada'\n")
+    store.close()
+
+
+def test_make_cert_ca_and_signed(capsys, tmp_path):
+    assert run(capsys, "make-cert", "--ca", "--host", "Field CA", "--out", str(tmp_path / "ca"))[0] == 0
+    code, out, _ = run(capsys, "make-cert", "--host", "node.example", "--host", "10.0.0.5",
+                       "--issuer", str(tmp_path / "ca"), "--out", str(tmp_path / "node"))
+    assert code == 0 and "fingerprint" in out
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca" / "cert.pem").read_bytes())
+    node = x509.load_pem_x509_certificate((tmp_path / "node" / "cert.pem").read_bytes())
+    node.verify_directly_issued_by(ca)
+    code, _, err = run(capsys, "make-cert", "--host", "x", "--out", str(tmp_path / "node"))
+    assert code == 1 and "--force" in err

@@ -1,0 +1,260 @@
+"""The real daemon: `twistd -n stationd` as a subprocess, over real sockets and TLS."""
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.web.client import Agent
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from stationd.client import Client, ClientError
+from stationd.tls import make_certificate, write_pair
+
+from conftest import write_config
+
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """A stationd process on free loopback ports, with its own data_dir."""
+
+    def __init__(self, tmp_path, body=""):
+        self.tmp_path = tmp_path
+        self.http, self.https = free_port(), free_port()
+        self.config = write_config(
+            tmp_path, body,
+            http=f"tcp:{self.http}:interface=127.0.0.1",
+            https=f"tcp:{self.https}:interface=127.0.0.1",
+        )
+        self.cert = str(tmp_path / "var" / "tls" / "cert.pem")
+        self.log = tmp_path / "node.log"
+
+    def start(self):
+        self.proc = launch(self.tmp_path, self.config, stdout=open(self.log, "wb"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/heartbeat", timeout=1) as r:
+                    if r.read() == b"OK":
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("node did not answer within 30 s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def rss_kib(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
+def launch(cwd, config, **kwargs):
+    command = [os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", str(config)]
+    return subprocess.Popen(command, cwd=cwd, stderr=subprocess.STDOUT, **kwargs)
+
+
+@pytest.fixture
+def node_factory(tmp_path):
+    nodes = []
+
+    def make(body="", subdir="node"):
+        path = tmp_path / subdir
+        path.mkdir()
+        nodes.append(Node(path, body).start())
+        return nodes[-1]
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+def handshake(port, cafile, maximum=None, client=None):
+    """A raw TLS handshake and one request with Python's ssl module; returns the reply."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer old versions
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        if maximum:
+            context.maximum_version = maximum
+    if client:
+        context.load_cert_chain(*client)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as conn:
+            conn.sendall(b"GET /heartbeat HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            return conn.recv(4096)
+
+
+@implementer(IPolicyForHTTPS)
+class ExpectName:
+    """Verify the node's certificate as if we had dialled ``name``."""
+
+    def __init__(self, name, cafile):
+        self.name = name
+        self.trust = Certificate.loadPEM(open(cafile, "rb").read())
+
+    def creatorForNetloc(self, hostname, port):
+        return optionsForClientTLS(self.name, trustRoot=self.trust)
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_with_the_generated_certificate(node_factory):
+    node = node_factory()
+    client = Client(f"https://127.0.0.1:{node.https}", ca=node.cert)
+    try:
+        assert await client.heartbeat() == "OK"
+        assert (await client.status())["components"] == {"core": "enabled", "admin": "enabled"}
+    finally:
+        await client.close()
+
+    for name, works in (("localhost", True), ("wrong.example.org", False)):
+        http = treq.client.HTTPClient(Agent(reactor, contextFactory=ExpectName(name, node.cert)))
+        client = Client(f"https://127.0.0.1:{node.https}", http_client=http)
+        if works:
+            assert await client.heartbeat() == "OK"
+        else:
+            with pytest.raises(ClientError, match="cannot reach"):
+                await client.heartbeat()
+
+
+def test_stationd_client_cli_over_https(node_factory):
+    node = node_factory()
+    out = subprocess.run(
+        [os.path.join(BIN, "stationd-client"), "--url", f"https://localhost:{node.https}",
+         "--ca", node.cert, "heartbeat"], capture_output=True, text=True, timeout=60,
+    )
+    assert (out.returncode, out.stdout) == (0, "OK\n")
+    out = subprocess.run(
+        [os.path.join(BIN, "stationd-client"), "--url", f"https://localhost:{node.https}", "heartbeat"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("stationd-client: cannot reach") and "certificate verify failed" in out.stderr
+
+
+def test_old_tls_versions_are_refused(node_factory):
+    node = node_factory()
+    assert handshake(node.https, node.cert).startswith(b"HTTP/1.0 200 OK")
+    assert handshake(node.https, node.cert, maximum=ssl.TLSVersion.TLSv1_2).startswith(b"HTTP/1.0 200 OK")
+    with pytest.raises(ssl.SSLError, match="(?i)alert protocol version"):
+        handshake(node.https, node.cert, maximum=ssl.TLSVersion.TLSv1_1)
+
+    strict = node_factory("[web]\ntls_min_version = TLSv1.3\n", subdir="strict")
+    assert handshake(strict.https, strict.cert).startswith(b"HTTP/1.0 200 OK")
+    with pytest.raises(ssl.SSLError, match="(?i)alert protocol version"):
+        handshake(strict.https, strict.cert, maximum=ssl.TLSVersion.TLSv1_2)
+
+
+def test_client_certificates_when_client_ca_is_set(node_factory, tmp_path):
+    ca_key, ca_cert = make_certificate(["Field CA"], is_ca=True)
+    write_pair(ca_key, ca_cert, str(tmp_path / "ca.pem"), str(tmp_path / "ca-key.pem"))
+    key, cert = make_certificate(["station-7"], issuer=(ca_key, ca_cert))
+    write_pair(key, cert, str(tmp_path / "client.pem"), str(tmp_path / "client-key.pem"))
+    rogue_key, rogue_cert = make_certificate(["rogue"])
+    write_pair(rogue_key, rogue_cert, str(tmp_path / "rogue.pem"), str(tmp_path / "rogue-key.pem"))
+
+    node = node_factory(f"[web]\nclient_ca = {tmp_path}/ca.pem\n")
+    signed = (str(tmp_path / "client.pem"), str(tmp_path / "client-key.pem"))
+    assert handshake(node.https, node.cert, client=signed).startswith(b"HTTP/1.0 200 OK")
+    for client in (None, (str(tmp_path / "rogue.pem"), str(tmp_path / "rogue-key.pem"))):
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            handshake(node.https, node.cert, client=client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_20mb_body_gets_413_and_memory_stays_flat(node_factory):
+    node = node_factory("[web]\nmax_body_size = 1MiB\n")
+    client = Client(f"https://127.0.0.1:{node.https}", ca=node.cert)
+    try:
+        await client.heartbeat()
+        before = node.rss_kib()
+        for _ in range(3):
+            with pytest.raises(ClientError) as raised:
+                await client.request("POST", "/api/v1/admin/users", data=b"x" * 20_000_000)
+            assert (raised.value.status, raised.value.code) == (413, "payload_too_large")
+        growth = node.rss_kib() - before
+    finally:
+        await client.close()
+    assert growth < 4096, f"RSS grew by {growth} KiB while refusing 60 MB"
+
+
+def test_sigterm_stops_the_node_with_exit_0(tmp_path):
+    node = Node(tmp_path).start()
+    assert node.stop() == 0
+    assert "Server Shut Down" in node.log.read_text()
+
+
+def test_users_added_by_the_admin_command_work_on_the_next_request(node_factory):
+    node = node_factory()
+    admin = os.path.join(BIN, "stationd-admin")
+    out = subprocess.run([admin, "add-user", "ops", "--role", "admin", "--config", str(node.config)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    key = out.stdout.splitlines()[-1]
+    request = urllib.request.Request(f"http://127.0.0.1:{node.http}/api/v1/admin/users",
+                                     headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert b'"name":"ops"' in r.read()
+    subprocess.run([admin, "remove-user", "ops", "--config", str(node.config)], check=True,
+                   capture_output=True, timeout=60)
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)
+    assert raised.value.code == 401
+
+
+# -- start-up errors: exit code and one line on stderr --
+
+def start_fails(tmp_path, body):
+    config = write_config(tmp_path, body)
+    proc = launch(tmp_path, config, stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, config, out.decode()
+
+
+@pytest.mark.parametrize("body, code, message", [
+    ("[web]\nhtps = tcp:1\n", 2, "{config}:web:htps: unknown key"),
+    ("[web]\nmax_body_size = big\n", 2, "{config}:web:max_body_size: expected a size"),
+    ("[web]\nhttp = tcp:notaport\n", 2, "{config}:web:http: bad endpoint 'tcp:notaport'"),
+    ("[web]\ntls_cert = /nonexistent/cert.pem\ntls_key = /nonexistent/key.pem\nhttps = tcp:0\n",
+     2, "{config}:web:tls_cert: cannot load certificate /nonexistent/cert.pem"),
+])
+def test_config_errors_stop_the_start(tmp_path, body, code, message):
+    returncode, config, out = start_fails(tmp_path, body)
+    assert returncode == code
+    assert len(out.splitlines()) == 1, out
+    assert out.startswith(message.format(config=config))
+
+
+def test_port_in_use_stops_the_start_with_exit_1(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        returncode, _, out = start_fails(tmp_path, f"[web]\nhttp = tcp:{port}:interface=127.0.0.1\n")
+    assert returncode == 1
+    assert out.splitlines()[-1] == f"stationd: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use"
+    assert "Traceback" not in out
