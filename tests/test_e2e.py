@@ -277,3 +277,39 @@ def test_json_log_file_has_one_line_per_request(tmp_path):
     assert all(e["client"] == "127.0.0.1" and e["duration_ms"] >= 0 and e["size"] > 0 for e in access)
     assert any("started" in e.get("log_format", "") for e in events)
     assert node.log.read_text().strip() == ""  # nothing on stderr/stdout
+
+
+def peer_certificate(port):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw) as conn:
+            return conn.getpeercert(binary_form=True)
+
+
+def test_sighup_reloads_the_certificate_without_dropping_connections(tmp_path):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    tls_dir = tmp_path / "certs"
+    tls_dir.mkdir()
+    first = make_certificate(["localhost"])
+    write_pair(*first, str(tls_dir / "cert.pem"), str(tls_dir / "key.pem"))
+    node = Node(tmp_path, f"[web]\ntls_cert = {tls_dir}/cert.pem\ntls_key = {tls_dir}/key.pem\n").start()
+    try:
+        assert peer_certificate(node.https) == first[1].public_bytes(Encoding.DER)
+        context = ssl.create_default_context(cafile=str(tls_dir / "cert.pem"))
+        held = context.wrap_socket(socket.create_connection(("127.0.0.1", node.https), timeout=10),
+                                   server_hostname="localhost")  # a TLS connection across the reload
+        second = make_certificate(["localhost"])
+        write_pair(*second, str(tls_dir / "cert.pem"), str(tls_dir / "key.pem"))
+        node.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while peer_certificate(node.https) != second[1].public_bytes(Encoding.DER):
+            assert time.monotonic() < deadline, "certificate not reloaded"
+            time.sleep(0.05)
+        held.sendall(b"GET /heartbeat HTTP/1.0\r\n\r\n")
+        assert held.recv(4096).startswith(b"HTTP/1.0 200 OK")
+        held.close()
+    finally:
+        assert node.stop() == 0

@@ -66,8 +66,6 @@ class Store(Service):
         self.url = parsed
         self.dialect = self.engine.dialect.name
         self.pool = ThreadPool(minthreads=1, maxthreads=threads, name="stationd-store")
-        if reactor is None:
-            from twisted.internet import reactor
         self._reactor = reactor
 
     def call(self, operation, *args, **kwargs):
@@ -77,7 +75,10 @@ class Store(Service):
 
     def run(self, operation, *args, **kwargs):
         """Like call(), on the store's thread pool; returns a Deferred."""
-        return deferToThreadPool(self._reactor, self.pool, self.call, operation, *args, **kwargs)
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        return deferToThreadPool(reactor, self.pool, self.call, operation, *args, **kwargs)
 
     def migrate(self):
         """Create or upgrade the schema (blocking: at start, before the reactor runs)."""
