@@ -107,7 +107,10 @@ class NodeService(service.MultiService):
             "node": self.name,
             "version": __version__,
             "uptime": round(uptime, 3),
-            "components": {name: "enabled" for name in self.config["web"]["components"]},
+            "components": {
+                name: "enabled" if name in self.config["web"]["components"] else "disabled"
+                for name in configuration.COMPONENTS
+            },
         }
 
 
