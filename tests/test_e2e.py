@@ -313,3 +313,19 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(tmp_path):
         held.close()
     finally:
         assert node.stop() == 0
+
+
+def test_a_certificate_chain_is_served_whole(node_factory, tmp_path):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    root = make_certificate(["Root CA"], is_ca=True)
+    intermediate = make_certificate(["Intermediate CA"], issuer=root, is_ca=True)
+    leaf_key, leaf = make_certificate(["localhost"], issuer=intermediate)
+    write_pair(*root, str(tmp_path / "root.pem"), str(tmp_path / "root-key.pem"))
+    write_pair(leaf_key, leaf, str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"))
+    with open(tmp_path / "chain.pem", "ab") as f:
+        f.write(intermediate[1].public_bytes(Encoding.PEM))
+
+    node = node_factory(f"[web]\ntls_cert = {tmp_path}/chain.pem\ntls_key = {tmp_path}/key.pem\n")
+    # The client trusts only the root: it needs the intermediate from the node.
+    assert handshake(node.https, str(tmp_path / "root.pem")).startswith(b"HTTP/1.0 200 OK")
