@@ -23,9 +23,11 @@ setup(
         "pyOpenSSL==26.4.0",
         "service-identity==26.1.0",
         "zope.interface>=6",
+        "prometheus-client==0.26.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted==1.14.3"],
+        # numpy only to build the pickles real stations send; stationd never imports it.
+        "test": ["pytest>=8", "pytest-twisted==1.14.3", "numpy"],
     },
     entry_points={
         "console_scripts": [

@@ -10,7 +10,7 @@ import sys
 
 from stationd import config as configuration
 from stationd import tls
-from stationd.store import Store, StoreError, users
+from stationd.store import Store, StoreError, stations, users
 
 
 class CommandError(Exception):
@@ -62,7 +62,7 @@ def add_user(args):
     user, key = store.call(
         users.add_user, args.name, args.role, email=args.email,
         first_name=" ".join(args.full_name[:1]) or None,
-        last_name=" ".join(args.full_name[1:]) or None,
+        last_name=" ".join(args.full_name[1:]) or None, station=args.station,
     )
     print(f"user {user['name']} (role {user['role']}) created; its API key, shown only this once:")
     print(key)
@@ -85,6 +85,26 @@ def list_users(args):
 def remove_user(args):
     _store(args).call(users.remove_user, args.name)
     print(f"user {args.name} removed")
+
+
+def add_station(args):
+    hashed = stations.hash_password(args.password) if args.password else None
+    station = _store(args).call(stations.add_station, args.id, hashed, cluster=args.cluster, name=args.name)
+    print(f"station {station['id']} added")
+
+
+def import_stations(args):
+    rows = stations.read_station_list(args.file)
+    store = _store(args)
+    hashed = stations.hashed_rows(store.call(stations.password_hashes), rows)
+    counts = store.call(stations.put_stations, hashed)
+    print(f"{len(rows)} stations read: {counts['added']} added, {counts['updated']} updated")
+
+
+def list_stations(args):
+    print(f"{'ID':12} {'CLUSTER':16} {'PASSWORD':8}  NAME")
+    for s in _store(args).call(stations.list_stations):
+        print(f"{s['id']:12} {s['cluster'] or '-':16} {'yes' if s['has_password'] else 'no':8}  {s['name'] or ''}")
 
 
 def make_cert(args):
@@ -133,12 +153,22 @@ def parser():
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=users.ROLES)
     p.add_argument("--email")
+    p.add_argument("--station", metavar="ID", help="for role station: the station it may ingest for")
     p.add_argument("full_name", nargs="*", metavar="FIRST LAST", help="the person's first and last name")
     p = command("rotate-key", rotate_key, "give a user a new API key (the old one stops working)")
     p.add_argument("name")
     command("list-users", list_users, "list users and their roles")
     p = command("remove-user", remove_user, "remove a user (its key stops working)")
     p.add_argument("name")
+    p = command("add-station", add_station, "register a station (HiSPARC number or a name)")
+    p.add_argument("id")
+    p.add_argument("--password", help="upload password (HiSPARC /upload); stored hashed")
+    p.add_argument("--cluster")
+    p.add_argument("--name")
+    p = command("import-stations", import_stations,
+                "add or update stations from a CSV of number,cluster,password (no header)")
+    p.add_argument("file")
+    command("list-stations", list_stations, "list registered stations")
     p = command("make-cert", make_cert, "make a key and certificate (self-signed, CA, or signed by a CA)")
     p.add_argument("--host", action="append", required=True,
                    help="a DNS name or IP address the certificate is for (repeatable; "
@@ -166,7 +196,7 @@ def main(argv=None):
     except configuration.ConfigError as e:
         sys.stderr.write(f"{e}\n")
         return 2
-    except (CommandError, StoreError, users.UserError, OSError) as e:
+    except (CommandError, StoreError, users.UserError, stations.StationError, OSError) as e:
         sys.stderr.write(f"stationd-admin: {e}\n")
         return 1
     return 0

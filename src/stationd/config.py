@@ -6,13 +6,14 @@ being silently ignored.
 """
 
 import configparser
+import datetime
 import os
 import re
 import zoneinfo
 from importlib import resources
 
 DEFAULTS_NAME = "<defaults>"
-COMPONENTS = ("core", "admin")
+COMPONENTS = ("core", "admin", "upload", "ingest", "metrics")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
@@ -94,6 +95,17 @@ def choice(*allowed, fold_case=False):
     return parse
 
 
+def timestamp(value):
+    """An ISO 8601 time; without a zone it is UTC. Returns epoch nanoseconds."""
+    try:
+        when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time such as 2020-01-01T00:00:00Z, not {value!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp()) * 10**9 + when.microsecond * 1000
+
+
 def timezone(value):
     try:
         return zoneinfo.ZoneInfo(value.strip())
@@ -133,6 +145,8 @@ SCHEMA = {
         "public_read": boolean,
     },
     "database": {"url": text},
+    "writer": {"spool_dir": optional_path, "max_spool_bytes": size},
+    "ingest": {"station_list": optional_path, "min_event_time": timestamp, "max_future_skew": duration},
     "log": {
         "level": choice(*LOG_LEVELS, fold_case=True),
         "path": optional_path,

@@ -18,11 +18,14 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
+from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
+from stationd.metrics import Metrics
 from stationd.store import Store, StoreError
 from stationd.tls import ServerTLS
 from stationd.web import make_site
 from stationd.web.auth import Authenticator
+from stationd.writer import Spool, Writer
 
 log = Logger()
 
@@ -67,6 +70,11 @@ class NodeService(service.MultiService):
         self.tls = None
         self.store = None
         self.auth = None
+        self.metrics = Metrics()
+        self.spool = None
+        self.writer = None
+        self.ingest = None
+        self.station_list = None
         self.log_observer = make_observer(config["log"])
 
     def setServiceParent(self, parent):
@@ -100,6 +108,8 @@ class NodeService(service.MultiService):
         log.info("SIGHUP: reloading")
         if self.tls is not None:
             self.tls.reload()
+        if self.station_list is not None:
+            self.station_list.check(force=True)
 
     def status(self):
         uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
@@ -111,11 +121,20 @@ class NodeService(service.MultiService):
                 name: "enabled" if name in self.config["web"]["components"] else "disabled"
                 for name in configuration.COMPONENTS
             },
+            "ingest": {
+                "spool_bytes": self.spool.bytes,
+                "spool_batches": self.spool.batches,
+                "events": {
+                    f"{protocol}_{result}": int(value)
+                    for (protocol, result), value in self.metrics.count(self.metrics.ingest_events).items()
+                },
+                "stored": int(self.metrics.count(self.metrics.store_events)),
+            },
         }
 
 
 def build_node(config, reactor):
-    """The service tree of a node: store, then the web listeners."""
+    """The service tree of a node: store, writer, station list, then the web listeners."""
     node = NodeService(config, reactor)
     os.makedirs(config["node"]["data_dir"], exist_ok=True)
 
@@ -123,6 +142,15 @@ def build_node(config, reactor):
     node.store.migrate()
     node.store.setServiceParent(node)
     node.auth = Authenticator(node.store, config["web"]["public_read"])
+
+    node.spool = Spool(config["writer"]["spool_dir"] or os.path.join(config["node"]["data_dir"], "spool"),
+                       config["writer"]["max_spool_bytes"], reactor, node.metrics)
+    node.writer = Writer(node.spool, node.store, node.name, node.metrics, reactor)
+    node.writer.setServiceParent(node)
+    node.ingest = Ingest(node)
+    if config["ingest"]["station_list"]:
+        node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)
+        node.station_list.setServiceParent(node)
 
     site = make_site(node, reactor)
     for description in config["web"]["http"]:

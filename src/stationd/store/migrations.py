@@ -9,8 +9,17 @@ from sqlalchemy import inspect, select, text
 
 from stationd.store import schema
 
-LATEST = 1
-UPGRADES = {}
+LATEST = 2
+
+
+def _v2_events(conn):
+    """Version 2: events, idempotency keys, and users bound to a station."""
+    conn.execute(text("ALTER TABLE users ADD COLUMN station VARCHAR(64)"))
+    schema.events.create(conn)
+    schema.idempotency_keys.create(conn)
+
+
+UPGRADES = {2: _v2_events}
 
 
 class SchemaError(Exception):

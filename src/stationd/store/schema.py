@@ -4,7 +4,22 @@ A new database is created from this metadata directly; an older one is brought
 here by the steps in ``migrations.UPGRADES``.
 """
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -29,6 +44,8 @@ users = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("key_rotated_at", DateTime(timezone=True), nullable=False),
+    # For role "station": the one station whose events this user may ingest.
+    Column("station", String(64)),
 )
 
 stations = Table(
@@ -39,4 +56,38 @@ stations = Table(
     Column("name", String(255)),
     Column("password_hash", String(255)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Times are integer nanoseconds since the epoch (UTC): exact, indexable and the
+# same on SQLite and PostgreSQL.
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("station", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("received_ns", BigInteger, nullable=False),
+    Column("data", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    # SHA-256 of the canonical JSON of data: with station, type and time the
+    # natural key that makes a replayed batch land once.
+    Column("digest", String(64), nullable=False),
+    Column("origin", String(255), nullable=False),
+    Column("quarantined", Boolean, nullable=False, default=False),
+    Column("quarantine_reason", String(255)),
+    UniqueConstraint("station", "type", "time_ns", "digest", name="uq_events_natural"),
+    Index("ix_events_station_time", "station", "time_ns"),
+    Index("ix_events_time", "time_ns"),
+)
+
+# Idempotency-Key of native ingest batches, with the answer given, so a
+# retried batch gets the same answer and is not stored twice.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("station", String(64), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    PrimaryKeyConstraint("station", "key"),
 )

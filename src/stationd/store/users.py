@@ -18,7 +18,7 @@ ROLES = ("admin", "station", "importer", "editor", "reader")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 PUBLIC_COLUMNS = (
     users.c.name, users.c.role, users.c.email, users.c.first_name,
-    users.c.last_name, users.c.created_at, users.c.key_rotated_at,
+    users.c.last_name, users.c.created_at, users.c.key_rotated_at, users.c.station,
 )
 
 
@@ -58,8 +58,10 @@ def _row(row):
     return user
 
 
-def add_user(conn, name, role, email=None, first_name=None, last_name=None):
+def add_user(conn, name, role, email=None, first_name=None, last_name=None, station=None):
     """Create a user; returns (user, api_key). The key is not kept anywhere."""
+    if (role == "station") != (station is not None):
+        raise UserError("a user of role station needs --station ID (and only it has one)")
     if not _NAME.match(name or ""):
         raise UserError(f"bad user name {name!r}: use letters, digits and _.@- (max 64)")
     if role not in ROLES:
@@ -71,6 +73,7 @@ def add_user(conn, name, role, email=None, first_name=None, last_name=None):
         users.insert().values(
             name=name, role=role, email=email, first_name=first_name,
             last_name=last_name, key_hash=hash_key(key), created_at=now, key_rotated_at=now,
+            station=None if station is None else str(station),
         )
     )
     return get_user(conn, name), key

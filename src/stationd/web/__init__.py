@@ -2,11 +2,20 @@
 
 from stationd.web.admin import Admin
 from stationd.web.core import Core
+from stationd.web.ingest import NativeIngest
+from stationd.web.metrics import MetricsRoutes
+from stationd.web.upload import Upload
 from stationd.web.http import make_app, mount
 from stationd.web.site import NodeSite
 
 # [web] components names -> route group classes, each built with the node.
-COMPONENTS = {"core": Core, "admin": Admin}
+COMPONENTS = {
+    "core": Core,
+    "admin": Admin,
+    "upload": Upload,
+    "ingest": NativeIngest,
+    "metrics": MetricsRoutes,
+}
 
 
 def make_resource(node, components, prefix):

@@ -1,6 +1,8 @@
 """Admin routes: users and their API keys (the same operations as stationd-admin)."""
 
-from stationd.store import users
+from twisted.internet.threads import deferToThread
+
+from stationd.store import stations, users
 from stationd.web.auth import require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
@@ -8,11 +10,11 @@ from stationd.web.http import HTTPError, json_body, read_json, route
 async def _run(store, operation, *args, **kwargs):
     try:
         return await store.run(operation, *args, **kwargs)
-    except users.NoSuchUser as e:
+    except (users.NoSuchUser, stations.NoSuchStation) as e:
         raise HTTPError(404, str(e)) from None
-    except users.UserExists as e:
+    except (users.UserExists, stations.StationExists) as e:
         raise HTTPError(409, str(e)) from None
-    except users.UserError as e:
+    except (users.UserError, stations.StationError) as e:
         raise HTTPError(400, str(e)) from None
 
 
@@ -30,7 +32,7 @@ class Admin:
     @require("admin")
     async def add_user(self, request):
         body = read_json(request)
-        fields = {k: body.get(k) for k in ("email", "first_name", "last_name")}
+        fields = {k: body.get(k) for k in ("email", "first_name", "last_name", "station")}
         user, key = await _run(self.store, users.add_user, body.get("name"), body.get("role"), **fields)
         return json_body(request, {"user": user, "api_key": key}, status=201)
 
@@ -45,3 +47,26 @@ class Admin:
     async def remove_user(self, request, name):
         await _run(self.store, users.remove_user, name)
         return json_body(request, {"removed": name})
+
+    @route("GET", "/api/v1/admin/stations")
+    @require("admin")
+    async def list_stations(self, request):
+        return json_body(request, {"stations": await self.store.run(stations.list_stations)})
+
+    @route("POST", "/api/v1/admin/stations")
+    @require("admin")
+    async def add_station(self, request):
+        body = read_json(request)
+        password = body.get("password")
+        if password is not None and not isinstance(password, str):
+            raise HTTPError(400, "password must be a string")
+        hashed = await deferToThread(stations.hash_password, password) if password else None
+        station = await _run(self.store, stations.add_station, str(body.get("id", "")), hashed,
+                             cluster=body.get("cluster"), name=body.get("name"))
+        return json_body(request, {"station": station}, status=201)
+
+    @route("DELETE", "/api/v1/admin/stations/<station_id>")
+    @require("admin")
+    async def remove_station(self, request, station_id):
+        await _run(self.store, stations.remove_station, station_id)
+        return json_body(request, {"removed": station_id})

@@ -40,6 +40,7 @@ class Authenticator:
         if user is None:
             raise HTTPError(401, "unknown API key", headers=_CHALLENGE)
         request.stationd_user = user["name"]
+        request.stationd_account = user
         if roles and user["role"] not in roles and user["role"] != "admin":
             raise HTTPError(403, f"this route needs role {' or '.join(roles)}; "
                                  f"{user['name']} has role {user['role']}")

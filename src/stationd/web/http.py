@@ -35,8 +35,11 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
-def error_body(code, message):
-    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode("utf-8")
+def error_body(code, message, details=None):
+    error = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return json.dumps({"error": error}, separators=(",", ":")).encode("utf-8")
 
 
 def json_body(request, value, status=200):
@@ -93,7 +96,7 @@ def make_app():
             request.setHeader(name.encode("ascii"), value.encode("latin-1"))
         request.setResponseCode(error.status)
         request.setHeader(b"content-type", b"application/json")
-        return error_body(error.code, error.message)
+        return error_body(error.code, error.message, getattr(error, "details", None))
 
     @app.handle_errors(HTTPException)
     def routing_error(request, failure):

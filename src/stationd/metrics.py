@@ -1,0 +1,34 @@
+"""The node's Prometheus metrics, in a registry of its own (one per node, so tests
+and several nodes in one process do not share counters)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        self.ingest_events = Counter(
+            "stationd_ingest_events", "Events received, by protocol and result "
+            "(accepted, quarantined, duplicate, rejected).", ["protocol", "result"], registry=r)
+        self.ingest_requests = Counter(
+            "stationd_ingest_requests", "Ingest requests, by protocol and answer code.",
+            ["protocol", "code"], registry=r)
+        self.spool_bytes = Gauge("stationd_spool_bytes", "Bytes waiting in the spool.", registry=r)
+        self.spool_batches = Gauge("stationd_spool_batches", "Batches waiting in the spool.", registry=r)
+        self.fsync_seconds = Histogram(
+            "stationd_fsync_seconds", "Time to fsync a spool segment and its directory.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r)
+        self.store_events = Counter(
+            "stationd_store_events", "Events newly written to the store.", registry=r)
+
+    def count(self, counter):
+        """Current value of a labelless counter, or {labels: value} of a labelled one."""
+        values = {}
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    values[tuple(sample.labels.values())] = sample.value
+        return values.get((), 0.0) if not counter._labelnames else values
+

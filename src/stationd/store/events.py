@@ -1,0 +1,73 @@
+"""Storing events: idempotent inserts of spooled batches.
+
+A batch may be stored twice (the process died after the commit but before the
+spool file was removed, or a station retried after a lost reply): the natural
+key (station, type, time_ns, digest) and the idempotency key make the second
+time a no-op.
+"""
+
+import hashlib
+import json
+
+from sqlalchemy import and_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stationd.store.schema import events, idempotency_keys
+
+
+def digest(data):
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _insert(conn, table):
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def store_batches(conn, records, origin):
+    """Insert the events of spooled batch records; returns (inserted, duplicates)."""
+    rows, keys = [], []
+    for record in records:
+        for event in record["events"]:
+            rows.append({
+                "id": event["id"], "station": record["station"], "type": event["type"],
+                "time_ns": event["time_ns"], "received_ns": record["received_ns"],
+                "data": event["data"], "digest": event["digest"], "origin": origin,
+                "quarantined": event["quarantine"] is not None,
+                "quarantine_reason": event["quarantine"],
+            })
+        if record.get("idempotency_key"):
+            keys.append({"station": record["station"], "key": record["idempotency_key"],
+                         "response": json.dumps(record["response"]), "created_ns": record["received_ns"]})
+    inserted = 0
+    if rows:
+        inserted = len(conn.execute(_insert(conn, events).returning(events.c.id), rows).all())
+    if keys:
+        conn.execute(_insert(conn, idempotency_keys), keys)
+    return inserted, len(rows) - inserted
+
+
+def known_events(conn, station, candidates):
+    """Which of (type, time_ns, digest) the store already holds for ``station``."""
+    if not candidates:
+        return set()
+    found = set()
+    chunk = 300
+    for start in range(0, len(candidates), chunk):
+        part = candidates[start:start + chunk]
+        query = select(events.c.type, events.c.time_ns, events.c.digest).where(
+            events.c.station == station,
+            events.c.time_ns.in_({c[1] for c in part}),
+            tuple_(events.c.type, events.c.time_ns, events.c.digest).in_(part),
+        )
+        found.update(tuple(r) for r in conn.execute(query))
+    return found
+
+
+def idempotent_response(conn, station, key):
+    row = conn.execute(select(idempotency_keys.c.response).where(
+        and_(idempotency_keys.c.station == station, idempotency_keys.c.key == key))).first()
+    return None if row is None else json.loads(row.response)
+
+

@@ -1,0 +1,179 @@
+"""The station registry: HiSPARC station numbers (or names), clusters, passwords.
+
+Upload passwords are short shared secrets typed at stations, so they are
+stored with scrypt; a successful check is remembered per stored hash, so
+each upload costs a dictionary lookup, not a key derivation, and a changed
+password takes effect at once (its new hash is not in the memo).
+"""
+
+import base64
+import csv
+import datetime
+import hashlib
+import hmac
+import os
+import re
+
+from sqlalchemy import select
+
+from stationd.store.schema import stations
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_verified = {}
+
+
+class StationError(ValueError):
+    pass
+
+
+class NoSuchStation(StationError):
+    pass
+
+
+class StationExists(StationError):
+    pass
+
+
+def hash_password(password):
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def _memo(stored, password):
+    return (stored, hashlib.sha256(password.encode("utf-8")).digest())
+
+
+def already_verified(stored, password):
+    """True when this password was checked against this hash before (no scrypt)."""
+    return bool(stored) and _memo(stored, password) in _verified
+
+
+def verify_password(stored, password):
+    """scrypt check (tens of ms: call it off the reactor unless already_verified)."""
+    if not stored:
+        return False
+    memo = _memo(stored, password)
+    if memo in _verified:
+        return True
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        computed = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt),
+                                  n=int(n), r=int(r), p=int(p), dklen=32)
+    except (ValueError, TypeError):
+        return False
+    ok = hmac.compare_digest(computed, base64.b64decode(digest))
+    if ok:
+        if len(_verified) > 4096:
+            _verified.clear()
+        _verified[memo] = True
+    return ok
+
+
+def check_id(station_id):
+    station_id = str(station_id).strip()
+    if not _ID.match(station_id):
+        raise StationError(f"bad station id {station_id!r}: use letters, digits and _.- (max 64)")
+    return station_id
+
+
+def _row(row):
+    station = dict(row._mapping)
+    station["has_password"] = bool(station.pop("password_hash"))
+    when = station["created_at"]
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    station["created_at"] = when.isoformat()
+    return station
+
+
+def get_station(conn, station_id):
+    """The station's row including password_hash, or None."""
+    row = conn.execute(select(stations).where(stations.c.id == str(station_id))).first()
+    return None if row is None else dict(row._mapping)
+
+
+def add_station(conn, station_id, password_hash=None, cluster=None, name=None):
+    station_id = check_id(station_id)
+    if get_station(conn, station_id):
+        raise StationExists(f"station {station_id} already exists")
+    conn.execute(stations.insert().values(
+        id=station_id, cluster=cluster, name=name, password_hash=password_hash,
+        created_at=datetime.datetime.now(datetime.timezone.utc),
+    ))
+    return describe_station(conn, station_id)
+
+
+def put_station(conn, station_id, password_hash, cluster):
+    """Add or update a station from a station list; returns "added", "updated" or None."""
+    existing = get_station(conn, station_id)
+    if existing is None:
+        add_station(conn, station_id, password_hash, cluster)
+        return "added"
+    if (existing["password_hash"], existing["cluster"]) == (password_hash, cluster):
+        return None
+    conn.execute(stations.update().where(stations.c.id == station_id)
+                 .values(password_hash=password_hash, cluster=cluster))
+    return "updated"
+
+
+def describe_station(conn, station_id):
+    row = conn.execute(select(stations).where(stations.c.id == str(station_id))).first()
+    if row is None:
+        raise NoSuchStation(f"no station {station_id}")
+    return _row(row)
+
+
+def list_stations(conn):
+    return [_row(r) for r in conn.execute(select(stations).order_by(stations.c.id))]
+
+
+def remove_station(conn, station_id):
+    if conn.execute(stations.delete().where(stations.c.id == str(station_id))).rowcount == 0:
+        raise NoSuchStation(f"no station {station_id}")
+
+
+def read_station_list(path):
+    """Rows (id, cluster, password) of a HiSPARC CSV "number,cluster,password", no header."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for number, fields in enumerate(csv.reader(f), 1):
+            if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
+                continue
+            if len(fields) != 3:
+                raise StationError(f"{path}:{number}: expected number,cluster,password")
+            station_id, cluster, password = (x.strip() for x in fields)
+            try:
+                rows.append((check_id(station_id), cluster or None, password))
+            except StationError as e:
+                raise StationError(f"{path}:{number}: {e}") from None
+    return rows
+
+
+def password_hashes(conn):
+    return dict(conn.execute(select(stations.c.id, stations.c.password_hash)).all())
+
+
+def hashed_rows(stored_hashes, rows):
+    """Rows with passwords hashed, reusing the stored hash when the password is unchanged.
+
+    CPU-heavy (scrypt): run it off the reactor and off the store's thread.
+    """
+    out = []
+    for station_id, cluster, password in rows:
+        stored = stored_hashes.get(station_id)
+        keep = stored if stored and verify_password(stored, password) else None
+        out.append((station_id, keep or (hash_password(password) if password else None), cluster))
+    return out
+
+
+def put_stations(conn, hashed):
+    """Apply hashed station-list rows; returns {"added": n, "updated": m}."""
+    counts = {"added": 0, "updated": 0}
+    for station_id, password_hash, cluster in hashed:
+        change = put_station(conn, station_id, password_hash, cluster)
+        if change:
+            counts[change] += 1
+    return counts

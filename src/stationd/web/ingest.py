@@ -1,0 +1,137 @@
+"""POST /api/v1/stations/{id}/events: native JSON ingest.
+
+Body {"events": [{"type", "time", "data"}]}; "time" is ISO 8601 with a zone
+and up to nanosecond digits, or epoch seconds (a number), or "time_ns" an
+integer.  One invalid event refuses the whole batch (422, errors by index).
+Answered 200 {"accepted", "duplicates", "quarantined"} once durable; a retry
+with the same Idempotency-Key gets the first answer again.
+"""
+
+import datetime
+import re
+
+from stationd.store import events as store_events
+from stationd.store import stations
+from stationd.web.auth import require
+from stationd.web.http import HTTPError, json_body, read_json, route
+from stationd.writer import SpoolError, SpoolFull
+
+RETRY_AFTER = "5"
+_ISO = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$")
+
+
+def parse_time(value):
+    """Epoch nanoseconds from an ISO 8601 string with zone, or epoch seconds."""
+    if isinstance(value, bool):
+        raise ValueError("time must be a string or a number")
+    if isinstance(value, (int, float)):
+        return int(round(value * 1e9)) if isinstance(value, float) else value * 10**9
+    if not isinstance(value, str):
+        raise ValueError("time must be a string or a number")
+    match = _ISO.match(value.strip())
+    if not match:
+        raise ValueError(f"time {value!r} is not ISO 8601 with a zone (e.g. 2024-05-01T12:00:00.123456789Z)")
+    base, fraction, zone = match.groups()
+    when = datetime.datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
+    return int(when.timestamp()) * 10**9 + int((fraction or "0").ljust(9, "0"))
+
+
+def parse_event(event):
+    if not isinstance(event, dict):
+        raise ValueError("an event must be a JSON object")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not 0 < len(kind) <= 64:
+        raise ValueError("type must be a string of 1 to 64 characters")
+    if "time_ns" in event:
+        time_ns = event["time_ns"]
+        if not isinstance(time_ns, int) or isinstance(time_ns, bool):
+            raise ValueError("time_ns must be an integer")
+    elif "time" in event:
+        time_ns = parse_time(event["time"])
+    else:
+        raise ValueError("time (or time_ns) is required")
+    data = event.get("data", {})
+    if not isinstance(data, dict):
+        raise ValueError("data must be a JSON object")
+    return {"type": kind, "time_ns": time_ns, "data": data}
+
+
+class NativeIngest:
+    def __init__(self, node):
+        self.store = node.store
+        self.ingest = node.ingest
+        self.metrics = node.metrics
+        self.auth = node.auth
+
+    @route("POST", "/api/v1/stations/<station_id>/events")
+    async def events(self, request, station_id):
+        try:
+            status, body = await self._ingest(request, station_id)
+        except HTTPError as e:
+            self.metrics.ingest_requests.labels("native", str(e.status)).inc()
+            raise
+        self.metrics.ingest_requests.labels("native", str(status)).inc()
+        return json_body(request, body, status)
+
+    @require("station", "admin")
+    async def _authorized(self, request, station_id):
+        account = request.stationd_account
+        if account["role"] == "station" and account["station"] != station_id:
+            raise HTTPError(403, f"{account['name']} may only ingest for station {account['station']}")
+
+    async def _ingest(self, request, station_id):
+        await self._authorized(request, station_id)
+        if await self.store.run(stations.get_station, station_id) is None:
+            raise HTTPError(404, f"no station {station_id}")
+        key = request.getHeader(b"idempotency-key")
+        key = key.decode("latin-1").strip()[:255] if key else None
+        if key:
+            earlier = await self.store.run(store_events.idempotent_response, station_id, key)
+            if earlier is not None:
+                request.setHeader(b"idempotent-replayed", b"true")
+                return 200, earlier
+
+        body = read_json(request)
+        batch = body.get("events")
+        if not isinstance(batch, list) or not batch:
+            raise HTTPError(422, "body must be {\"events\": [ ... ]} with at least one event")
+        parsed, errors = [], []
+        for index, event in enumerate(batch):
+            try:
+                parsed.append(parse_event(event))
+            except ValueError as e:
+                errors.append({"index": index, "message": str(e)})
+        if errors:
+            self.metrics.ingest_events.labels("native", "rejected").inc(len(batch))
+            raise _invalid(errors)
+
+        record = self.ingest.record("native", station_id, parsed, idempotency_key=key)
+        candidates = [(e["type"], e["time_ns"], e["digest"]) for e in record["events"]]
+        known = await self.store.run(store_events.known_events, station_id, candidates)
+        fresh, seen = [], set(known)
+        for event, candidate in zip(record["events"], candidates):
+            if candidate not in seen:
+                seen.add(candidate)
+                fresh.append(event)
+        duplicates = len(record["events"]) - len(fresh)
+        record["events"] = fresh
+        quarantined = self.ingest.quarantined(record)
+        answer = {"accepted": len(fresh) - quarantined, "duplicates": duplicates,
+                  "quarantined": quarantined}
+        record["response"] = answer
+        if fresh or key:
+            try:
+                await self.ingest.spool.append(record)
+            except (SpoolFull, SpoolError) as e:
+                raise HTTPError(503, f"cannot accept now: {e}", headers={"Retry-After": RETRY_AFTER}) from None
+        self.ingest.count_events("native", record, duplicates)
+        return 200, answer
+
+
+def _invalid(errors):
+    error = HTTPError(422, f"{len(errors)} invalid event(s); nothing of this batch was stored",
+                      code="invalid_events")
+    error.details = errors
+    return error
+
+

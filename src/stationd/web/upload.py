@@ -1,0 +1,83 @@
+"""POST /upload: the HiSPARC station protocol, answered as today's datastore does.
+
+Form fields station_id, password, checksum, data (and format=json); the answer
+is always HTTP 200 text/plain with one code, checked in this order:
+400 missing or malformed field, 206 unknown station, 203 wrong password,
+201 checksum mismatch, 208 undecodable payload, 100 stored (durable).
+A full or failing spool answers 400 with Retry-After: stations retry anything
+but 100.
+"""
+
+import hashlib
+
+from twisted.internet.threads import deferToThread
+
+from stationd.hisparc import DecodeError, decode_upload
+from stationd.store import stations
+from stationd.web.http import route
+from stationd.writer import SpoolError, SpoolFull
+
+RETRY_AFTER = b"30"
+
+
+def _field(request, name):
+    values = request.args.get(name)
+    return values[0] if values else None
+
+
+def _payload_bytes(raw):
+    """The pickle bytes: stations send a str whose latin-1 encoding is the pickle;
+    `requests` puts such a str on the wire as UTF-8, Python 2 stations raw bytes."""
+    try:
+        return raw.decode("utf-8").encode("latin-1")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return raw
+
+
+class Upload:
+    def __init__(self, node):
+        self.store = node.store
+        self.ingest = node.ingest
+        self.metrics = node.metrics
+
+    @route("POST", "/upload")
+    async def upload(self, request):
+        code = await self._answer(request)
+        self.metrics.ingest_requests.labels("hisparc", code).inc()
+        request.setHeader(b"content-type", b"text/plain")
+        return code.encode("ascii")
+
+    async def _answer(self, request):
+        station_id, password, checksum, raw = (
+            _field(request, name) for name in (b"station_id", b"password", b"checksum", b"data"))
+        if None in (station_id, password, checksum, raw):
+            return "400"
+        try:
+            station_id = str(int(station_id))
+            password = password.decode("utf-8")
+            checksum = checksum.decode("ascii").strip().lower()
+        except (ValueError, UnicodeDecodeError):
+            return "400"
+        station = await self.store.run(stations.get_station, station_id)
+        if station is None:
+            return "206"
+        stored = station["password_hash"]
+        if not (stations.already_verified(stored, password)
+                or await deferToThread(stations.verify_password, stored, password)):
+            return "203"
+        data = _payload_bytes(raw)
+        if hashlib.md5(data).hexdigest() != checksum:
+            return "201"
+        try:
+            events = decode_upload(data, "json" if _field(request, b"format") == b"json" else "pickle")
+        except DecodeError:
+            self.metrics.ingest_events.labels("hisparc", "rejected").inc()
+            return "208"
+        record = self.ingest.record("hisparc", station_id, events)
+        try:
+            await self.ingest.spool.append(record)
+        except (SpoolFull, SpoolError):
+            request.setHeader(b"retry-after", RETRY_AFTER)
+            return "400"
+        self.ingest.count_events("hisparc", record)
+        return "100"

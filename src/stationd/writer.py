@@ -1,0 +1,290 @@
+"""The durable spool and the group-commit writer: the only road from an upload
+to the store.
+
+An accepted batch is appended to the spool and acknowledged only when it is on
+stable storage: batches that arrive while a write is in flight are gathered
+into the next segment file, written, fsynced, renamed into place and the
+directory fsynced, all at once (group commit: one fsync pair for many
+uploads).  The writer then moves each segment into the store in one
+transaction and deletes it.  On start, segments left by an earlier run are
+drained first; a temp file never renamed was never acknowledged and is
+removed.  The store dedupes, so a segment stored twice (a crash between the
+commit and the delete) lands once.
+"""
+
+import json
+import os
+import struct
+import time
+import zlib
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from stationd.store.events import store_batches
+
+log = Logger()
+
+_FRAME = struct.Struct(">II")  # payload length, CRC-32 of payload
+SUFFIX = ".seg"
+
+
+class SpoolFull(Exception):
+    """The spool is at max_spool_bytes: refuse, the client retries later."""
+
+
+class SpoolError(Exception):
+    """The spool could not make a batch durable (disk full, I/O error)."""
+
+
+def encode_segment(records):
+    frames = []
+    for record in records:
+        payload = json.dumps(record, separators=(",", ":")).encode("utf-8")
+        frames.append(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+    return b"".join(frames)
+
+
+def _count_frames(data):
+    count, offset = 0, 0
+    while offset + _FRAME.size <= len(data):
+        length, _ = _FRAME.unpack_from(data, offset)
+        offset += _FRAME.size + length
+        count += 1
+    return count
+
+
+def decode_segment(data):
+    """The records of a segment; ValueError if it is damaged."""
+    records, offset = [], 0
+    while offset < len(data):
+        if offset + _FRAME.size > len(data):
+            raise ValueError("truncated frame header")
+        length, crc = _FRAME.unpack_from(data, offset)
+        payload = data[offset + _FRAME.size: offset + _FRAME.size + length]
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            raise ValueError(f"damaged frame at byte {offset}")
+        records.append(json.loads(payload))
+        offset += _FRAME.size + length
+    return records
+
+
+class Spool:
+    """Segment files in one directory, written by one thread in order."""
+
+    def __init__(self, directory, max_bytes, reactor, metrics, fsync=os.fsync):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.reactor = reactor
+        self.metrics = metrics
+        self.fsync = fsync
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="stationd-spool")
+        self.on_segment = lambda path, size, count: None
+        self._pending = []  # (encoded record, Deferred)
+        self._pending_bytes = 0
+        self._writing = False
+        self._sequence = 0
+        os.makedirs(directory, exist_ok=True)
+        self.bytes, self.batches = 0, 0
+
+    def recover(self):
+        """Segments a previous run left, oldest first, as (path, size, batches).
+
+        A temp file was never renamed, so never acknowledged: it is removed.
+        """
+        segments = []
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if name.startswith(".tmp-"):
+                os.remove(path)
+            elif name.endswith(SUFFIX):
+                with open(path, "rb") as f:
+                    data = f.read()
+                segments.append((path, len(data), _count_frames(data)))
+        self.bytes = sum(size for _, size, _ in segments)
+        self.batches = sum(count for _, _, count in segments)
+        self._publish()
+        return segments
+
+    def _publish(self):
+        self.metrics.spool_bytes.set(self.bytes + self._pending_bytes)
+        self.metrics.spool_batches.set(self.batches + len(self._pending))
+
+    def append(self, record):
+        """A Deferred that fires once ``record`` is durable; fails with SpoolFull or SpoolError."""
+        frame = encode_segment([record])
+        if self.bytes + self._pending_bytes + len(frame) > self.max_bytes:
+            return defer.fail(SpoolFull(f"spool holds {self.bytes} of {self.max_bytes} bytes"))
+        d = defer.Deferred()
+        self._pending.append((frame, d))
+        self._pending_bytes += len(frame)
+        self._publish()
+        if not self._writing:
+            self._write_next()
+        return d
+
+    def _write_next(self):
+        group, self._pending = self._pending, []
+        size = sum(len(frame) for frame, _ in group)
+        self._pending_bytes -= size
+        self._writing = True
+        self._sequence += 1
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._sequence:08d}{SUFFIX}"
+        d = deferToThreadPool(self.reactor, self.pool, self._write_segment,
+                              name, b"".join(frame for frame, _ in group))
+        d.addBoth(self._written, group, size)
+
+    def _write_segment(self, name, data):
+        """Write, fsync, rename, fsync the directory (in the spool thread)."""
+        tmp = os.path.join(self.directory, ".tmp-" + name)
+        final = os.path.join(self.directory, name)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                started = time.perf_counter()
+                self.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+        except BaseException:
+            for path in (tmp, final):
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+            raise
+        return final
+
+    def _written(self, result, group, size):
+        self._writing = False
+        if isinstance(result, Failure):
+            log.failure("Spool write failed; {n} upload(s) refused", result, n=len(group))
+            for _, d in group:
+                d.errback(SpoolError(f"spool write failed: {result.getErrorMessage()}"))
+        else:
+            self.bytes += size
+            self.batches += len(group)
+            for _, d in group:
+                d.callback(result)
+            self.on_segment(result, size, len(group))
+        self._publish()
+        if self._pending:
+            self._write_next()
+
+    def forget(self, size, count):
+        """Account for a segment the writer has removed."""
+        self.bytes -= size
+        self.batches -= count
+        self._publish()
+
+    def start(self):
+        self.pool.start()
+
+    def stop(self):
+        self.pool.stop()
+
+
+class Writer(Service):
+    """Moves spool segments into the store, one transaction each, oldest first."""
+
+    name = "writer"
+
+    def __init__(self, spool, store, origin, metrics, reactor, retry_delay=1.0, max_retry_delay=30.0):
+        self.spool = spool
+        self.store = store
+        self.origin = origin
+        self.metrics = metrics
+        self.reactor = reactor
+        self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
+        self._queue = []
+        self._draining = None
+        self._retry = None
+        spool.on_segment = self.segment_ready
+
+    def startService(self):
+        super().startService()
+        self.spool.start()
+        self._queue.extend(self.spool.recover())
+        if self._queue:
+            log.info("Draining {n} spool segment(s) left by the previous run", n=len(self._queue))
+            self._kick()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self._draining is not None:
+            yield self._draining
+        self.spool.stop()
+
+    def segment_ready(self, path, size, count):
+        self._queue.append((path, size, count))
+        self._kick()
+
+    def _kick(self):
+        if self._draining is None and self.running:
+            self._draining = defer.ensureDeferred(self._drain())
+
+    async def _drain(self):
+        delay = self.retry_delay
+        try:
+            while self._queue and self.running:
+                path, size, count = self._queue[0]
+                try:
+                    records = await deferToThreadPool(self.reactor, self.spool.pool, _read, path)
+                except ValueError as e:
+                    self._queue.pop(0)
+                    await deferToThreadPool(self.reactor, self.spool.pool, _quarantine, path)
+                    self.spool.forget(size, count)
+                    log.critical("Spool segment {path} is damaged ({e}); moved to {dir}",
+                                 path=path, e=e, dir=os.path.join(self.spool.directory, "damaged"))
+                    continue
+                try:
+                    inserted, _ = await self.store.run(store_batches, records, self.origin)
+                except Exception:
+                    log.failure("Storing spool segment {path} failed; retrying in {delay} s",
+                                path=path, delay=delay)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, self.max_retry_delay)
+                    continue
+                delay = self.retry_delay
+                self.metrics.store_events.inc(inserted)
+                self._queue.pop(0)
+                await deferToThreadPool(self.reactor, self.spool.pool, os.remove, path)
+                self.spool.forget(size, count)
+        finally:
+            self._draining = None
+
+    def _sleep(self, seconds):
+        d = defer.Deferred()
+        self._retry = self.reactor.callLater(seconds, d.callback, None)
+        return d
+
+    def idle(self):
+        """True when every acknowledged batch is in the store (for tests and status)."""
+        return not self._queue and self._draining is None
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return decode_segment(f.read())
+
+
+def _quarantine(path):
+    damaged = os.path.join(os.path.dirname(path), "damaged")
+    os.makedirs(damaged, exist_ok=True)
+    os.replace(path, os.path.join(damaged, os.path.basename(path)))
