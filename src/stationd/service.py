@@ -61,6 +61,8 @@ class Listener(StreamServerEndpointService):
 class NodeService(service.MultiService):
     """The node: parent of every component, holder of what they share."""
 
+    handle_signals = False  # twistd's node does; a node built inside tests does not
+
     def __init__(self, config, reactor):
         super().__init__()
         self.config = config
@@ -86,8 +88,9 @@ class NodeService(service.MultiService):
 
     def startService(self):
         self.started_at = self.reactor.seconds()
-        # After the reactor's own handlers, which this replaces for SIGTERM.
-        self.reactor.callWhenRunning(self._handle_signals)
+        if self.handle_signals:
+            # After the reactor's own handlers, which this replaces for SIGTERM.
+            self.reactor.callWhenRunning(self._handle_signals)
         super().startService()
         log.info("stationd {version} node {name!r} started; components: {components}",
                  version=__version__, name=self.name,
@@ -169,7 +172,9 @@ def makeService(options):
     try:
         config = configuration.load(options["config"])
         configuration.check_endpoints(config, reactor)
-        return build_node(config, reactor)
+        node = build_node(config, reactor)
+        node.handle_signals = True
+        return node
     except configuration.ConfigError as e:
         sys.stderr.write(f"{e}\n")
         raise SystemExit(2)

@@ -25,12 +25,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
+
 from stationd.store.events import store_batches
 
 log = Logger()
 
 _FRAME = struct.Struct(">II")  # payload length, CRC-32 of payload
 SUFFIX = ".seg"
+
+
+# Errors of an unreachable or busy database: retried for ever (with backoff).
+# Any other error repeated POISON_ATTEMPTS times is the segment's own fault.
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout)
+POISON_ATTEMPTS = 3
 
 
 class SpoolFull(Exception):
@@ -177,9 +185,9 @@ class Spool:
         else:
             self.bytes += size
             self.batches += len(group)
+            self.on_segment(result, size, len(group))
             for _, d in group:
                 d.callback(result)
-            self.on_segment(result, size, len(group))
         self._publish()
         if self._pending:
             self._write_next()
@@ -194,7 +202,8 @@ class Spool:
         self.pool.start()
 
     def stop(self):
-        self.pool.stop()
+        if self.pool.started:
+            self.pool.stop()
 
 
 class Writer(Service):
@@ -202,12 +211,14 @@ class Writer(Service):
 
     name = "writer"
 
-    def __init__(self, spool, store, origin, metrics, reactor, retry_delay=1.0, max_retry_delay=30.0):
+    def __init__(self, spool, store, origin, metrics, reactor, clock=None,
+                 retry_delay=1.0, max_retry_delay=30.0):
         self.spool = spool
         self.store = store
         self.origin = origin
         self.metrics = metrics
         self.reactor = reactor
+        self.clock = clock or reactor
         self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self._queue = []
         self._draining = None
@@ -241,6 +252,7 @@ class Writer(Service):
 
     async def _drain(self):
         delay = self.retry_delay
+        attempts, last_error = 0, None
         try:
             while self._queue and self.running:
                 path, size, count = self._queue[0]
@@ -248,19 +260,31 @@ class Writer(Service):
                     records = await deferToThreadPool(self.reactor, self.spool.pool, _read, path)
                 except ValueError as e:
                     self._queue.pop(0)
-                    await deferToThreadPool(self.reactor, self.spool.pool, _quarantine, path)
+                    await deferToThreadPool(self.reactor, self.spool.pool, _set_aside, path, "damaged")
                     self.spool.forget(size, count)
                     log.critical("Spool segment {path} is damaged ({e}); moved to {dir}",
                                  path=path, e=e, dir=os.path.join(self.spool.directory, "damaged"))
                     continue
                 try:
                     inserted, _ = await self.store.run(store_batches, records, self.origin)
-                except Exception:
+                except Exception as e:
+                    attempts = attempts + 1 if e.__class__ is last_error else 1
+                    last_error = e.__class__
+                    if not isinstance(e, TRANSIENT) and attempts >= POISON_ATTEMPTS:
+                        # The database refuses this segment itself (not an outage):
+                        # set it aside so the segments behind it are not held up.
+                        self._queue.pop(0)
+                        await deferToThreadPool(self.reactor, self.spool.pool, _set_aside, path, "rejected")
+                        self.spool.forget(size, count)
+                        log.critical("Spool segment {path} refused by the store ({e}); moved to rejected/",
+                                     path=path, e=e)
+                        continue
                     log.failure("Storing spool segment {path} failed; retrying in {delay} s",
                                 path=path, delay=delay)
                     await self._sleep(delay)
                     delay = min(delay * 2, self.max_retry_delay)
                     continue
+                attempts, last_error = 0, None
                 delay = self.retry_delay
                 self.metrics.store_events.inc(inserted)
                 self._queue.pop(0)
@@ -271,7 +295,7 @@ class Writer(Service):
 
     def _sleep(self, seconds):
         d = defer.Deferred()
-        self._retry = self.reactor.callLater(seconds, d.callback, None)
+        self._retry = self.clock.callLater(seconds, d.callback, None)
         return d
 
     def idle(self):
@@ -284,7 +308,8 @@ def _read(path):
         return decode_segment(f.read())
 
 
-def _quarantine(path):
-    damaged = os.path.join(os.path.dirname(path), "damaged")
-    os.makedirs(damaged, exist_ok=True)
-    os.replace(path, os.path.join(damaged, os.path.basename(path)))
+def _set_aside(path, folder):
+    """Move a segment the writer cannot store into spool/<folder>/, for an operator."""
+    target = os.path.join(os.path.dirname(path), folder)
+    os.makedirs(target, exist_ok=True)
+    os.replace(path, os.path.join(target, os.path.basename(path)))

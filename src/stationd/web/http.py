@@ -49,13 +49,17 @@ def json_body(request, value, status=200):
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
+def _no_constants(name):
+    raise ValueError(f"{name} is not JSON")
+
+
 def read_json(request):
     """The request body as a JSON object, or a 400/415 HTTPError."""
     content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if content_type not in (b"application/json", b""):
         raise HTTPError(415, "send the body as application/json")
     try:
-        value = json.loads(request.content.read() or b"null")
+        value = json.loads(request.content.read() or b"null", parse_constant=_no_constants)
     except ValueError as e:
         raise HTTPError(400, f"body is not valid JSON: {e}", code="bad_json") from None
     if not isinstance(value, dict):

@@ -1,0 +1,246 @@
+"""The spool and the writer: durability before acknowledgement, group commit,
+bounded size, recovery, and exactly-once storage across replays."""
+
+import os
+
+import pytest
+import pytest_twisted
+from sqlalchemy import func, select
+from sqlalchemy.exc import DataError, OperationalError
+from twisted.internet import defer, reactor, task
+
+from stationd.metrics import Metrics
+from stationd.store.events import digest
+from stationd.store.schema import events
+from stationd.writer import Spool, SpoolError, SpoolFull, Writer, decode_segment, encode_segment
+
+
+def record(station="501", n=2, start=1_700_000_000 * 10**9):
+    return {
+        "protocol": "native", "station": station, "received_ns": start, "idempotency_key": None,
+        "events": [
+            {"id": f"{station}-{start + i}", "type": "CIC", "time_ns": start + i,
+             "data": {"i": i}, "digest": digest({"i": i}), "quarantine": None}
+            for i in range(n)
+        ],
+    }
+
+
+def segments(directory):
+    return sorted(p for p in os.listdir(directory) if p.endswith(".seg"))
+
+
+@pytest.fixture
+def spool(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), 10_000_000, reactor, Metrics())
+    spool.start()
+    yield spool
+    spool.stop()
+
+
+def test_segment_frames_round_trip_and_detect_damage():
+    records = [record(n=1), record(n=3)]
+    data = encode_segment(records)
+    assert decode_segment(data) == records
+    with pytest.raises(ValueError):
+        decode_segment(data[:-1])
+    flipped = bytearray(data)
+    flipped[20] ^= 0xFF
+    with pytest.raises(ValueError):
+        decode_segment(bytes(flipped))
+
+
+@pytest_twisted.ensureDeferred
+async def test_acknowledged_only_when_fsynced(tmp_path):
+    synced = []
+    spool = Spool(str(tmp_path / "spool"), 10_000_000, reactor, Metrics(),
+                  fsync=lambda fd: synced.append(fd))
+    spool.start()
+    try:
+        path = await spool.append(record())
+        assert len(synced) == 2  # the segment file, then its directory
+        assert os.path.exists(path) and decode_segment(open(path, "rb").read()) == [record()]
+    finally:
+        spool.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_fsync_refuses_and_leaves_nothing(tmp_path):
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    spool = Spool(str(tmp_path / "spool"), 10_000_000, reactor, Metrics(), fsync=broken)
+    spool.start()
+    try:
+        with pytest.raises(SpoolError, match="Input/output error"):
+            await spool.append(record())
+        assert os.listdir(tmp_path / "spool") == []
+        assert (spool.bytes, spool.batches) == (0, 0)
+        spool.fsync = os.fsync  # the disk recovers: the spool keeps serving
+        assert await spool.append(record())
+    finally:
+        spool.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_batches_share_one_fsync(tmp_path):
+    synced = []
+    spool = Spool(str(tmp_path / "spool"), 10_000_000, reactor, Metrics(),
+                  fsync=lambda fd: (synced.append(fd), os.fsync(fd)))
+    spool.start()
+    try:
+        paths = await defer.gatherResults([spool.append(record(n=1, start=i)) for i in range(50)])
+        # the first batch is written alone; the 49 that arrived meanwhile share one segment
+        assert len(set(paths)) == 2
+        assert len(synced) == 4
+        assert spool.batches == 50
+    finally:
+        spool.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_spool_refuses_whole_batches(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), 600, reactor, Metrics())
+    spool.start()
+    try:
+        await spool.append(record(n=1))
+        with pytest.raises(SpoolFull):
+            await spool.append(record(n=5))
+        assert spool.batches == 1
+    finally:
+        spool.stop()
+
+
+async def until(condition, timeout=10):
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition not reached")
+
+
+def stored(store):
+    return store.call(lambda conn: conn.execute(select(func.count()).select_from(events)).scalar())
+
+
+@pytest_twisted.ensureDeferred
+async def test_writer_moves_segments_into_the_store_and_removes_them(store, spool):
+    store.startService()
+    writer = Writer(spool, store, "node-a", spool.metrics, reactor)
+    writer.startService()
+    try:
+        await spool.append(record(n=3))
+        await until(writer.idle)
+        await until(lambda: not segments(spool.directory))
+        assert stored(store) == 3
+        assert (spool.bytes, spool.batches) == (0, 0)
+    finally:
+        await writer.stopService()
+        store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_drains_leftovers_exactly_once(store, tmp_path):
+    """A crash after the store commit but before the segment is removed: the
+    segment is stored again on restart, and lands once."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    (directory / "00000000000000000001-1-00000001.seg").write_bytes(encode_segment([record(n=4)]))
+    (directory / ".tmp-00000000000000000002-1-00000002.seg").write_bytes(b"never acknowledged")
+    store.startService()
+    try:
+        for _ in range(2):  # the second run replays the same segment
+            spool = Spool(str(directory), 10_000_000, reactor, Metrics())
+            writer = Writer(spool, store, "node-a", spool.metrics, reactor)
+            if _ == 1:
+                (directory / "00000000000000000003-1-00000001.seg").write_bytes(
+                    encode_segment([record(n=4)]))
+            writer.startService()
+            await until(writer.idle)
+            await writer.stopService()
+            assert os.listdir(directory) == []
+        assert stored(store) == 4
+    finally:
+        store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_segment_is_set_aside_not_lost(store, tmp_path):
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    (directory / "00000000000000000001-1-00000001.seg").write_bytes(encode_segment([record()])[:-3])
+    (directory / "00000000000000000002-1-00000001.seg").write_bytes(encode_segment([record(n=1, start=5)]))
+    store.startService()
+    spool = Spool(str(directory), 10_000_000, reactor, Metrics())
+    writer = Writer(spool, store, "node-a", spool.metrics, reactor)
+    writer.startService()
+    try:
+        await until(writer.idle)
+        assert os.listdir(directory / "damaged") == ["00000000000000000001-1-00000001.seg"]
+        assert stored(store) == 1
+    finally:
+        await writer.stopService()
+        store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_outage_keeps_the_segment_and_retries(store, spool, monkeypatch):
+    store.startService()
+    clock = task.Clock()
+    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
+    failures = []
+    real_run = store.run
+
+    def flaky_run(operation, *args):
+        if len(failures) < 2:
+            failures.append(1)
+            return defer.fail(OperationalError("INSERT", {}, Exception("connection refused")))
+        return real_run(operation, *args)
+
+    monkeypatch.setattr(store, "run", flaky_run)
+    writer.startService()
+    try:
+        await spool.append(record(n=2))
+        await until(lambda: len(failures) == 1)
+        assert segments(spool.directory)  # kept while the store is down
+        clock.advance(1)
+        await until(lambda: len(failures) == 2)
+        clock.advance(2)
+        await until(writer.idle)
+        assert stored(store) == 2 and not segments(spool.directory)
+    finally:
+        await writer.stopService()
+        store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_segment_the_store_refuses_is_set_aside(store, spool, monkeypatch):
+    """A poison segment (the database rejects its data, not an outage) must not
+    hold up the segments behind it."""
+    store.startService()
+    clock = task.Clock()
+    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
+    real_run = store.run
+    attempts = []
+
+    def run(operation, records, origin):
+        if records[0]["station"] == "poison":
+            attempts.append(1)
+            return defer.fail(DataError("INSERT", {}, Exception("invalid input syntax for type json")))
+        return real_run(operation, records, origin)
+
+    monkeypatch.setattr(store, "run", run)
+    writer.startService()
+    try:
+        await spool.append(record(station="poison"))
+        for n in (1, 2):
+            await until(lambda: len(attempts) == n)
+            clock.advance(60)
+        await until(lambda: len(attempts) == 3)
+        await spool.append(record(station="good"))
+        await until(writer.idle)
+        assert len(os.listdir(os.path.join(spool.directory, "rejected"))) == 1
+        assert stored(store) == 2
+    finally:
+        await writer.stopService()
+        store.stopService()
