@@ -63,3 +63,22 @@ def store(database_url):
     store.migrate()
     yield store
     store.close()
+
+
+async def settle(stub, d):
+    """Pump StubTreq until ``d`` has a result (handlers wait on the store's thread)."""
+    from twisted.internet import reactor, task
+
+    results = []
+    d.addBoth(lambda result: results.append(result) or result)
+    while not results:
+        stub.flush()
+        await task.deferLater(reactor, 0.002, lambda: None)
+    return await d
+
+
+async def call(stub, method, url, **kwargs):
+    response = await settle(stub, stub.request(method, url, **kwargs))
+    return response, await settle(stub, response.content())
+
+

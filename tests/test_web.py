@@ -5,7 +5,8 @@ import json
 import pytest
 import pytest_twisted
 from treq.testing import StubTreq
-from twisted.internet import reactor, task
+
+from conftest import call
 
 from stationd.store import users
 from stationd.web import COMPONENTS, make_resource
@@ -29,21 +30,6 @@ def node(store):
     store.startService()
     yield FakeNode(store)
     store.stopService()
-
-
-async def settle(stub, d):
-    """Pump StubTreq until ``d`` has a result (handlers wait on the store's thread)."""
-    results = []
-    d.addBoth(lambda result: results.append(result) or result)
-    while not results:
-        stub.flush()
-        await task.deferLater(reactor, 0.002, lambda: None)
-    return await d
-
-
-async def call(stub, method, url, **kwargs):
-    response = await settle(stub, stub.request(method, url, **kwargs))
-    return response, await settle(stub, response.content())
 
 
 def client(node, components=("core", "admin"), prefix="/"):

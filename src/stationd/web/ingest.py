@@ -8,6 +8,7 @@ with the same Idempotency-Key gets the first answer again.
 """
 
 import datetime
+import decimal
 import re
 
 from stationd.store import events as store_events
@@ -25,7 +26,8 @@ def parse_time(value):
     if isinstance(value, bool):
         raise ValueError("time must be a string or a number")
     if isinstance(value, (int, float)):
-        return int(round(value * 1e9)) if isinstance(value, float) else value * 10**9
+        # Via the decimal text: 1714564800.25 is ...250000000 ns, not ...249999872.
+        return int(decimal.Decimal(repr(value)) * 10**9)
     if not isinstance(value, str):
         raise ValueError("time must be a string or a number")
     match = _ISO.match(value.strip())

@@ -1,0 +1,275 @@
+"""Ingest through the real routes of a node built as twistd builds it (minus listeners)."""
+
+import datetime
+import hashlib
+import json
+import os
+import pickle
+import urllib.parse
+
+import pytest
+import pytest_twisted
+from sqlalchemy import select
+from treq.testing import StubTreq
+from twisted.internet import reactor, task
+
+from stationd import config as configuration
+from stationd.service import build_node
+from stationd.store import stations, users
+from stationd.store.schema import events as events_table
+from stationd.web import make_resource
+
+from conftest import call, write_config
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest_twisted.async_yield_fixture()
+async def node(tmp_path, database_url):
+    body = f"[database]\nurl = {database_url}\n[ingest]\nmax_future_skew = 1d\n"
+    node = build_node(configuration.load(str(write_config(tmp_path, body))), reactor)
+    node.store.call(stations.add_station, "501", stations.hash_password("secret"), cluster="ams")
+    node.store.call(stations.add_station, "502", None)
+    node.startService()
+    node.stub = StubTreq(make_resource(node, configuration.COMPONENTS, "/"))
+    yield node
+    await node.stopService()
+
+
+def hisparc_events(n=3, second=0, kind="CIC"):
+    return [{"header": {"eventtype_uploadcode": kind,
+                        "datetime": datetime.datetime(2024, 5, 1, 12) + datetime.timedelta(seconds=second + i),
+                        "nanoseconds": 123456789 + i, "date": None, "time": None},
+             "datalist": [{"data_uploadcode": "PH1", "data": 500 + i},
+                          {"data_uploadcode": "TR1", "data": "QUJD" * 50}]}
+            for i in range(n)]
+
+
+def upload_body(payload_text, station="501", password="secret", checksum=None, **extra):
+    """Exactly what requests.post(url, data={...}) sends for a str payload."""
+    checksum = checksum or hashlib.md5(payload_text.encode("latin-1")).hexdigest()
+    fields = {"station_id": station, "password": password, "checksum": checksum,
+              "data": payload_text, **extra}
+    return urllib.parse.urlencode(fields).encode("ascii")
+
+
+def pickled(events, protocol=2):
+    return pickle.dumps(events, protocol=protocol).decode("latin-1")
+
+
+async def upload(node, body):
+    response, answer = await call(node.stub, "POST", "http://n/upload", data=body, headers=FORM)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("content-type") == ["text/plain"]
+    return answer.decode()
+
+
+async def drained(node):
+    for _ in range(2000):
+        if node.writer.idle():
+            return
+        await task.deferLater(reactor, 0.005, lambda: None)
+    raise AssertionError("writer did not drain")
+
+
+def stored(node):
+    query = select(events_table).order_by(events_table.c.time_ns)
+    return node.store.call(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_stores_a_batch_and_answers_100(node):
+    assert await upload(node, upload_body(pickled(hisparc_events(3)))) == "100"
+    await drained(node)
+    rows = stored(node)
+    assert [(r["station"], r["type"], r["time_ns"]) for r in rows] == [
+        ("501", "CIC", 1714564800_123456789), ("501", "CIC", 1714564801_123456790),
+        ("501", "CIC", 1714564802_123456791)]
+    assert rows[0]["data"] == {"PH1": 500, "TR1": "QUJD" * 50}
+    assert not any(r["quarantined"] for r in rows)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_body_is_400(node):
+    assert await upload(node, b"") == "400"
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"station": "abc"}, "400"),
+    ({"station": "777"}, "206"),
+    ({"password": "wrong"}, "203"),
+    ({"station": "502"}, "203"),  # a station without an upload password
+    ({"checksum": "0" * 32}, "201"),
+])
+@pytest_twisted.ensureDeferred
+async def test_upload_codes_in_order(node, fields, code):
+    assert await upload(node, upload_body(pickled(hisparc_events()), **fields)) == code
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_missing_field_is_400(node):
+    full = {"station_id": "501", "password": "secret", "checksum": "x", "data": "y"}
+    for missing in full:
+        fields = {k: v for k, v in full.items() if k != missing}
+        assert await upload(node, urllib.parse.urlencode(fields).encode()) == "400"
+
+
+@pytest_twisted.ensureDeferred
+async def test_malicious_pickles_are_208_and_run_nothing(node, tmp_path):
+    sentinel = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    payloads = [f"cos\nsystem\n(S'touch {sentinel}'\ntR.", pickled([Evil()], protocol=0),
+                pickled([Evil()], protocol=2), pickled(Evil(), protocol=4)]
+    for payload in payloads:
+        assert await upload(node, upload_body(payload)) == "208"
+    assert not sentinel.exists()
+    await drained(node)
+    assert stored(node) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_format_and_quarantine(node):
+    events = [
+        {"header": {"eventtype_uploadcode": "WTR", "datetime": "2024-05-01T12:00:00",
+                    "nanoseconds": 5}, "datalist": [{"data_uploadcode": "T", "data": 21.5}]},
+        {"header": {"eventtype_uploadcode": "CIC", "datetime": "2004-01-01T00:00:00",
+                    "nanoseconds": 0}, "datalist": []},  # GPS rollover date
+        {"header": {"eventtype_uploadcode": "CIC", "datetime": "2099-01-01T00:00:00",
+                    "nanoseconds": 0}, "datalist": []},
+    ]
+    text = json.dumps(events)
+    assert await upload(node, upload_body(text, format="json")) == "100"
+    await drained(node)
+    rows = {r["type"] + str(r["time_ns"])[:4]: r for r in stored(node)}
+    assert rows["WTR1714"]["data"] == {"T": 21.5} and not rows["WTR1714"]["quarantined"]
+    assert rows["CIC1072"]["quarantine_reason"] == "before min_event_time"
+    assert rows["CIC4070"]["quarantine_reason"] == "more than max_future_skew ahead"
+    status = node.status()["ingest"]["events"]
+    assert status == {"hisparc_accepted": 1, "hisparc_quarantined": 2}
+    _, metrics = await call(node.stub, "GET", "http://n/metrics")
+    assert b'stationd_ingest_events_total{protocol="hisparc",result="quarantined"} 2.0' in metrics
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retried_batch_is_stored_once(node):
+    body = upload_body(pickled(hisparc_events(100)))
+    assert await upload(node, body) == "100"
+    assert await upload(node, body) == "100"  # the reply was lost; the station retries
+    await drained(node)
+    assert len(stored(node)) == 100
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_spool_refuses_with_a_retry_code(node):
+    node.spool.max_bytes = 0
+    response, answer = await call(node.stub, "POST", "http://n/upload", headers=FORM,
+                                  data=upload_body(pickled(hisparc_events())))
+    assert answer == b"400" and response.headers.getRawHeaders("retry-after") == ["30"]
+
+
+# -- native JSON ingest --
+
+def native(node, station, body, key=None, idempotency_key=None):
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return call(node.stub, "POST", f"http://n/api/v1/stations/{station}/events",
+                data=json.dumps(body).encode(), headers=headers)
+
+
+@pytest.fixture
+def keys(node):
+    return {
+        "station": node.store.call(users.add_user, "st501", "station", station="501")[1],
+        "other": node.store.call(users.add_user, "st502", "station", station="502")[1],
+        "reader": node.store.call(users.add_user, "rd", "reader")[1],
+        "admin": node.store.call(users.add_user, "ad", "admin")[1],
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_ingest_counts_and_nanoseconds(node, keys):
+    batch = {"events": [
+        {"type": "meteor", "time": "2024-05-01T12:00:00.123456789Z", "data": {"mag": -2.5}},
+        {"type": "WTR", "time": "2024-05-01T14:00:00.5+02:00", "data": {"t": 20}},
+        {"type": "WTR", "time": 1714564800.25, "data": {}},
+        {"type": "CIC", "time_ns": 1_000_000_000, "data": {}},  # 1970: quarantined
+    ]}
+    response, body = await native(node, "501", batch, keys["station"])
+    assert response.code == 200
+    assert json.loads(body) == {"accepted": 3, "duplicates": 0, "quarantined": 1}
+    await drained(node)
+    times = sorted(r["time_ns"] for r in stored(node))
+    assert times == [1_000_000_000, 1714564800_123456789, 1714564800_250000000, 1714564800_500000000]
+
+    response, body = await native(node, "501", batch, keys["admin"])
+    assert json.loads(body) == {"accepted": 0, "duplicates": 4, "quarantined": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_idempotency_key_replays_the_answer(node, keys):
+    batch = {"events": [{"type": "CIC", "time": "2024-05-01T12:00:00Z", "data": {"a": 1}}]}
+    _, first = await native(node, "501", batch, keys["station"], idempotency_key="batch-1")
+    await drained(node)
+    response, again = await native(node, "501", batch, keys["station"], idempotency_key="batch-1")
+    assert json.loads(again) == json.loads(first) == {"accepted": 1, "duplicates": 0, "quarantined": 0}
+    assert response.headers.getRawHeaders("idempotent-replayed") == ["true"]
+    assert len(stored(node)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_invalid_events_refuse_the_whole_batch(node, keys):
+    batch = {"events": [
+        {"type": "CIC", "time": "2024-05-01T12:00:00Z", "data": {}},
+        {"type": "", "time": "2024-05-01T12:00:00Z"},
+        {"type": "CIC", "time": "yesterday"},
+        {"type": "CIC", "time": "2024-05-01T12:00:00Z", "data": [1]},
+    ]}
+    response, body = await native(node, "501", batch, keys["station"])
+    assert response.code == 422
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_events"
+    assert [d["index"] for d in error["details"]] == [1, 2, 3]
+    await drained(node)
+    assert stored(node) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_access_rules(node, keys):
+    batch = {"events": [{"type": "CIC", "time": "2024-05-01T12:00:00Z"}]}
+    assert (await native(node, "501", batch))[0].code == 401
+    assert (await native(node, "501", batch, keys["reader"]))[0].code == 403
+    assert (await native(node, "501", batch, keys["other"]))[0].code == 403
+    assert (await native(node, "999", batch, keys["admin"]))[0].code == 404
+    response, body = await call(node.stub, "POST", "http://n/api/v1/stations/501/events",
+                                data=b"{bad", headers={"Authorization": f"Bearer {keys['station']}"})
+    assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_native_full_spool_is_503_with_retry_after(node, keys):
+    node.spool.max_bytes = 0
+    response, body = await native(node, "501", {"events": [{"type": "CIC", "time": 1714564800}]},
+                                  keys["station"])
+    assert response.code == 503 and response.headers.getRawHeaders("retry-after") == ["5"]
+    assert json.loads(body)["error"]["code"] == "unavailable"
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_station_routes(node, keys):
+    auth = {"Authorization": f"Bearer {keys['admin']}"}
+    response, body = await call(node.stub, "POST", "http://n/api/v1/admin/stations", headers=auth,
+                                json={"id": "601", "password": "pw", "cluster": "utrecht"})
+    assert response.code == 201 and json.loads(body)["station"]["has_password"] is True
+    assert await upload(node, upload_body(pickled(hisparc_events()), station="601", password="pw")) == "100"
+    response, body = await call(node.stub, "GET", "http://n/api/v1/admin/stations", headers=auth)
+    assert [s["id"] for s in json.loads(body)["stations"]] == ["501", "502", "601"]
+    response, _ = await call(node.stub, "DELETE", "http://n/api/v1/admin/stations/601", headers=auth)
+    assert response.code == 200
+    assert await upload(node, upload_body(pickled(hisparc_events()), station="601", password="pw")) == "206"
