@@ -44,8 +44,9 @@ class Ingest:
         return sum(1 for e in record["events"] if e["quarantine"] is not None)
 
     def count_events(self, protocol, record, duplicates=0):
+        """Count a spooled record's events, and ``duplicates`` left out of it."""
         quarantined = self.quarantined(record)
-        accepted = len(record["events"]) - quarantined - duplicates
+        accepted = len(record["events"]) - quarantined
         counter = self.metrics.ingest_events
         for result, n in (("accepted", accepted), ("quarantined", quarantined), ("duplicate", duplicates)):
             if n:
