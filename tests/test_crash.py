@@ -1,0 +1,9 @@
+"""The short form of the SIGKILL crash test (tests/crash_ingest.py has the long one)."""
+
+from crash_ingest import run
+
+
+def test_acknowledged_uploads_survive_20_sigkills(tmp_path):
+    events, kills = run(kills=20, workdir=str(tmp_path), seed=20261121)
+    assert kills == 20
+    assert events > 0  # uploads were acknowledged between the kills
