@@ -77,3 +77,32 @@ def test_make_cert_ca_and_signed(capsys, tmp_path):
     node.verify_directly_issued_by(ca)
     code, _, err = run(capsys, "make-cert", "--host", "x", "--out", str(tmp_path / "node"))
     assert code == 1 and "--force" in err
+
+
+def test_station_commands(capsys, cfg, database_url, tmp_path):
+    from stationd.store import stations
+
+    assert run(capsys, "add-station", "501", "--password", "pw", "--cluster", "ams", "--config", cfg)[0] == 0
+    code, _, err = run(capsys, "add-station", "501", "--config", cfg)
+    assert (code, err) == (1, "stationd-admin: station 501 already exists\n")
+    csv = tmp_path / "list.csv"
+    csv.write_text("501,amsterdam,newpw\n502,utrecht,pw2\n\n# a comment\n")
+    code, out, _ = run(capsys, "import-stations", str(csv), "--config", cfg)
+    assert (code, out) == (0, "2 stations read: 1 added, 1 updated\n")
+    assert run(capsys, "import-stations", str(csv), "--config", cfg)[1] == "2 stations read: 0 added, 0 updated\n"
+    code, out, _ = run(capsys, "list-stations", "--config", cfg)
+    assert "501          amsterdam" in out and "502          utrecht" in out
+    store = Store(database_url)
+    stored = store.call(stations.get_station, "501")["password_hash"]
+    assert "newpw" not in stored and stations.verify_password(stored, "newpw")
+    assert not stations.verify_password(stored, "pw")
+    store.close()
+    csv.write_text("503,x\n")
+    code, _, err = run(capsys, "import-stations", str(csv), "--config", cfg)
+    assert code == 1 and f"{csv}:1: expected number,cluster,password" in err
+
+
+def test_station_users_need_a_station(capsys, cfg):
+    code, _, err = run(capsys, "add-user", "st", "--role", "station", "--config", cfg)
+    assert code == 1 and "--station" in err
+    assert run(capsys, "add-user", "st", "--role", "station", "--station", "501", "--config", cfg)[0] == 0

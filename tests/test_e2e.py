@@ -1,5 +1,6 @@
 """The real daemon: `twistd -n stationd` as a subprocess, over real sockets and TLS."""
 
+import json
 import os
 import signal
 import socket
@@ -329,3 +330,92 @@ def test_a_certificate_chain_is_served_whole(node_factory, tmp_path):
     node = node_factory(f"[web]\ntls_cert = {tmp_path}/chain.pem\ntls_key = {tmp_path}/key.pem\n")
     # The client trusts only the root: it needs the intermediate from the node.
     assert handshake(node.https, str(tmp_path / "root.pem")).startswith(b"HTTP/1.0 200 OK")
+
+
+def admin_cli(config, *argv):
+    out = subprocess.run([os.path.join(BIN, "stationd-admin"), *argv, "--config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_hisparc_upload_over_https_lands_every_event(tmp_path):
+    import datetime
+    import hashlib
+    import pickle
+    import sqlite3
+    import urllib.parse
+
+    import numpy
+
+    node = Node(tmp_path)
+    admin_cli(node.config, "add-station", "501", "--password", "s3cret", "--cluster", "ams")
+    node.start()
+    start = datetime.datetime(2024, 5, 1, 22, 0, 0)
+    batch = [{"header": {"eventtype_uploadcode": "CIC" if i % 2 else "WTR",
+                         "datetime": start + datetime.timedelta(seconds=i),
+                         "nanoseconds": numpy.int64(100_000_000 + i), "date": start.date(),
+                         "time": start.time()},
+              "datalist": [{"data_uploadcode": "PH1", "data": numpy.int32(1000 + i)},
+                           {"data_uploadcode": "TEMP", "data": numpy.float32(20.5)},
+                           {"data_uploadcode": "TR1", "data": "QUJD" * 150},
+                           {"data_uploadcode": "TR1", "data": "REVG" * 150}]}
+             for i in range(100)]
+    text = pickle.dumps(batch, protocol=2).decode("latin-1")
+    # What requests.post(url, data={...}) sends: urlencoded UTF-8 of the str fields.
+    body = urllib.parse.urlencode({"station_id": "501", "password": "s3cret", "data": text,
+                                   "checksum": hashlib.md5(text.encode("latin-1")).hexdigest()})
+    client = Client(f"https://localhost:{node.https}", ca=node.cert)
+    try:
+        _, answer = await client.request(
+            "POST", "/upload", data=body.encode("ascii"),
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    finally:
+        await client.close()
+    assert answer == b"100"
+    assert node.stop() == 0  # a clean stop drains the writer first
+
+    db = sqlite3.connect(tmp_path / "var" / "stationd.sqlite")
+    rows = db.execute("SELECT type, time_ns, data, quarantined FROM events ORDER BY time_ns").fetchall()
+    assert len(rows) == 100
+    for i, (kind, time_ns, data, quarantined) in enumerate(rows):
+        assert kind == ("CIC" if i % 2 else "WTR")
+        assert time_ns == 1714600800_000000000 + i * 10**9 + 100_000_000 + i
+        assert json.loads(data) == {"PH1": 1000 + i, "TEMP": 20.5, "TR1": ["QUJD" * 150, "REVG" * 150]}
+        assert not quarantined
+
+
+def test_station_list_is_loaded_and_reloaded_on_sighup(tmp_path):
+    import hashlib
+    import json as jsonlib
+    import urllib.parse
+
+    csv = tmp_path / "stations.csv"
+    csv.write_text("501,amsterdam,first\n")
+    node = Node(tmp_path, f"[ingest]\nstation_list = {csv}\n").start()
+
+    def upload(station, password):
+        text = jsonlib.dumps([])
+        body = urllib.parse.urlencode({"station_id": station, "password": password, "data": text,
+                                       "format": "json", "checksum": hashlib.md5(text.encode()).hexdigest()})
+        request = urllib.request.Request(f"http://127.0.0.1:{node.http}/upload", data=body.encode(),
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.read().decode()
+
+    try:
+        deadline = time.monotonic() + 20
+        while upload("501", "first") != "100":  # loaded at start, in the background
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        csv.write_text("501,amsterdam,second\n502,utrecht,other\n")
+        node.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while upload("501", "second") != "100":
+            assert time.monotonic() < deadline, "station list not reloaded"
+            time.sleep(0.1)
+        assert upload("501", "first") == "203"
+        assert upload("502", "other") == "100"
+    finally:
+        assert node.stop() == 0

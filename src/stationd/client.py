@@ -64,9 +64,10 @@ class Client:
 
     async def request(self, method, path, **kwargs):
         """Send a request; return (status, body bytes); raise ClientError on failure."""
+        headers = {**self._headers(), **kwargs.pop("headers", {})}
         try:
             response = await self.http.request(
-                method, self.url + path, headers=self._headers(), timeout=self.timeout, **kwargs
+                method, self.url + path, headers=headers, timeout=self.timeout, **kwargs
             )
             body = await treq.content(response)
         except Exception as e:
