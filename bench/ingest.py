@@ -23,6 +23,7 @@ native bodies, and batched inserts into a WAL, synchronous=FULL SQLite file.
 import argparse
 import asyncio
 import base64
+import collections
 import datetime
 import hashlib
 import json
@@ -43,6 +44,10 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
+from twisted.web.http import parse_qs
+
+from stationd.hisparc import decode_upload
+from stationd.web.ingest import parse_event
 
 BIN = os.path.dirname(sys.executable)
 HOST, STATION, PASSWORD = "127.0.0.1", "501", "secret"
@@ -83,8 +88,8 @@ class Template:
                      f"Content-Length: {length}\r\n\r\n").encode()
 
     def make(self, seq):
-        per_event = len(self.holes) // BATCH if len(self.holes) >= BATCH else len(self.holes)
-        tokens = [fill(n, self.phase, seq * BATCH + i // per_event) for i, n in enumerate(self.holes)]
+        # two holes an event, in order: its time, then its first trace
+        tokens = [fill(n, self.phase, seq * BATCH + i // 2) for i, n in enumerate(self.holes)]
         parts = [self.head]
         if self.form:
             checksum = hashlib.md5(b"".join(interleave(self.raw, tokens))).hexdigest().encode()
@@ -92,11 +97,14 @@ class Template:
         return b"".join(parts + interleave(self.wire, tokens))
 
 
-def trace(n):
-    return base64.b64encode(os.urandom(n)).decode()
+def traces(n):
+    """Four base64 traces of n random bytes; the first starts with the token hole."""
+    first, *rest = (base64.b64encode(os.urandom(n)).decode() for _ in range(4))
+    return [TOKEN_HOLE + first[16:]] + rest
 
 
 def hisparc_template(t):
+    """100 events as a station's pickle, ~1.9 kB an event, with numpy scalars like the DAQ's."""
     events = []
     for i in range(BATCH):
         when = datetime.datetime(2024, 5, 1, 12) + datetime.timedelta(seconds=t * BATCH + i)
@@ -104,12 +112,12 @@ def hisparc_template(t):
         items += [(f"PH{k}", int(np.random.randint(5000))) for k in range(1, 5)]
         items += [(f"IN{k}", int(np.random.randint(50000))) for k in range(1, 5)]
         items += [(f"BL{k}", float(np.random.random() * 200)) for k in range(1, 3)]
-        items += [(f"TR{k}", (TOKEN_HOLE if k == 1 else "") + trace(225)[16 if k == 1 else 0:]) for k in range(1, 5)]
+        items += [(f"TR{k}", trace) for k, trace in enumerate(traces(225), 1)]
         events.append({"header": {"eventtype_uploadcode": "CIC", "datetime": when, "nanoseconds": NS_HOLE,
                                   "date": when.date(), "time": when.time()},
                        "datalist": [{"data_uploadcode": c, "data": v} for c, v in items]})
     data = pickle.dumps(events, protocol=2)
-    holes = [(pos + 1, 4) if op.name == "BININT" else (pos + 5, 16)
+    holes = [(pos + 1, 4) if op.name == "BININT" else (pos + 5, 16)  # after opcode (and length)
              for op, arg, pos in pickletools.genops(data)
              if (op.name == "BININT" and arg == NS_HOLE)
              or (op.name == "BINUNICODE" and arg.startswith(TOKEN_HOLE))]
@@ -118,14 +126,15 @@ def hisparc_template(t):
 
 
 def native_template(t, n, key, phase):
-    events = [{"type": "CIC", "time": f"{datetime.datetime(2024, 5, 2) + datetime.timedelta(seconds=t * n + i):%Y-%m-%dT%H:%M:%S}."
-                                      + "~" * 9 + "Z",
-               "data": {"n1": 3, "rate": round(float(np.random.random() * 2), 4),
-                        "pulseheights": np.random.randint(5000, size=4).tolist(),
-                        "integrals": np.random.randint(50000, size=4).tolist(),
-                        "baselines": np.round(np.random.random(2) * 200, 3).tolist(),
-                        "traces": [(TOKEN_HOLE if k == 0 else "") + trace(150)[16 if k == 0 else 0:] for k in range(4)]}}
-              for i in range(n)]
+    """n native events of ~1 kB of data each, as one JSON body."""
+    events = []
+    for i in range(n):
+        when = datetime.datetime(2024, 5, 2) + datetime.timedelta(seconds=t * n + i)
+        events.append({"type": "CIC", "time": f"{when:%Y-%m-%dT%H:%M:%S}.{'~' * 9}Z", "data": {
+            "n1": 3, "rate": round(float(np.random.random() * 2), 4),
+            "pulseheights": np.random.randint(5000, size=4).tolist(),
+            "integrals": np.random.randint(50000, size=4).tolist(),
+            "baselines": np.round(np.random.random(2) * 200, 3).tolist(), "traces": traces(150)}})
     body = json.dumps({"events": events}).encode()
     holes = [(m.start(), len(m.group())) for m in re.finditer(rb"~+", body)]
     return Template(f"/api/v1/stations/{STATION}/events",
@@ -149,9 +158,9 @@ async def response(reader):
         body += chunk[:-2]
 
 
-async def client(port, templates, first, stride, deadline, out):
-    seq, reader, writer = first, None, None
-    while time.perf_counter() < deadline and len(out["latency"]) < 1_000_000 and out["errors"] < 100:
+async def client(port, templates, seq, stride, deadline, out):
+    reader = writer = None
+    while time.perf_counter() < deadline and len(out["latency"]) < 10**6 and out["answers"]["error"] < 100:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(HOST, port)
@@ -161,16 +170,15 @@ async def client(port, templates, first, stride, deadline, out):
             writer.write(request)
             status, body = await asyncio.wait_for(response(reader), 30)
             out["latency"].append(time.perf_counter() - start)
-            answer = f"{status} {body[:60].decode('latin-1')}"
             if status == 200 and body == b"100":
                 out["acked"] += BATCH
             elif status == 200 and body.startswith(b"{"):
                 out["acked"] += json.loads(body)["accepted"]
-                answer = "200"
-            out["answers"][answer] = out["answers"].get(answer, 0) + 1
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as e:
-            out["errors"] += 1
-            out["answers"][type(e).__name__] = out["answers"].get(type(e).__name__, 0) + 1
+                body = b""
+            out["answers"][f"{status} {body[:60].decode('latin-1')}".strip()] += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, KeyError) as e:
+            out["answers"]["error"] += 1
+            out["answers"][f"error: {e!r:.60}"] += 1
             if writer is not None:
                 writer.close()
             writer = None
@@ -179,47 +187,37 @@ async def client(port, templates, first, stride, deadline, out):
 
 
 def generate(conn, port, templates, first, stride, clients, seconds):
+    """One load generator process: `clients` connections until `seconds` have passed."""
     async def run():
-        deadline = time.perf_counter() + seconds
-        outs = [{"latency": [], "answers": {}, "acked": 0, "errors": 0} for _ in range(clients)]
+        out = {"latency": [], "answers": collections.Counter(), "acked": 0}
         start = time.perf_counter()
-        await asyncio.gather(*(client(port, templates, first + k, stride, deadline, o) for k, o in enumerate(outs)))
-        elapsed = time.perf_counter() - start
-        answers = {}
-        for o in outs:
-            for k, v in o["answers"].items():
-                answers[k] = answers.get(k, 0) + v
-        return {"latency": [x for o in outs for x in o["latency"]], "answers": answers,
-                "acked": sum(o["acked"] for o in outs), "elapsed": elapsed}
+        await asyncio.gather(*(client(port, templates, first + k, stride, start + seconds, out)
+                               for k in range(clients)))
+        return dict(out, elapsed=time.perf_counter() - start)
     conn.send(asyncio.run(run()))
     conn.close()
 
 
 def load(port, templates, args):
-    """Run the load in --procs child processes; merged results."""
-    context, procs, pipes = multiprocessing.get_context("fork"), [], []
+    """Run the load in --procs child processes; their merged results."""
+    context, running, results = multiprocessing.get_context("fork"), [], []
     shares = [args.clients // args.procs + (p < args.clients % args.procs) for p in range(args.procs)]
     for p, share in enumerate(shares):
-        parent, child = context.Pipe(duplex=False)
+        pipe, child = context.Pipe(duplex=False)
         proc = context.Process(target=generate, args=(child, port, templates, sum(shares[:p]),
                                                       args.clients, share, args.seconds))
         proc.start()
-        procs.append(proc)
-        pipes.append(parent)
-    results = []
-    for proc, pipe in zip(procs, pipes):
+        running.append((proc, pipe))
+    for proc, pipe in running:
         if pipe.poll(args.seconds + 90):
             results.append(pipe.recv())
         proc.join(10)
         if proc.is_alive():
             proc.kill()
-    if len(results) != len(procs):
+    if len(results) != len(running):
         raise RuntimeError("a load generator process did not report")
-    answers = {}
-    for r in results:
-        for k, v in r["answers"].items():
-            answers[k] = answers.get(k, 0) + v
-    return {"latency": np.array([x for r in results for x in r["latency"]]), "answers": answers,
+    return {"latency": np.array([x for r in results for x in r["latency"]]),
+            "answers": sum((r["answers"] for r in results), collections.Counter()),
             "acked": sum(r["acked"] for r in results), "elapsed": max(r["elapsed"] for r in results)}
 
 
@@ -237,8 +235,6 @@ def timed(items, seconds, work):
 
 
 def decode_hisparc(body):
-    from twisted.web.http import parse_qs
-    from stationd.hisparc import decode_upload
     args = parse_qs(body, 1)
     data = args[b"data"][0].decode("utf-8").encode("latin-1")
     assert hashlib.md5(data).hexdigest() == args[b"checksum"][0].decode()
@@ -246,7 +242,6 @@ def decode_hisparc(body):
 
 
 def decode_native(body):
-    from stationd.web.ingest import parse_event
     events = json.loads(body)["events"]
     assert len([parse_event(e) for e in events]) == BATCH
 
@@ -258,7 +253,7 @@ def sqlite_inserts(path, seconds):
     db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, station TEXT, type TEXT, time_ns INTEGER,"
                " received_ns INTEGER, data TEXT, digest TEXT, origin TEXT, quarantined INTEGER,"
                " quarantine_reason TEXT, UNIQUE (station, type, time_ns, digest))")
-    data = [json.dumps({"traces": [trace(150) for _ in range(4)], "n": k}) for k in range(BATCH)]
+    data = [json.dumps({"traces": traces(150), "n": k}) for k in range(BATCH)]
     batches = iter(range(10**7))
 
     def insert(_):
@@ -300,9 +295,33 @@ def wait_drained(port, key, limit=60.0):
         time.sleep(0.2)
 
 
-def row(name, rate, events_per_request, latency, ceilings=""):
+def start_node(workdir, port, log):
+    """Register station and user with the admin CLI, start twistd; (process, API key)."""
+    config = os.path.join(workdir, "bench.ini")
+    with open(config, "w") as f:
+        f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n"
+                "[log]\nlevel = warn\n")
+    admin = [os.path.join(BIN, "stationd-admin")]
+    subprocess.run(admin + ["add-station", STATION, "--password", PASSWORD, "--config", config],
+                   check=True, capture_output=True, timeout=60)
+    key = subprocess.run(admin + ["add-user", "bench", "--role", "admin", "--config", config], check=True,
+                         capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1]
+    node = subprocess.Popen([os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", config],
+                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while node.poll() is None and time.monotonic() < deadline:
+        try:
+            if get(port, "/heartbeat", timeout=1)[0] == 200:
+                return node, key
+        except OSError:
+            time.sleep(0.05)
+    node.kill()
+    raise RuntimeError(f"node did not answer /heartbeat (exit status {node.poll()})")
+
+
+def row(name, rate, events_per_request, latency, ratios=""):
     p50, p99 = np.percentile(latency, [50, 99]) * 1000 if len(latency) else (float("nan"),) * 2
-    return f"{name:38} {rate:9.0f} {rate * events_per_request:11.0f} {p50:8.2f} {p99:8.2f}  {ceilings}"
+    return f"{name:38} {rate:9.0f} {rate * events_per_request:11.0f} {p50:8.2f} {p99:8.2f}  {ratios}".rstrip()
 
 
 def main():
@@ -312,45 +331,22 @@ def main():
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
     args = parser.parse_args()
     args.procs = max(1, min(args.procs, args.clients))
-    workdir = tempfile.mkdtemp(prefix="stationd-bench-")
-    config, port = os.path.join(workdir, "bench.ini"), free_port()
-    with open(config, "w") as f:
-        f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n"
-                "[log]\nlevel = warn\n")
-    admin = [os.path.join(BIN, "stationd-admin")]
-    node, log_path = None, os.path.join(workdir, "node.log")
+    workdir, port = tempfile.mkdtemp(prefix="stationd-bench-"), free_port()
+    log_path, node = os.path.join(workdir, "node.log"), None
     try:
-        subprocess.run(admin + ["add-station", STATION, "--password", PASSWORD, "--config", config],
-                       check=True, capture_output=True, timeout=60)
-        key = subprocess.run(admin + ["add-user", "bench", "--role", "admin", "--config", config], check=True,
-                             capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1]
+        with open(log_path, "wb") as log:
+            node, key = start_node(workdir, port, log)
 
         hisparc = [hisparc_template(t) for t in range(TEMPLATES)]
         native1 = [native_template(t, 1, key, 2) for t in range(TEMPLATES)]
         native100 = [native_template(t, BATCH, key, 3) for t in range(TEMPLATES)]
         bodies = [t.make(i).split(b"\r\n\r\n", 1)[1] for i, t in enumerate(hisparc)]
-        data = urllib.parse.parse_qs(bodies[0].decode())["data"][0]  # what requests would have sent:
+        json_bodies = [t.make(i).split(b"\r\n\r\n", 1)[1] for i, t in enumerate(native100)]
+        data = urllib.parse.parse_qs(bodies[0].decode())["data"][0]  # byte for byte what requests sends:
         assert bodies[0] == urllib.parse.urlencode({"station_id": STATION, "password": PASSWORD, "checksum":
                                                     hashlib.md5(data.encode("latin-1")).hexdigest(), "data": data}).encode()
-        json_bodies = [t.make(i).split(b"\r\n\r\n", 1)[1] for i, t in enumerate(native100)]
         print(f"payloads: hisparc {len(data) / BATCH:.0f} B/event pickled, {len(bodies[0]) / 1024:.0f} KiB a form body;"
               f" native {len(json_bodies[0]) / BATCH:.0f} B/event JSON")
-
-        ceilings = {"hisparc": timed(bodies, 2, decode_hisparc), "native": timed(json_bodies, 2, decode_native),
-                    "sqlite": sqlite_inserts(os.path.join(workdir, "ceiling.sqlite"), 2)}
-
-        log = open(log_path, "wb")
-        node = subprocess.Popen([os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", config],
-                                cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not answer /heartbeat (exit status {node.poll()})")
-            try:
-                if get(port, "/heartbeat", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
 
         cases = [("hisparc /upload, 100-event batches", hisparc, BATCH),
                  ("native, 1-event batches", native1, 1), ("native, 100-event batches", native100, BATCH)]
@@ -359,33 +355,27 @@ def main():
             results[name] = r = load(port, templates, args)
             drained, status = wait_drained(port, key)
             acked += r["acked"]
-            print(f"{name}: answers {r['answers']}; spool empty {drained:.1f} s after the load")
-        drained, status = wait_drained(port, key)
-        ingest = status["ingest"]
-        print(f"status ingest: {json.dumps(ingest)}")
-        print(f"events acknowledged {acked}, stored {ingest['stored']}"
-              f"{'' if ingest['spool_batches'] == 0 else ' (spool not yet empty)'}")
+            print(f"{name}: answers {dict(r['answers'])}; spool empty {drained:.1f} s after the load")
+        print(f"status ingest: {json.dumps(status['ingest'])}")
+        print(f"events acknowledged {acked}, stored {status['ingest']['stored']}"
+              f"{'' if status['ingest']['spool_batches'] == 0 else ' (spool not yet empty)'}")
 
-        decode_h = len(ceilings["hisparc"]) / ceilings["hisparc"].sum()
-        decode_n = len(ceilings["native"]) / ceilings["native"].sum()
-        sqlite_rate = len(ceilings["sqlite"]) / ceilings["sqlite"].sum()
+        ceilings = [("ceiling: decode only, hisparc bodies", timed(bodies, 2, decode_hisparc)),
+                    ("ceiling: decode only, native bodies", timed(json_bodies, 2, decode_native)),
+                    ("ceiling: raw SQLite batched inserts", sqlite_inserts(os.path.join(workdir, "c.sqlite"), 2))]
+        decode_h, decode_n, sqlite_rate = (BATCH * len(t) / t.sum() for _, t in ceilings)
+
         print(f"\ncores: {os.cpu_count()}; command: {sys.executable} {' '.join(sys.argv)}")
-        print(f"{'case':38} {'req/s':>9} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8}  vs ceilings (events/s)")
-        for (name, _, n), ceiling in zip(cases, (decode_h * BATCH, decode_n * BATCH, decode_n * BATCH)):
+        print(f"{'case':38} {'req/s':>9} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8}  measured / ceiling (events/s)")
+        for (name, _, n), decode in zip(cases, (decode_h, None, decode_n)):
             r = results[name]
             rate = len(r["latency"]) / r["elapsed"]
-            print(row(name, rate, n, r["latency"], f"{rate * n / ceiling:5.1%} of decode,"
-                                                  f" {rate * n / (sqlite_rate * BATCH):5.1%} of SQLite"))
-        print(row("ceiling: decode only, hisparc bodies", decode_h, BATCH, ceilings["hisparc"]))
-        print(row("ceiling: decode only, native bodies", decode_n, BATCH, ceilings["native"]))
-        print(row("ceiling: raw SQLite batched inserts", sqlite_rate, BATCH, ceilings["sqlite"]))
+            ratios = f"{rate * n / decode:6.1%} of decode, " if decode else " " * 18
+            print(row(name, rate, n, r["latency"], ratios + f"{rate * n / sqlite_rate:6.1%} of SQLite"))
+        for name, latency in ceilings:
+            print(row(name, len(latency) / latency.sum(), BATCH, latency))
         print("targets per core: hisparc >= 300 req/s of 100-event batches; "
               "native >= 7000 1-event req/s, >= 250000 events/s in 100-event batches")
-    except BaseException:
-        if os.path.exists(log_path):
-            with open(log_path, "rb") as f:
-                print("node log, last lines:\n" + b"".join(f.readlines()[-30:]).decode("utf-8", "replace"))
-        raise
     finally:
         if node is not None:
             node.send_signal(signal.SIGTERM)
