@@ -44,9 +44,9 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
-from twisted.web.http import parse_qs
 
 from stationd.hisparc import decode_upload
+from stationd.web.http import parse_form
 from stationd.web.ingest import parse_event
 
 BIN = os.path.dirname(sys.executable)
@@ -235,7 +235,7 @@ def timed(items, seconds, work):
 
 
 def decode_hisparc(body):
-    args = parse_qs(body, 1)
+    args = parse_form(body)
     data = args[b"data"][0].decode("utf-8").encode("latin-1")
     assert hashlib.md5(data).hexdigest() == args[b"checksum"][0].decode()
     assert len(decode_upload(data, "pickle")) == BATCH

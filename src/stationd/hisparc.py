@@ -155,10 +155,13 @@ def _text(value, what):
 
 
 def _keyed(value, what):
-    """A dict with text keys."""
+    """A dict with text keys (as it is when they already are: the common case)."""
     if not isinstance(value, dict):
         raise DecodeError(f"{what} is not a mapping")
-    return {_text(key, f"{what} key"): item for key, item in value.items()}
+    for key in value:
+        if type(key) is not str:
+            return {_text(key, f"{what} key"): item for key, item in value.items()}
+    return value
 
 
 def _epoch_seconds(value):
@@ -190,6 +193,10 @@ class _JSONSafe:
             raise DecodeError("payload expands too far")
 
     def __call__(self, value):
+        kind = type(value)
+        if kind is int or kind is str:  # the common cases first: they dominate batches
+            self.spend(1, len(value) if kind is str else 0)
+            return value
         self.spend(1, len(value) if isinstance(value, (str, bytes, bytearray)) else 0)
         if isinstance(value, float) and not math.isfinite(value):
             return None  # JSON (and PostgreSQL jsonb) has no NaN or infinity
@@ -227,7 +234,8 @@ def _event(event, jsonsafe):
         item = _keyed(item, "datalist item")
         if "data_uploadcode" not in item or "data" not in item:
             raise DecodeError("datalist item lacks data_uploadcode or data")
-        code, value = _text(item["data_uploadcode"], "data_uploadcode"), jsonsafe(item["data"])
+        code = item["data_uploadcode"]
+        code, value = code if type(code) is str else _text(code, "data_uploadcode"), jsonsafe(item["data"])
         if code in repeated:
             data[code].append(value)
         elif code in data:

@@ -14,14 +14,14 @@ from twisted.internet.threads import deferToThread
 
 from stationd.hisparc import DecodeError, decode_upload
 from stationd.store import stations
-from stationd.web.http import route
+from stationd.web.http import parse_form, route
 from stationd.writer import SpoolError, SpoolFull
 
 RETRY_AFTER = b"30"
 
 
-def _field(request, name):
-    values = request.args.get(name)
+def _field(fields, name):
+    values = fields.get(name)
     return values[0] if values else None
 
 
@@ -48,8 +48,9 @@ class Upload:
         return code.encode("ascii")
 
     async def _answer(self, request):
+        form = parse_form(request.content.read())
         station_id, password, checksum, raw = (
-            _field(request, name) for name in (b"station_id", b"password", b"checksum", b"data"))
+            _field(form, name) for name in (b"station_id", b"password", b"checksum", b"data"))
         if None in (station_id, password, checksum, raw):
             return "400"
         try:
@@ -69,7 +70,7 @@ class Upload:
         if hashlib.md5(data).hexdigest() != checksum:
             return "201"
         try:
-            events = decode_upload(data, "json" if _field(request, b"format") == b"json" else "pickle")
+            events = decode_upload(data, "json" if _field(form, b"format") == b"json" else "pickle")
         except DecodeError:
             self.metrics.ingest_events.labels("hisparc", "rejected").inc()
             return "208"
