@@ -39,6 +39,7 @@ SUFFIX = ".seg"
 # Any other error repeated POISON_ATTEMPTS times is the segment's own fault.
 TRANSIENT = (OperationalError, InterfaceError, PoolTimeout)
 POISON_ATTEMPTS = 3
+GROUP_SEGMENTS = 64
 
 
 class SpoolFull(Exception):
@@ -255,43 +256,55 @@ class Writer(Service):
         attempts, last_error = 0, None
         try:
             while self._queue and self.running:
-                path, size, count = self._queue[0]
-                try:
-                    records = await deferToThreadPool(self.reactor, self.spool.pool, _read, path)
-                except ValueError as e:
-                    self._queue.pop(0)
-                    await deferToThreadPool(self.reactor, self.spool.pool, _set_aside, path, "damaged")
-                    self.spool.forget(size, count)
-                    log.critical("Spool segment {path} is damaged ({e}); moved to {dir}",
-                                 path=path, e=e, dir=os.path.join(self.spool.directory, "damaged"))
+                # Many segments per transaction (one commit for all); after a
+                # failure one at a time, to find the segment at fault.
+                group = self._queue[:1 if attempts else GROUP_SEGMENTS]
+                contents = await deferToThreadPool(self.reactor, self.spool.pool, _read_all,
+                                                   [path for path, _, _ in group])
+                records = []
+                for (path, size, count), content in zip(group, contents):
+                    if isinstance(content, ValueError):
+                        await self._set_aside((path, size, count), "damaged", content)
+                    else:
+                        records.extend(content)
+                group = [g for g, c in zip(group, contents) if not isinstance(c, ValueError)]
+                if not group:
                     continue
                 try:
                     inserted, _ = await self.store.run(store_batches, records, self.origin)
                 except Exception as e:
                     attempts = attempts + 1 if e.__class__ is last_error else 1
                     last_error = e.__class__
-                    if not isinstance(e, TRANSIENT) and attempts >= POISON_ATTEMPTS:
-                        # The database refuses this segment itself (not an outage):
-                        # set it aside so the segments behind it are not held up.
-                        self._queue.pop(0)
-                        await deferToThreadPool(self.reactor, self.spool.pool, _set_aside, path, "rejected")
-                        self.spool.forget(size, count)
-                        log.critical("Spool segment {path} refused by the store ({e}); moved to rejected/",
-                                     path=path, e=e)
+                    if isinstance(e, TRANSIENT) or len(group) > 1 or attempts < POISON_ATTEMPTS:
+                        if isinstance(e, TRANSIENT) or len(group) == 1:
+                            log.failure("Storing spool segment(s) failed; retrying in {delay} s",
+                                        delay=delay)
+                            await self._sleep(delay)
+                            delay = min(delay * 2, self.max_retry_delay)
                         continue
-                    log.failure("Storing spool segment {path} failed; retrying in {delay} s",
-                                path=path, delay=delay)
-                    await self._sleep(delay)
-                    delay = min(delay * 2, self.max_retry_delay)
+                    # The database refuses this segment itself (not an outage):
+                    # set it aside so the segments behind it are not held up.
+                    await self._set_aside(group[0], "rejected", e)
+                    attempts, last_error = 0, None
                     continue
                 attempts, last_error = 0, None
                 delay = self.retry_delay
                 self.metrics.store_events.inc(inserted)
-                self._queue.pop(0)
-                await deferToThreadPool(self.reactor, self.spool.pool, os.remove, path)
-                self.spool.forget(size, count)
+                del self._queue[:len(group)]
+                await deferToThreadPool(self.reactor, self.spool.pool, _remove_all,
+                                        [path for path, _, _ in group])
+                for _, size, count in group:
+                    self.spool.forget(size, count)
         finally:
             self._draining = None
+
+    async def _set_aside(self, segment, folder, error):
+        path, size, count = segment
+        self._queue.remove(segment)
+        await deferToThreadPool(self.reactor, self.spool.pool, _set_aside, path, folder)
+        self.spool.forget(size, count)
+        log.critical("Spool segment {path} set aside in {folder}/: {error}",
+                     path=path, folder=folder, error=error)
 
     def _sleep(self, seconds):
         d = defer.Deferred()
@@ -303,9 +316,21 @@ class Writer(Service):
         return not self._queue and self._draining is None
 
 
-def _read(path):
-    with open(path, "rb") as f:
-        return decode_segment(f.read())
+def _read_all(paths):
+    """Each segment's records, or the ValueError that says it is damaged."""
+    contents = []
+    for path in paths:
+        with open(path, "rb") as f:
+            try:
+                contents.append(decode_segment(f.read()))
+            except ValueError as e:
+                contents.append(e)
+    return contents
+
+
+def _remove_all(paths):
+    for path in paths:
+        os.remove(path)
 
 
 def _set_aside(path, folder):

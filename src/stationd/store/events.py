@@ -71,3 +71,16 @@ def idempotent_response(conn, station, key):
     return None if row is None else json.loads(row.response)
 
 
+
+
+def ingest_check(conn, station, key, candidates):
+    """What native ingest needs to know before spooling, in one transaction:
+    (station exists, earlier answer for the idempotency key, known events)."""
+    from stationd.store.stations import get_station
+
+    if get_station(conn, station) is None:
+        return False, None, set()
+    earlier = idempotent_response(conn, station, key) if key else None
+    if earlier is not None:
+        return True, earlier, set()
+    return True, None, known_events(conn, station, candidates)

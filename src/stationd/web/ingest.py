@@ -12,7 +12,6 @@ import decimal
 import re
 
 from stationd.store import events as store_events
-from stationd.store import stations
 from stationd.web.auth import require
 from stationd.web.http import HTTPError, json_body, read_json, route
 from stationd.writer import SpoolError, SpoolFull
@@ -83,16 +82,8 @@ class NativeIngest:
 
     async def _ingest(self, request, station_id):
         await self._authorized(request, station_id)
-        if await self.store.run(stations.get_station, station_id) is None:
-            raise HTTPError(404, f"no station {station_id}")
         key = request.getHeader(b"idempotency-key")
         key = key.decode("latin-1").strip()[:255] if key else None
-        if key:
-            earlier = await self.store.run(store_events.idempotent_response, station_id, key)
-            if earlier is not None:
-                request.setHeader(b"idempotent-replayed", b"true")
-                return 200, earlier
-
         body = read_json(request)
         batch = body.get("events")
         if not isinstance(batch, list) or not batch:
@@ -103,13 +94,19 @@ class NativeIngest:
                 parsed.append(parse_event(event))
             except ValueError as e:
                 errors.append({"index": index, "message": str(e)})
+        record = self.ingest.record("native", station_id, parsed, idempotency_key=key)
+        candidates = [(e["type"], e["time_ns"], e["digest"]) for e in record["events"]]
+        exists, earlier, known = await self.store.run(
+            store_events.ingest_check, station_id, key, [] if errors else candidates)
+        if not exists:
+            raise HTTPError(404, f"no station {station_id}")
+        if earlier is not None:
+            request.setHeader(b"idempotent-replayed", b"true")
+            return 200, earlier
         if errors:
             self.metrics.ingest_events.labels("native", "rejected").inc(len(batch))
             raise _invalid(errors)
 
-        record = self.ingest.record("native", station_id, parsed, idempotency_key=key)
-        candidates = [(e["type"], e["time_ns"], e["digest"]) for e in record["events"]]
-        known = await self.store.run(store_events.known_events, station_id, candidates)
         fresh, seen = [], set(known)
         for event, candidate in zip(record["events"], candidates):
             if candidate not in seen:

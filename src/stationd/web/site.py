@@ -21,9 +21,6 @@ class StationRequest(server.Request):
     """
 
     stationd_user = None
-    # Routes that take forms parse them with web.http.parse_form, much faster
-    # than twisted.web's parser on large bodies; no other route pays for it.
-    _parsePOSTFormSubmission = False
     _refused = False
     _body_bytes = 0
 
@@ -84,7 +81,10 @@ class NodeSite(server.Site):
     noisy = False
 
     def __init__(self, resource, max_body_size, reactor):
-        super().__init__(resource, reactor=reactor)
+        # Routes that take forms parse them with web.http.parse_form, much
+        # faster than twisted.web's parser on large bodies; no other route
+        # pays for it.
+        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.max_body_size = max_body_size
 
     def log(self, request):
