@@ -42,7 +42,9 @@ def _sqlite_engine(url):
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads take no lock (WAL readers see the last commit, never wait).
+        read_only = conn.get_execution_options().get("stationd_read_only")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -57,15 +59,20 @@ class Store(Service):
             parsed = make_url(url)
             if parsed.get_backend_name() == "sqlite":
                 self.engine = _sqlite_engine(parsed)
-                threads = 1  # SQLite has one writer; one thread keeps writes ordered
+                # One writer thread keeps writes ordered (SQLite has one writer
+                # anyway); reads get their own threads, so a request's lookups
+                # never queue behind the writer's transactions.
+                threads, read_threads = 1, 2
             else:
                 self.engine = create_engine(parsed, pool_pre_ping=True)
-                threads = 4
+                threads, read_threads = 4, 0
         except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
             raise StoreError(f"cannot open database {url!r}: {e}") from None
         self.url = parsed
         self.dialect = self.engine.dialect.name
         self.pool = ThreadPool(minthreads=1, maxthreads=threads, name="stationd-store")
+        self.read_pool = (ThreadPool(minthreads=1, maxthreads=read_threads, name="stationd-store-read")
+                          if read_threads else self.pool)
         self._reactor = reactor
 
     def call(self, operation, *args, **kwargs):
@@ -73,12 +80,25 @@ class Store(Service):
         with self.engine.begin() as conn:
             return operation(conn, *args, **kwargs)
 
+    def call_read(self, operation, *args, **kwargs):
+        """Like call(), for an operation that only reads."""
+        with self.engine.connect().execution_options(stationd_read_only=True) as conn:
+            with conn.begin():
+                return operation(conn, *args, **kwargs)
+
     def run(self, operation, *args, **kwargs):
         """Like call(), on the store's thread pool; returns a Deferred."""
+        return self._defer(self.pool, self.call, operation, *args, **kwargs)
+
+    def read(self, operation, *args, **kwargs):
+        """Like run(), for an operation that only reads (it may run beside writes)."""
+        return self._defer(self.read_pool, self.call_read, operation, *args, **kwargs)
+
+    def _defer(self, pool, function, *args, **kwargs):
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
-        return deferToThreadPool(reactor, self.pool, self.call, operation, *args, **kwargs)
+        return deferToThreadPool(reactor, pool, function, *args, **kwargs)
 
     def migrate(self):
         """Create or upgrade the schema (blocking: at start, before the reactor runs)."""
@@ -94,11 +114,13 @@ class Store(Service):
 
     def startService(self):
         super().startService()
-        self.pool.start()
+        for pool in {self.pool, self.read_pool}:
+            pool.start()
 
     def stopService(self):
         super().stopService()
-        self.pool.stop()
+        for pool in {self.pool, self.read_pool}:
+            pool.stop()
         self.engine.dispose()
 
     def close(self):

@@ -14,7 +14,7 @@ import hmac
 import os
 import re
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from stationd.store.schema import stations
 
@@ -89,9 +89,12 @@ def _row(row):
     return station
 
 
+_BY_ID = select(stations).where(stations.c.id == bindparam("id"))
+
+
 def get_station(conn, station_id):
-    """The station's row including password_hash, or None."""
-    row = conn.execute(select(stations).where(stations.c.id == str(station_id))).first()
+    """The station's row including password_hash, or None (runs on every upload)."""
+    row = conn.execute(_BY_ID, {"id": str(station_id)}).first()
     return None if row is None else dict(row._mapping)
 
 

@@ -10,7 +10,7 @@ import hmac
 import re
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from stationd.store.schema import users
 
@@ -106,12 +106,14 @@ def remove_user(conn, name):
         raise NoSuchUser(f"no user {name!r}")
 
 
+# Built once: every request runs it, and SQLAlchemy then reuses its compiled form.
+_BY_KEY_HASH = select(users.c.key_hash, *PUBLIC_COLUMNS).where(users.c.key_hash == bindparam("digest"))
+
+
 def authenticate(conn, key):
     """The user holding ``key``, or None."""
     digest = hash_key(key)
-    row = conn.execute(
-        select(users.c.key_hash, *PUBLIC_COLUMNS).where(users.c.key_hash == digest)
-    ).first()
+    row = conn.execute(_BY_KEY_HASH, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     user = _row(row)

@@ -26,7 +26,7 @@ class Admin:
     @route("GET", "/api/v1/admin/users")
     @require("admin")
     async def list_users(self, request):
-        return json_body(request, {"users": await self.store.run(users.list_users)})
+        return json_body(request, {"users": await self.store.read(users.list_users)})
 
     @route("POST", "/api/v1/admin/users")
     @require("admin")
@@ -51,7 +51,7 @@ class Admin:
     @route("GET", "/api/v1/admin/stations")
     @require("admin")
     async def list_stations(self, request):
-        return json_body(request, {"stations": await self.store.run(stations.list_stations)})
+        return json_body(request, {"stations": await self.store.read(stations.list_stations)})
 
     @route("POST", "/api/v1/admin/stations")
     @require("admin")

@@ -36,7 +36,7 @@ class Authenticator:
         if key is None:
             raise HTTPError(401, "this route needs an API key: Authorization: Bearer <key>",
                             headers=_CHALLENGE)
-        user = await self.store.run(users.authenticate, key)
+        user = await self.store.read(users.authenticate, key)
         if user is None:
             raise HTTPError(401, "unknown API key", headers=_CHALLENGE)
         request.stationd_user = user["name"]

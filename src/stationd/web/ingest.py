@@ -96,7 +96,7 @@ class NativeIngest:
                 errors.append({"index": index, "message": str(e)})
         record = self.ingest.record("native", station_id, parsed, idempotency_key=key)
         candidates = [(e["type"], e["time_ns"], e["digest"]) for e in record["events"]]
-        exists, earlier, known = await self.store.run(
+        exists, earlier, known = await self.store.read(
             store_events.ingest_check, station_id, key, [] if errors else candidates)
         if not exists:
             raise HTTPError(404, f"no station {station_id}")

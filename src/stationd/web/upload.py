@@ -59,7 +59,7 @@ class Upload:
             checksum = checksum.decode("ascii").strip().lower()
         except (ValueError, UnicodeDecodeError):
             return "400"
-        station = await self.store.run(stations.get_station, station_id)
+        station = await self.store.read(stations.get_station, station_id)
         if station is None:
             return "206"
         stored = station["password_hash"]
