@@ -134,20 +134,25 @@ def run(kills, stations=4, workdir=None, seed=None):
     node.start()
     stop = threading.Event()
     clients = [Station(node, n + 1, stop) for n in range(stations)]
-    for client in clients:
-        client.start()
-    for _ in range(kills):
-        time.sleep(rng.uniform(0.05, 0.4))
-        node.kill()
-        node.start()
-    stop.set()
-    for client in clients:
-        client.join(timeout=30)
-    deadline = time.monotonic() + 60
-    while b'"spool_batches":0' not in node.get("/api/v1/status"):
-        assert time.monotonic() < deadline, "spool did not drain"
-        time.sleep(0.05)
-    assert node.stop() == 0
+    try:
+        for client in clients:
+            client.start()
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.05, 0.4))
+            node.kill()
+            node.start()
+        stop.set()
+        for client in clients:
+            client.join(timeout=30)
+        deadline = time.monotonic() + 60
+        while b'"spool_batches":0' not in node.get("/api/v1/status"):
+            assert time.monotonic() < deadline, "spool did not drain"
+            time.sleep(0.05)
+        assert node.stop() == 0
+    finally:
+        stop.set()
+        if node.proc.poll() is None:
+            node.kill()
 
     acknowledged = [t for client in clients for t in client.acknowledged]
     db = sqlite3.connect(os.path.join(workdir, "var", "stationd.sqlite"))

@@ -48,8 +48,11 @@ class Node:
         self.cert = str(tmp_path / "var" / "tls" / "cert.pem")
         self.log = tmp_path / "node.log"
 
+    started = []  # every process, so a failing test leaves none running
+
     def start(self):
         self.proc = launch(self.tmp_path, self.config, stdout=open(self.log, "wb"))
+        Node.started.append(self.proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -71,6 +74,16 @@ class Node:
         for line in open(f"/proc/{self.proc.pid}/status"):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
+
+
+@pytest.fixture(autouse=True)
+def no_node_left_running():
+    yield
+    while Node.started:
+        proc = Node.started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def launch(cwd, config, **kwargs):
@@ -129,7 +142,9 @@ async def test_https_with_the_generated_certificate(node_factory):
     client = Client(f"https://127.0.0.1:{node.https}", ca=node.cert)
     try:
         assert await client.heartbeat() == "OK"
-        assert (await client.status())["components"] == {"core": "enabled", "admin": "enabled"}
+        components = (await client.status())["components"]
+        assert components == {"core": "enabled", "admin": "enabled", "upload": "enabled",
+                              "ingest": "enabled", "metrics": "enabled"}
     finally:
         await client.close()
 
@@ -373,8 +388,8 @@ async def test_hisparc_upload_over_https_lands_every_event(tmp_path):
             headers={"Content-Type": "application/x-www-form-urlencoded"})
     finally:
         await client.close()
+        assert node.stop() == 0  # a clean stop drains the writer first
     assert answer == b"100"
-    assert node.stop() == 0  # a clean stop drains the writer first
 
     db = sqlite3.connect(tmp_path / "var" / "stationd.sqlite")
     rows = db.execute("SELECT type, time_ns, data, quarantined FROM events ORDER BY time_ns").fetchall()
