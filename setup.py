@@ -24,6 +24,7 @@ setup(
         "service-identity==26.1.0",
         "zope.interface>=6",
         "prometheus-client==0.26.0",
+        "orjson==3.13.0",
     ],
     extras_require={
         # numpy only to build the pickles real stations send; stationd never imports it.

@@ -28,8 +28,9 @@ class Ingest:
     def record(self, protocol, station, events, idempotency_key=None):
         """A spool record for ``events`` ([{"type", "time_ns", "data"}]) of ``station``."""
         now_ns = int(self.reactor.seconds() * 1e9)
-        for event in events:
-            event["id"] = str(uuid.uuid4())
+        randomness = os.urandom(16 * len(events))  # one system call for the batch's ids
+        for index, event in enumerate(events):
+            event["id"] = str(uuid.UUID(bytes=randomness[16 * index:16 * index + 16], version=4))
             event["digest"] = digest(event["data"])
             if event["time_ns"] < self.min_ns:
                 event["quarantine"] = "before min_event_time"

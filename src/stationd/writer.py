@@ -12,7 +12,6 @@ removed.  The store dedupes, so a segment stored twice (a crash between the
 commit and the delete) lands once.
 """
 
-import json
 import os
 import struct
 import time
@@ -27,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 
 from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
 
+from stationd import jsoncodec
 from stationd.store.events import store_batches
 
 log = Logger()
@@ -53,7 +53,7 @@ class SpoolError(Exception):
 def encode_segment(records):
     frames = []
     for record in records:
-        payload = json.dumps(record, separators=(",", ":")).encode("utf-8")
+        payload = jsoncodec.dumps(record)
         frames.append(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
     return b"".join(frames)
 
@@ -77,7 +77,7 @@ def decode_segment(data):
         payload = data[offset + _FRAME.size: offset + _FRAME.size + length]
         if len(payload) != length or zlib.crc32(payload) != crc:
             raise ValueError(f"damaged frame at byte {offset}")
-        records.append(json.loads(payload))
+        records.append(jsoncodec.loads(payload))
         offset += _FRAME.size + length
     return records
 

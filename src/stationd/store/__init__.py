@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from stationd.jsoncodec import dumps_text
 from stationd.store.migrations import SchemaError, migrate
 
 
@@ -25,7 +26,8 @@ def _sqlite_engine(url):
     path = url.database
     if path and path != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                           json_serializer=dumps_text)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, record):
@@ -64,7 +66,7 @@ class Store(Service):
                 # never queue behind the writer's transactions.
                 threads, read_threads = 1, 2
             else:
-                self.engine = create_engine(parsed, pool_pre_ping=True)
+                self.engine = create_engine(parsed, pool_pre_ping=True, json_serializer=dumps_text)
                 threads, read_threads = 4, 0
         except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
             raise StoreError(f"cannot open database {url!r}: {e}") from None

@@ -12,12 +12,13 @@ import json
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from stationd import jsoncodec
 from stationd.store.schema import events, idempotency_keys
 
 
 def digest(data):
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """SHA-256 of the canonical JSON of ``data`` (compact, UTF-8, sorted keys)."""
+    return hashlib.sha256(jsoncodec.dumps(data, sort_keys=True)).hexdigest()
 
 
 def _insert(conn, table):
