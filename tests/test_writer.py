@@ -234,7 +234,7 @@ async def test_a_segment_the_store_refuses_is_set_aside(store, spool, monkeypatc
     try:
         await spool.append(record(station="poison"))
         for n in (1, 2):
-            await until(lambda: len(attempts) == n)
+            await until(lambda n=n: len(attempts) == n)
             clock.advance(60)
         await until(lambda: len(attempts) == 3)
         await spool.append(record(station="good"))

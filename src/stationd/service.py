@@ -177,7 +177,7 @@ def makeService(options):
         return node
     except configuration.ConfigError as e:
         sys.stderr.write(f"{e}\n")
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except (StoreError, OSError) as e:
         sys.stderr.write(f"stationd: cannot start: {e}\n")
-        raise SystemExit(1)
+        raise SystemExit(1) from None
