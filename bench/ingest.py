@@ -324,6 +324,13 @@ def row(name, rate, events_per_request, latency, ratios=""):
     return f"{name:38} {rate:9.0f} {rate * events_per_request:11.0f} {p50:8.2f} {p99:8.2f}  {ratios}".rstrip()
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -352,8 +359,10 @@ def main():
                  ("native, 1-event batches", native1, 1), ("native, 100-event batches", native100, BATCH)]
         results, acked = {}, 0
         for name, templates, n in cases:
+            cpu_before = cpu_seconds(node.pid)
             results[name] = r = load(port, templates, args)
             drained, status = wait_drained(port, key)
+            r["cpu"] = cpu_seconds(node.pid) - cpu_before  # includes the writer's drain
             acked += r["acked"]
             print(f"{name}: answers {dict(r['answers'])}; spool empty {drained:.1f} s after the load")
         print(f"status ingest: {json.dumps(status['ingest'])}")
@@ -374,6 +383,10 @@ def main():
             print(row(name, rate, n, r["latency"], ratios + f"{rate * n / sqlite_rate:6.1%} of SQLite"))
         for name, latency in ceilings:
             print(row(name, len(latency) / latency.sum(), BATCH, latency))
+        print("node CPU per request (all threads, drain included; steadier than req/s on a noisy machine): "
+              + "; ".join(f"{name.split(',')[0]} {name.split(', ')[1].split('-')[0]}-event "
+                          f"{results[name]['cpu'] / len(results[name]['latency']) * 1000:.2f} ms"
+                          for name, _, _ in cases))
         print("targets per core: hisparc >= 300 req/s of 100-event batches; "
               "native >= 7000 1-event req/s, >= 250000 events/s in 100-event batches")
     finally:
