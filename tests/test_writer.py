@@ -244,3 +244,12 @@ async def test_a_segment_the_store_refuses_is_set_aside(store, spool, monkeypatc
     finally:
         await writer.stopService()
         store.stopService()
+
+
+def test_store_batches_counts_inserted_and_duplicates(store):
+    from stationd.store.events import store_batches
+
+    assert store.call(store_batches, [record(n=5)], "node-a") == (5, 0)
+    assert store.call(store_batches, [record(n=5), record(n=7)], "node-a") == (2, 10)
+    row = store.call(lambda conn: conn.execute(select(events).where(events.c.time_ns == 1_700_000_000 * 10**9 + 6)).one())
+    assert row.data == {"i": 6} and row.origin == "node-a" and row.quarantined is False
