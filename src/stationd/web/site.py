@@ -9,6 +9,8 @@ from stationd.web.http import error_body
 
 log = Logger(namespace="stationd.access")
 
+IN_MEMORY_BODY = 4 * 1024 * 1024
+
 
 class StationRequest(server.Request):
     """A request that answers 413 as soon as its body passes the limit.
@@ -31,6 +33,10 @@ class StationRequest(server.Request):
     def gotLength(self, length):
         if length is not None and length > self.channel.site.max_body_size:
             self._refuse()
+        elif length is not None and length <= IN_MEMORY_BODY:
+            # twisted.web spools bodies over 100 kB to a temp file; a HiSPARC
+            # batch is 300 kB to 1 MB, so that was a disk write and read each.
+            self.content = io.BytesIO()
         else:
             super().gotLength(length)
 
