@@ -273,3 +273,17 @@ async def test_admin_station_routes(node, keys):
     response, _ = await call(node.stub, "DELETE", "http://n/api/v1/admin/stations/601", headers=auth)
     assert response.code == 200
     assert await upload(node, upload_body(pickled(hisparc_events()), station="601", password="pw")) == "206"
+
+
+@pytest_twisted.ensureDeferred
+async def test_times_beyond_what_the_store_holds_are_refused(node, keys):
+    far = [{"header": {"eventtype_uploadcode": "CIC", "datetime": datetime.datetime(2300, 1, 1),
+                       "nanoseconds": 0}, "datalist": []}]
+    assert await upload(node, upload_body(pickled(far))) == "208"
+    response, body = await native(node, "501", {"events": [{"type": "CIC", "time_ns": 10**19}]},
+                                  keys["station"])
+    assert response.code == 422, body
+    response, body = await call(node.stub, "POST", "http://n/api/v1/stations/501/events",
+                                data=b'{"events": [{"type": "CIC", "time": 1e400}]}',
+                                headers={"Authorization": f"Bearer {keys['station']}"})
+    assert response.code == 422 and b"not a finite number" in body

@@ -69,3 +69,15 @@ def test_expect_continue_gets_the_413_instead_of_100():
     )
     assert transport.value().startswith(b"HTTP/1.1 413")
     assert b"100 Continue" not in transport.value()
+
+
+def test_a_refused_client_that_hangs_up_is_logged_once():
+    from twisted.python.failure import Failure
+    from twisted.internet.error import ConnectionDone
+
+    channel, transport = connect()
+    logged = []
+    channel._channel.site.log = logged.append
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n")
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert len(logged) == 1 and logged[0].code == 413

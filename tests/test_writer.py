@@ -236,7 +236,7 @@ async def test_a_segment_the_store_refuses_is_set_aside(store, spool, monkeypatc
         for n in (1, 2):
             await until(lambda n=n: len(attempts) == n)
             clock.advance(60)
-        await until(lambda: len(attempts) == 3)
+        await until(lambda: len(attempts) >= 3)
         await spool.append(record(station="good"))
         await until(writer.idle)
         assert len(os.listdir(os.path.join(spool.directory, "rejected"))) == 1
@@ -253,3 +253,70 @@ def test_store_batches_counts_inserted_and_duplicates(store):
     assert store.call(store_batches, [record(n=5), record(n=7)], "node-a") == (2, 10)
     row = store.call(lambda conn: conn.execute(select(events).where(events.c.time_ns == 1_700_000_000 * 10**9 + 6)).one())
     assert row.data == {"i": 6} and row.origin == "node-a" and row.quarantined is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_while_waiting_to_retry_does_not_hang(store, spool, monkeypatch):
+    store.startService()
+    clock = task.Clock()
+    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
+    calls = []
+    monkeypatch.setattr(store, "run", lambda *a: calls.append(1) or defer.fail(
+        OperationalError("INSERT", {}, Exception("database is down"))))
+    writer.startService()
+    await spool.append(record())
+    await until(lambda: calls)
+    stopped = writer.stopService()  # the drain is waiting out its retry delay
+    await until(lambda: stopped.called, timeout=2)
+    assert segments(spool.directory)  # kept for the next start
+    store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_refused_batch_of_a_segment_is_set_aside(store, spool, monkeypatch):
+    """Batches of other stations group-committed beside a poison batch are stored."""
+    store.startService()
+    clock = task.Clock()
+    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
+    real_run = store.run
+
+    def run(operation, records, origin):
+        if any(r["station"] == "poison" for r in records):
+            return defer.fail(DataError("INSERT", {}, Exception("value out of range")))
+        return real_run(operation, records, origin)
+
+    monkeypatch.setattr(store, "run", run)
+    writer.startService()
+    try:
+        # three batches in one segment: written while the first one was in flight
+        first = spool.append(record(station="501", n=1))
+        rest = [spool.append(record(station="poison", n=2)), spool.append(record(station="502", n=3))]
+        await defer.gatherResults([first] + rest)
+        for _ in range(6):
+            clock.advance(60)
+            await task.deferLater(reactor, 0.05, lambda: None)
+        await until(writer.idle)
+        assert stored(store) == 4
+        [aside] = os.listdir(os.path.join(spool.directory, "rejected"))
+        kept = decode_segment(open(os.path.join(spool.directory, "rejected", aside), "rb").read())
+        assert [r["station"] for r in kept] == ["poison"]
+        assert (spool.bytes, spool.batches) == (0, 0)
+    finally:
+        await writer.stopService()
+        store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_limit_counts_the_group_being_written(tmp_path):
+    size = len(encode_segment([record(n=1)]))
+    spool = Spool(str(tmp_path / "spool"), 2 * size, reactor, Metrics())
+    spool.start()
+    try:
+        first = spool.append(record(n=1))  # in flight
+        second = spool.append(record(n=1, start=7))  # pending
+        with pytest.raises(SpoolFull):
+            await spool.append(record(n=1, start=9))
+        await defer.gatherResults([first, second])
+        assert spool.batches == 2
+    finally:
+        spool.stop()

@@ -243,11 +243,13 @@ def _event(event, jsonsafe):
             repeated.add(code)
         else:
             data[code] = value
-    return {
-        "type": _text(header["eventtype_uploadcode"], "eventtype_uploadcode"),
-        "time_ns": _epoch_seconds(header["datetime"]) * 10**9 + ns,
-        "data": data,
-    }
+    kind = _text(header["eventtype_uploadcode"], "eventtype_uploadcode")
+    if not 0 < len(kind) <= 64 or "\x00" in kind:
+        raise DecodeError("eventtype_uploadcode must be 1 to 64 characters")
+    time_ns = _epoch_seconds(header["datetime"]) * 10**9 + ns
+    if not -(2**63) <= time_ns < 2**63:
+        raise DecodeError("datetime is outside what can be stored (years 1678 to 2262)")
+    return {"type": kind, "time_ns": time_ns, "data": data}
 
 
 def events_from_payload(payload) -> list[dict]:

@@ -11,6 +11,7 @@ import sys
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString, wrapServerTLS
 from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
@@ -95,6 +96,14 @@ class NodeService(service.MultiService):
         log.info("stationd {version} node {name!r} started; components: {components}",
                  version=__version__, name=self.name,
                  components=", ".join(self.config["web"]["components"]))
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        # One by one, last started first: the listeners stop taking uploads,
+        # then the writer finishes its transaction, then the store closes.
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            yield defer.maybeDeferred(child.stopService)
 
     def _handle_signals(self):
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))

@@ -12,6 +12,7 @@ removed.  The store dedupes, so a segment stored twice (a crash between the
 commit and the delete) lands once.
 """
 
+import json
 import os
 import struct
 import time
@@ -77,7 +78,7 @@ def decode_segment(data):
         payload = data[offset + _FRAME.size: offset + _FRAME.size + length]
         if len(payload) != length or zlib.crc32(payload) != crc:
             raise ValueError(f"damaged frame at byte {offset}")
-        records.append(jsoncodec.loads(payload))
+        records.append(json.loads(payload))  # not orjson: it reads integers past 64 bits as floats
         offset += _FRAME.size + length
     return records
 
@@ -95,6 +96,7 @@ class Spool:
         self.on_segment = lambda path, size, count: None
         self._pending = []  # (encoded record, Deferred)
         self._pending_bytes = 0
+        self._inflight_bytes = 0  # the group being written now
         self._writing = False
         self._sequence = 0
         os.makedirs(directory, exist_ok=True)
@@ -120,13 +122,13 @@ class Spool:
         return segments
 
     def _publish(self):
-        self.metrics.spool_bytes.set(self.bytes + self._pending_bytes)
+        self.metrics.spool_bytes.set(self.bytes + self._inflight_bytes + self._pending_bytes)
         self.metrics.spool_batches.set(self.batches + len(self._pending))
 
     def append(self, record):
         """A Deferred that fires once ``record`` is durable; fails with SpoolFull or SpoolError."""
         frame = encode_segment([record])
-        if self.bytes + self._pending_bytes + len(frame) > self.max_bytes:
+        if self.bytes + self._inflight_bytes + self._pending_bytes + len(frame) > self.max_bytes:
             return defer.fail(SpoolFull(f"spool holds {self.bytes} of {self.max_bytes} bytes"))
         d = defer.Deferred()
         self._pending.append((frame, d))
@@ -140,6 +142,7 @@ class Spool:
         group, self._pending = self._pending, []
         size = sum(len(frame) for frame, _ in group)
         self._pending_bytes -= size
+        self._inflight_bytes = size
         self._writing = True
         self._sequence += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._sequence:08d}{SUFFIX}"
@@ -179,6 +182,7 @@ class Spool:
 
     def _written(self, result, group, size):
         self._writing = False
+        self._inflight_bytes = 0
         if isinstance(result, Failure):
             log.failure("Spool write failed; {n} upload(s) refused", result, n=len(group))
             for _, d in group:
@@ -223,7 +227,7 @@ class Writer(Service):
         self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self._queue = []
         self._draining = None
-        self._retry = None
+        self._retry = self._retry_call = None
         spool.on_segment = self.segment_ready
 
     def startService(self):
@@ -237,8 +241,7 @@ class Writer(Service):
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
+        self._wake()  # a drain waiting out a retry delay ends now
         if self._draining is not None:
             yield self._draining
         self.spool.stop()
@@ -251,6 +254,9 @@ class Writer(Service):
         if self._draining is None and self.running:
             self._draining = defer.ensureDeferred(self._drain())
 
+    def _spool_thread(self, function, *args):
+        return deferToThreadPool(self.reactor, self.spool.pool, function, *args)
+
     async def _drain(self):
         delay = self.retry_delay
         attempts, last_error = 0, None
@@ -259,57 +265,93 @@ class Writer(Service):
                 # Many segments per transaction (one commit for all); after a
                 # failure one at a time, to find the segment at fault.
                 group = self._queue[:1 if attempts else GROUP_SEGMENTS]
-                contents = await deferToThreadPool(self.reactor, self.spool.pool, _read_all,
-                                                   [path for path, _, _ in group])
-                records = []
-                for (path, size, count), content in zip(group, contents):
-                    if isinstance(content, ValueError):
-                        await self._set_aside((path, size, count), "damaged", content)
+                try:
+                    contents = await self._spool_thread(_read_all, [path for path, _, _ in group])
+                except OSError:
+                    log.failure("Reading the spool failed; retrying in {delay} s", delay=delay)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, self.max_retry_delay)
+                    continue
+                records, readable = [], []
+                for segment, content in zip(group, contents):
+                    if isinstance(content, FileNotFoundError):
+                        self._queue.remove(segment)
+                        self.spool.forget(*segment[1:])
+                    elif isinstance(content, ValueError):
+                        await self._set_aside(segment, "damaged", content)
                     else:
                         records.extend(content)
-                group = [g for g, c in zip(group, contents) if not isinstance(c, ValueError)]
-                if not group:
-                    continue
+                        readable.append(segment)
+                if not readable or not self.running:
+                    continue  # (the store may be stopping: leave the rest for the next start)
                 try:
                     inserted, _ = await self.store.run(store_batches, records, self.origin)
                 except Exception as e:
                     attempts = attempts + 1 if e.__class__ is last_error else 1
                     last_error = e.__class__
-                    if isinstance(e, TRANSIENT) or len(group) > 1 or attempts < POISON_ATTEMPTS:
-                        if isinstance(e, TRANSIENT) or len(group) == 1:
-                            log.failure("Storing spool segment(s) failed; retrying in {delay} s",
-                                        delay=delay)
-                            await self._sleep(delay)
-                            delay = min(delay * 2, self.max_retry_delay)
+                    if not isinstance(e, TRANSIENT) and len(readable) > 1:
+                        continue  # find the segment at fault, one at a time
+                    if isinstance(e, TRANSIENT) or attempts < POISON_ATTEMPTS:
+                        log.failure("Storing spool segment(s) failed; retrying in {delay} s", delay=delay)
+                        await self._sleep(delay)
+                        delay = min(delay * 2, self.max_retry_delay)
                         continue
-                    # The database refuses this segment itself (not an outage):
-                    # set it aside so the segments behind it are not held up.
-                    await self._set_aside(group[0], "rejected", e)
-                    attempts, last_error = 0, None
-                    continue
+                    # The database refuses something in this segment itself
+                    # (not an outage): store its batches one by one and set
+                    # aside only those it refuses, so nothing else waits on them.
+                    inserted = await self._isolate(readable[0], records)
                 attempts, last_error = 0, None
                 delay = self.retry_delay
                 self.metrics.store_events.inc(inserted)
-                del self._queue[:len(group)]
-                await deferToThreadPool(self.reactor, self.spool.pool, _remove_all,
-                                        [path for path, _, _ in group])
-                for _, size, count in group:
-                    self.spool.forget(size, count)
+                await self._remove(readable)
         finally:
             self._draining = None
+
+    async def _isolate(self, segment, records):
+        inserted, refused = 0, []
+        for record in records:
+            try:
+                inserted += (await self.store.run(store_batches, [record], self.origin))[0]
+            except Exception as e:
+                refused.append(record)
+                log.critical("Station {station}: a batch of {n} event(s) refused by the store "
+                             "({e}); kept in spool/rejected/", station=record.get("station"),
+                             n=len(record.get("events", ())), e=e)
+        if refused:
+            await self._spool_thread(_write_aside, segment[0], "rejected", encode_segment(refused))
+        return inserted
+
+    async def _remove(self, segments):
+        for segment in segments:
+            self._queue.remove(segment)
+        try:
+            await self._spool_thread(_remove_all, [path for path, _, _ in segments])
+        except OSError:
+            # Stored already: if the file stays, the next start replays it and
+            # the store's dedupe makes that harmless.
+            log.failure("Removing stored spool segments failed")
+        for _, size, count in segments:
+            self.spool.forget(size, count)
 
     async def _set_aside(self, segment, folder, error):
         path, size, count = segment
         self._queue.remove(segment)
-        await deferToThreadPool(self.reactor, self.spool.pool, _set_aside, path, folder)
+        await self._spool_thread(_set_aside, path, folder)
         self.spool.forget(size, count)
         log.critical("Spool segment {path} set aside in {folder}/: {error}",
                      path=path, folder=folder, error=error)
 
     def _sleep(self, seconds):
-        d = defer.Deferred()
-        self._retry = self.clock.callLater(seconds, d.callback, None)
-        return d
+        self._retry = defer.Deferred()
+        self._retry_call = self.clock.callLater(seconds, self._wake)
+        return self._retry
+
+    def _wake(self):
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            if self._retry_call.active():
+                self._retry_call.cancel()
+            retry.callback(None)
 
     def idle(self):
         """True when every acknowledged batch is in the store (for tests and status)."""
@@ -317,20 +359,35 @@ class Writer(Service):
 
 
 def _read_all(paths):
-    """Each segment's records, or the ValueError that says it is damaged."""
+    """Each segment's records, or the ValueError (damaged) or FileNotFoundError
+    (removed by hand) that says why not."""
     contents = []
     for path in paths:
-        with open(path, "rb") as f:
-            try:
+        try:
+            with open(path, "rb") as f:
                 contents.append(decode_segment(f.read()))
-            except ValueError as e:
-                contents.append(e)
+        except (ValueError, FileNotFoundError) as e:
+            contents.append(e)
     return contents
 
 
 def _remove_all(paths):
     for path in paths:
-        os.remove(path)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def _write_aside(path, folder, data):
+    """Keep refused batches of a segment in spool/<folder>/ and drop the segment."""
+    target = os.path.join(os.path.dirname(path), folder)
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, os.path.basename(path)), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.remove(path)
 
 
 def _set_aside(path, folder):

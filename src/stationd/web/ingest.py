@@ -26,7 +26,10 @@ def parse_time(value):
         raise ValueError("time must be a string or a number")
     if isinstance(value, (int, float)):
         # Via the decimal text: 1714564800.25 is ...250000000 ns, not ...249999872.
-        return int(decimal.Decimal(repr(value)) * 10**9)
+        try:
+            return int(decimal.Decimal(repr(value)) * 10**9)
+        except (ValueError, ArithmeticError):  # inf, nan
+            raise ValueError(f"time {value!r} is not a finite number") from None
     if not isinstance(value, str):
         raise ValueError("time must be a string or a number")
     match = _ISO.match(value.strip())
@@ -41,7 +44,7 @@ def parse_event(event):
     if not isinstance(event, dict):
         raise ValueError("an event must be a JSON object")
     kind = event.get("type")
-    if not isinstance(kind, str) or not 0 < len(kind) <= 64:
+    if not isinstance(kind, str) or not 0 < len(kind) <= 64 or "\x00" in kind:
         raise ValueError("type must be a string of 1 to 64 characters")
     if "time_ns" in event:
         time_ns = event["time_ns"]
@@ -51,6 +54,8 @@ def parse_event(event):
         time_ns = parse_time(event["time"])
     else:
         raise ValueError("time (or time_ns) is required")
+    if not -(2**63) <= time_ns < 2**63:
+        raise ValueError("time is outside what can be stored (years 1678 to 2262)")
     data = event.get("data", {})
     if not isinstance(data, dict):
         raise ValueError("data must be a JSON object")

@@ -71,9 +71,10 @@ class StationRequest(server.Request):
 
     def connectionLost(self, reason):
         # A refused client may hang up without sending the body: log it anyway.
+        site = self.channel.site  # (the base class forgets the channel)
         super().connectionLost(reason)
         if self._refused and not self.finished:
-            self.channel.site.log(self)
+            site.log(self)
 
     def requestReceived(self, command, path, version):
         if self._refused:
