@@ -336,6 +336,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--only", choices=("hisparc", "native"), help="run only these load cases")
     args = parser.parse_args()
     args.procs = max(1, min(args.procs, args.clients))
     workdir, port = tempfile.mkdtemp(prefix="stationd-bench-"), free_port()
@@ -357,6 +358,9 @@ def main():
 
         cases = [("hisparc /upload, 100-event batches", hisparc, BATCH),
                  ("native, 1-event batches", native1, 1), ("native, 100-event batches", native100, BATCH)]
+        all_names = [name for name, _, _ in cases]
+        if args.only:
+            cases = [case for case in cases if case[0].startswith(args.only)]
         results, acked = {}, 0
         for name, templates, n in cases:
             cpu_before = cpu_seconds(node.pid)
@@ -376,7 +380,9 @@ def main():
 
         print(f"\ncores: {os.cpu_count()}; command: {sys.executable} {' '.join(sys.argv)}")
         print(f"{'case':38} {'req/s':>9} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8}  measured / ceiling (events/s)")
-        for (name, _, n), decode in zip(cases, (decode_h, None, decode_n)):
+        decodes = dict(zip(all_names, (decode_h, None, decode_n)))
+        for name, _, n in cases:
+            decode = decodes[name]
             r = results[name]
             rate = len(r["latency"]) / r["elapsed"]
             ratios = f"{rate * n / decode:6.1%} of decode, " if decode else " " * 18
