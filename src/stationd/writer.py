@@ -40,7 +40,9 @@ SUFFIX = ".seg"
 # Any other error repeated POISON_ATTEMPTS times is the segment's own fault.
 TRANSIENT = (OperationalError, InterfaceError, PoolTimeout)
 POISON_ATTEMPTS = 3
-GROUP_SEGMENTS = 64
+# One transaction takes up to this many segments, or this many bytes of them:
+# enough to share commits, little enough to bound the writer's memory.
+GROUP_SEGMENTS, GROUP_BYTES = 64, 2 * 1024 * 1024
 
 
 class SpoolFull(Exception):
@@ -264,7 +266,7 @@ class Writer(Service):
             while self._queue and self.running:
                 # Many segments per transaction (one commit for all); after a
                 # failure one at a time, to find the segment at fault.
-                group = self._queue[:1 if attempts else GROUP_SEGMENTS]
+                group = self._queue[:1] if attempts else _head(self._queue)
                 try:
                     contents = await self._spool_thread(_read_all, [path for path, _, _ in group])
                 except OSError:
@@ -356,6 +358,16 @@ class Writer(Service):
     def idle(self):
         """True when every acknowledged batch is in the store (for tests and status)."""
         return not self._queue and self._draining is None
+
+
+def _head(queue):
+    """The first segments of the queue, up to GROUP_SEGMENTS and GROUP_BYTES (at least one)."""
+    total = 0
+    for count, (_, size, _) in enumerate(queue[:GROUP_SEGMENTS]):
+        total += size
+        if total > GROUP_BYTES and count:
+            return queue[:count]
+    return queue[:GROUP_SEGMENTS]
 
 
 def _read_all(paths):
