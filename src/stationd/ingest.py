@@ -8,6 +8,7 @@ import os
 import uuid
 
 from twisted.application.internet import TimerService
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -93,6 +94,4 @@ class StationList(TimerService):
             log.failure("Station list {path} not loaded", path=self.path)
 
     def check(self, force=False):
-        from twisted.internet.defer import ensureDeferred
-
         return ensureDeferred(self._check(force))

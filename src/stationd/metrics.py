@@ -24,11 +24,11 @@ class Metrics:
             "stationd_store_events", "Events newly written to the store.", registry=r)
 
     def count(self, counter):
-        """Current value of a labelless counter, or {labels: value} of a labelled one."""
+        """A counter's current values, {label values: value} (key () when it has no labels)."""
         values = {}
         for metric in counter.collect():
             for sample in metric.samples:
                 if sample.name.endswith("_total"):
                     values[tuple(sample.labels.values())] = sample.value
-        return values.get((), 0.0) if not counter._labelnames else values
+        return values
 

@@ -140,7 +140,7 @@ class NodeService(service.MultiService):
                     f"{protocol}_{result}": int(value)
                     for (protocol, result), value in self.metrics.count(self.metrics.ingest_events).items()
                 },
-                "stored": int(self.metrics.count(self.metrics.store_events)),
+                "stored": int(self.metrics.count(self.metrics.store_events).get((), 0)),
             },
         }
 
