@@ -75,8 +75,9 @@ events = Table(
     Column("origin", String(255), nullable=False),
     Column("quarantined", Boolean, nullable=False, default=False),
     Column("quarantine_reason", String(255)),
-    UniqueConstraint("station", "type", "time_ns", "digest", name="uq_events_natural"),
-    Index("ix_events_station_time", "station", "time_ns"),
+    # (station, time_ns) first: the same index answers "this station's events
+    # at these times" (ingest's dedupe check, time-window queries per station).
+    UniqueConstraint("station", "time_ns", "type", "digest", name="uq_events_natural"),
     Index("ix_events_time", "time_ns"),
 )
 
