@@ -111,6 +111,16 @@ async def test_a_full_spool_refuses_whole_batches(tmp_path):
         spool.stop()
 
 
+@pytest_twisted.async_yield_fixture()
+async def writer(store, spool):
+    """A started writer whose retry delays run on a task.Clock (writer.clock)."""
+    store.startService()
+    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=task.Clock())
+    yield writer
+    await writer.stopService()
+    store.stopService()
+
+
 async def until(condition, timeout=10):
     for _ in range(int(timeout / 0.01)):
         if condition():
@@ -184,10 +194,7 @@ async def test_a_damaged_segment_is_set_aside_not_lost(store, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_store_outage_keeps_the_segment_and_retries(store, spool, monkeypatch):
-    store.startService()
-    clock = task.Clock()
-    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
+async def test_store_outage_keeps_the_segment_and_retries(store, spool, writer, monkeypatch):
     failures = []
     real_run = store.run
 
@@ -199,27 +206,20 @@ async def test_store_outage_keeps_the_segment_and_retries(store, spool, monkeypa
 
     monkeypatch.setattr(store, "run", flaky_run)
     writer.startService()
-    try:
-        await spool.append(record(n=2))
-        await until(lambda: len(failures) == 1)
-        assert segments(spool.directory)  # kept while the store is down
-        clock.advance(1)
-        await until(lambda: len(failures) == 2)
-        clock.advance(2)
-        await until(writer.idle)
-        assert stored(store) == 2 and not segments(spool.directory)
-    finally:
-        await writer.stopService()
-        store.stopService()
+    await spool.append(record(n=2))
+    await until(lambda: len(failures) == 1)
+    assert segments(spool.directory)  # kept while the store is down
+    writer.clock.advance(1)
+    await until(lambda: len(failures) == 2)
+    writer.clock.advance(2)
+    await until(writer.idle)
+    assert stored(store) == 2 and not segments(spool.directory)
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_segment_the_store_refuses_is_set_aside(store, spool, monkeypatch):
+async def test_a_segment_the_store_refuses_is_set_aside(store, spool, writer, monkeypatch):
     """A poison segment (the database rejects its data, not an outage) must not
     hold up the segments behind it."""
-    store.startService()
-    clock = task.Clock()
-    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
     real_run = store.run
     attempts = []
 
@@ -231,19 +231,15 @@ async def test_a_segment_the_store_refuses_is_set_aside(store, spool, monkeypatc
 
     monkeypatch.setattr(store, "run", run)
     writer.startService()
-    try:
-        await spool.append(record(station="poison"))
-        for n in (1, 2):
-            await until(lambda n=n: len(attempts) == n)
-            clock.advance(60)
-        await until(lambda: len(attempts) >= 3)
-        await spool.append(record(station="good"))
-        await until(writer.idle)
-        assert len(os.listdir(os.path.join(spool.directory, "rejected"))) == 1
-        assert stored(store) == 2
-    finally:
-        await writer.stopService()
-        store.stopService()
+    await spool.append(record(station="poison"))
+    for n in (1, 2):
+        await until(lambda n=n: len(attempts) == n)
+        writer.clock.advance(60)
+    await until(lambda: len(attempts) >= 3)
+    await spool.append(record(station="good"))
+    await until(writer.idle)
+    assert len(os.listdir(os.path.join(spool.directory, "rejected"))) == 1
+    assert stored(store) == 2
 
 
 def test_store_batches_counts_inserted_and_duplicates(store):
@@ -256,10 +252,7 @@ def test_store_batches_counts_inserted_and_duplicates(store):
 
 
 @pytest_twisted.ensureDeferred
-async def test_stopping_while_waiting_to_retry_does_not_hang(store, spool, monkeypatch):
-    store.startService()
-    clock = task.Clock()
-    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
+async def test_stopping_while_waiting_to_retry_does_not_hang(store, spool, writer, monkeypatch):
     calls = []
     monkeypatch.setattr(store, "run", lambda *a: calls.append(1) or defer.fail(
         OperationalError("INSERT", {}, Exception("database is down"))))
@@ -269,15 +262,11 @@ async def test_stopping_while_waiting_to_retry_does_not_hang(store, spool, monke
     stopped = writer.stopService()  # the drain is waiting out its retry delay
     await until(lambda: stopped.called, timeout=2)
     assert segments(spool.directory)  # kept for the next start
-    store.stopService()
 
 
 @pytest_twisted.ensureDeferred
-async def test_only_the_refused_batch_of_a_segment_is_set_aside(store, spool, monkeypatch):
+async def test_only_the_refused_batch_of_a_segment_is_set_aside(store, spool, writer, monkeypatch):
     """Batches of other stations group-committed beside a poison batch are stored."""
-    store.startService()
-    clock = task.Clock()
-    writer = Writer(spool, store, "node-a", spool.metrics, reactor, clock=clock)
     real_run = store.run
 
     def run(operation, records, origin):
@@ -287,23 +276,19 @@ async def test_only_the_refused_batch_of_a_segment_is_set_aside(store, spool, mo
 
     monkeypatch.setattr(store, "run", run)
     writer.startService()
-    try:
-        # three batches in one segment: written while the first one was in flight
-        first = spool.append(record(station="501", n=1))
-        rest = [spool.append(record(station="poison", n=2)), spool.append(record(station="502", n=3))]
-        await defer.gatherResults([first] + rest)
-        for _ in range(6):
-            clock.advance(60)
-            await task.deferLater(reactor, 0.05, lambda: None)
-        await until(writer.idle)
-        assert stored(store) == 4
-        [aside] = os.listdir(os.path.join(spool.directory, "rejected"))
-        kept = decode_segment(open(os.path.join(spool.directory, "rejected", aside), "rb").read())
-        assert [r["station"] for r in kept] == ["poison"]
-        assert (spool.bytes, spool.batches) == (0, 0)
-    finally:
-        await writer.stopService()
-        store.stopService()
+    # three batches in one segment: written while the first one was in flight
+    first = spool.append(record(station="501", n=1))
+    rest = [spool.append(record(station="poison", n=2)), spool.append(record(station="502", n=3))]
+    await defer.gatherResults([first] + rest)
+    for _ in range(6):
+        writer.clock.advance(60)
+        await task.deferLater(reactor, 0.05, lambda: None)
+    await until(writer.idle)
+    assert stored(store) == 4
+    [aside] = os.listdir(os.path.join(spool.directory, "rejected"))
+    kept = decode_segment(open(os.path.join(spool.directory, "rejected", aside), "rb").read())
+    assert [r["station"] for r in kept] == ["poison"]
+    assert (spool.bytes, spool.batches) == (0, 0)
 
 
 @pytest_twisted.ensureDeferred
