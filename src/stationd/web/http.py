@@ -2,7 +2,6 @@
 
 import binascii
 import json
-import re
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -52,16 +51,17 @@ def json_body(request, value, status=200):
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-
-
 def _unquote_plus(value):
     # Quoted-printable decoding is percent-decoding with "=" for "%", in C:
-    # ~30x faster than urllib on large HiSPARC bodies, byte-identical for
-    # well-formed input; anything with a stray "%" takes the stdlib road.
-    if _BAD_ESCAPE.search(value) or b"=" in value:
-        return unquote_to_bytes(value.replace(b"+", b" "))
-    return binascii.a2b_qp(value.replace(b"%", b"=").replace(b"+", b" "))
+    # ~30x faster than urllib on large HiSPARC bodies.  Where the two could
+    # differ ("=" or line breaks in the input, or a "%" not followed by two
+    # hex digits, which shortens the output by less than 2) the stdlib
+    # decodes instead; tests/test_web.py compares both on random input.
+    if b"=" not in value and b"\n" not in value and b"\r" not in value:
+        decoded = binascii.a2b_qp(value.replace(b"%", b"=").replace(b"+", b" "))
+        if len(decoded) == len(value) - 2 * value.count(b"%"):
+            return decoded
+    return unquote_to_bytes(value.replace(b"+", b" "))
 
 
 def parse_form(body):
