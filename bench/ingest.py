@@ -15,7 +15,9 @@ dedupe shortcut is measured.  The load generator is a separate process with
 raw asyncio streams sending pre-encoded HTTP/1.1 requests.  In the same run it
 measures, without a node, the ceilings: form + pickle decoding of the same
 HiSPARC bodies, JSON decoding (json.loads + the node's parse_event) of the
-native bodies, and batched inserts into a WAL, synchronous=FULL SQLite file.
+native bodies, and batched inserts into a WAL, synchronous=FULL SQLite file;
+and, with the same load as the native 1-event case, a bare twisted.web
+resource that reads the body and answers (the ceiling of any Twisted node).
 
     venv/bin/python bench/ingest.py [--seconds 10] [--clients 10] [--procs 1]
 """
@@ -52,6 +54,7 @@ from stationd.web.ingest import parse_event
 BIN = os.path.dirname(sys.executable)
 HOST, STATION, PASSWORD = "127.0.0.1", "501", "secret"
 BATCH, TEMPLATES = 100, 8
+RAW = "ceiling: raw twisted.web, 1-event"
 NS_HOLE = 0x7E7E7E7E  # pickles as BININT b"~~~~": a placeholder patched per request
 TOKEN_HOLE = "~" * 16  # start of one trace an event: patched per request
 ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -272,6 +275,47 @@ def sqlite_inserts(path, seconds):
 
 # ---- the node
 
+RAW_WEB = """
+import sys
+from twisted.internet import reactor
+from twisted.web import resource, server
+
+class Accept(resource.Resource):
+    isLeaf = True
+
+    def render_POST(self, request):
+        request.content.read()
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"accepted": 1, "duplicates": 0, "quarantined": 0}'
+
+reactor.listenTCP(int(sys.argv[1]), server.Site(Accept()), interface="127.0.0.1")
+reactor.run()
+"""
+
+
+def raw_web_ceiling(templates, args):
+    """The same load against a bare twisted.web resource that reads the body and answers."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", RAW_WEB, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("raw twisted.web server did not start") from None
+                time.sleep(0.05)
+        cpu_before = cpu_seconds(server.pid)
+        result = load(port, templates, args)
+        result["cpu"] = cpu_seconds(server.pid) - cpu_before
+        return result
+    finally:
+        server.kill()
+        server.wait()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -373,6 +417,9 @@ def main():
         print(f"events acknowledged {acked}, stored {status['ingest']['stored']}"
               f"{'' if status['ingest']['spool_batches'] == 0 else ' (spool not yet empty)'}")
 
+        if "native, 1-event batches" in results:
+            results[RAW] = raw_web_ceiling(native1, args)
+            cases.append((RAW, None, 1))
         ceilings = [("ceiling: decode only, hisparc bodies", timed(bodies, 2, decode_hisparc)),
                     ("ceiling: decode only, native bodies", timed(json_bodies, 2, decode_native)),
                     ("ceiling: raw SQLite batched inserts", sqlite_inserts(os.path.join(workdir, "c.sqlite"), 2))]
@@ -381,17 +428,20 @@ def main():
         print(f"\ncores: {os.cpu_count()}; command: {sys.executable} {' '.join(sys.argv)}")
         print(f"{'case':38} {'req/s':>9} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8}  measured / ceiling (events/s)")
         decodes = dict(zip(all_names, (decode_h, None, decode_n)))
+        rates = {name: len(results[name]["latency"]) / results[name]["elapsed"] for name, _, _ in cases}
         for name, _, n in cases:
-            decode = decodes[name]
-            r = results[name]
-            rate = len(r["latency"]) / r["elapsed"]
+            decode, rate = decodes.get(name), rates[name]
             ratios = f"{rate * n / decode:6.1%} of decode, " if decode else " " * 18
-            print(row(name, rate, n, r["latency"], ratios + f"{rate * n / sqlite_rate:6.1%} of SQLite"))
+            if name == RAW:
+                ratios = ""
+            elif n == 1 and RAW in rates:
+                ratios = f"{rate / rates[RAW]:6.1%} of raw twisted.web, "
+            print(row(name, rate, n, results[name]["latency"],
+                      ratios + ("" if name == RAW else f"{rate * n / sqlite_rate:6.1%} of SQLite")))
         for name, latency in ceilings:
             print(row(name, len(latency) / latency.sum(), BATCH, latency))
-        print("node CPU per request (all threads, drain included; steadier than req/s on a noisy machine): "
-              + "; ".join(f"{name.split(',')[0]} {name.split(', ')[1].split('-')[0]}-event "
-                          f"{results[name]['cpu'] / len(results[name]['latency']) * 1000:.2f} ms"
+        print("CPU per request (all threads, drain included; steadier than req/s on a noisy machine): "
+              + "; ".join(f"{name} {results[name]['cpu'] / len(results[name]['latency']) * 1000:.2f} ms"
                           for name, _, _ in cases))
         print("targets per core: hisparc >= 300 req/s of 100-event batches; "
               "native >= 7000 1-event req/s, >= 250000 events/s in 100-event batches")
