@@ -20,8 +20,11 @@ class FakeNode:
     """What components need of the node: its store, auth, config and status."""
 
     def __init__(self, store, public_read=True):
+        from twisted.internet import reactor
+
         self.store = store
         self.auth = Authenticator(store, public_read)
+        self.files, self.reactor, self.name = None, reactor, "test"
 
     def status(self):
         return {"node": "test", "components": {}}

@@ -13,7 +13,7 @@ import zoneinfo
 from importlib import resources
 
 DEFAULTS_NAME = "<defaults>"
-COMPONENTS = ("core", "admin", "upload", "ingest", "metrics")
+COMPONENTS = ("core", "admin", "upload", "ingest", "query", "metrics")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
@@ -120,8 +120,12 @@ def request_path(value):
     return "/" + value.strip("/") + "/" if value.strip("/") else "/"
 
 
+def words(value):
+    return value.replace(",", " ").split()
+
+
 def components(value):
-    names = value.replace(",", " ").split()
+    names = words(value)
     if names == ["all"]:
         return list(COMPONENTS)
     unknown = [n for n in names if n not in COMPONENTS]
@@ -143,9 +147,11 @@ SCHEMA = {
         "tls_min_version": choice(*TLS_VERSIONS, fold_case=True),
         "client_ca": optional_path,
         "public_read": boolean,
+        "cors_origins": words,
     },
     "database": {"url": text},
     "writer": {"spool_dir": optional_path, "max_spool_bytes": size},
+    "files": {"dir": optional_path},
     "ingest": {"station_list": optional_path, "min_event_time": timestamp, "max_future_skew": duration},
     "log": {
         "level": choice(*LOG_LEVELS, fold_case=True),

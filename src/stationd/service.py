@@ -19,6 +19,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
+from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
 from stationd.metrics import Metrics
@@ -77,6 +78,7 @@ class NodeService(service.MultiService):
         self.spool = None
         self.writer = None
         self.ingest = None
+        self.files = None
         self.station_list = None
         self.log_observer = make_observer(config["log"])
 
@@ -160,6 +162,7 @@ def build_node(config, reactor):
     node.writer = Writer(node.spool, node.store, node.name, node.metrics, reactor)
     node.writer.setServiceParent(node)
     node.ingest = Ingest(node)
+    node.files = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))
     if config["ingest"]["station_list"]:
         node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)
         node.station_list.setServiceParent(node)

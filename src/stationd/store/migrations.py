@@ -9,7 +9,7 @@ from sqlalchemy import inspect, select, text
 
 from stationd.store import schema
 
-LATEST = 2
+LATEST = 3
 
 
 def _v2_events(conn):
@@ -19,7 +19,16 @@ def _v2_events(conn):
     schema.idempotency_keys.create(conn)
 
 
-UPGRADES = {2: _v2_events}
+def _v3_query(conn):
+    """Version 3: query indexes on events; files, event files, station status."""
+    conn.execute(text("DROP INDEX ix_events_time"))
+    for index in schema.events.indexes:
+        index.create(conn)
+    for table in (schema.files, schema.event_files, schema.station_status):
+        table.create(conn)
+
+
+UPGRADES = {2: _v2_events, 3: _v3_query}
 
 
 class SchemaError(Exception):

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -78,7 +79,11 @@ events = Table(
     # (station, time_ns) first: the same index answers "this station's events
     # at these times" (ingest's dedupe check, time-window queries per station).
     UniqueConstraint("station", "time_ns", "type", "digest", name="uq_events_natural"),
-    Index("ix_events_time", "time_ns"),
+    # Queries page by (time_ns, id), newest first by default: these keep
+    # "latest of a station", time windows and cursors on index range scans.
+    Index("ix_events_time_id", "time_ns", "id"),
+    Index("ix_events_station_time_id", "station", "time_ns", "id"),
+    Index("ix_events_type_time_id", "type", "time_ns", "id"),
 )
 
 # Idempotency-Key of native ingest batches, with the answer given, so a
@@ -91,4 +96,52 @@ idempotency_keys = Table(
     Column("response", Text, nullable=False),
     Column("created_ns", BigInteger, nullable=False),
     PrimaryKeyConstraint("station", "key"),
+)
+
+# File records; the contents live once per sha256 in the content store
+# (stationd.filestore) under data_dir.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("station", String(64), nullable=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("mime_type", String(127), nullable=False),
+    Column("semantic_type", String(127)),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("meta", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("origin", String(255), nullable=False),
+    Index("ix_files_time_id", "time_ns", "id"),
+    Index("ix_files_station_time_id", "station", "time_ns", "id"),
+    Index("ix_files_semantic_time_id", "semantic_type", "time_ns", "id"),
+    Index("ix_files_sha256", "sha256"),
+)
+
+event_files = Table(
+    "event_files",
+    metadata,
+    Column("event_id", String(36), nullable=False),
+    Column("file_id", String(36), nullable=False),
+    PrimaryKeyConstraint("event_id", "file_id"),
+    Index("ix_event_files_file", "file_id"),
+)
+
+# A station's status history: each row holds from valid_from until the next
+# row's valid_from (so adding a status closes the previous one and nothing is
+# ever deleted or edited).
+station_status = Table(
+    "station_status",
+    metadata,
+    Column("station", String(64), nullable=False),
+    Column("valid_from_ns", BigInteger, nullable=False),
+    Column("instrument", String(255)),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("altitude", Float),
+    Column("orientation", JSON().with_variant(JSONB(), "postgresql")),
+    Column("created_ns", BigInteger, nullable=False),
+    PrimaryKeyConstraint("station", "valid_from_ns"),
 )

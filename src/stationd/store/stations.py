@@ -16,7 +16,8 @@ import re
 
 from sqlalchemy import bindparam, select
 
-from stationd.store.schema import stations
+from stationd.store.schema import station_status, stations
+from stationd.times import format_ns
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -180,3 +181,71 @@ def put_stations(conn, hashed):
         if change:
             counts[change] += 1
     return counts
+
+
+def _number(value, what, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise StationError(f"{what} must be a number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise StationError(f"{what} must be between {low} and {high}")
+    return float(value)
+
+
+def add_status(conn, station_id, valid_from_ns, now_ns, instrument=None, location=None, orientation=None):
+    """A new entry in the station's status history; the history afterwards.
+
+    It holds until the next entry's valid_from, and closes the one before:
+    nothing is edited or deleted.  ``location``: {"lat", "lon", "alt"}.
+    """
+    describe_station(conn, station_id)
+    location = location or {}
+    if not isinstance(location, dict) or set(location) - {"lat", "lon", "alt"}:
+        raise StationError("location must be an object with lat, lon and alt")
+    if instrument is not None and (not isinstance(instrument, str) or len(instrument) > 255):
+        raise StationError("instrument must be a string of at most 255 characters")
+    if orientation is not None and not isinstance(orientation, dict):
+        raise StationError("orientation must be an object (e.g. {\"azimuth\": 90, \"altitude\": 45})")
+    values = {
+        "latitude": _number(location["lat"], "location.lat", -90, 90) if "lat" in location else None,
+        "longitude": _number(location["lon"], "location.lon", -180, 180) if "lon" in location else None,
+        "altitude": _number(location["alt"], "location.alt") if "alt" in location else None,
+    }
+    station_id = str(station_id)
+    clash = select(station_status.c.station).where(
+        station_status.c.station == station_id, station_status.c.valid_from_ns == valid_from_ns)
+    if conn.execute(clash).first():
+        raise StationExists(f"station {station_id} already has a status from that time")
+    conn.execute(station_status.insert().values(
+        station=station_id, valid_from_ns=valid_from_ns, instrument=instrument,
+        orientation=orientation, created_ns=now_ns, **values))
+    return status_history(conn, station_id)
+
+
+def status_history(conn, station_id):
+    """Oldest first; each entry valid until the next one's valid_from (None: still valid)."""
+    rows = list(conn.execute(select(station_status).where(station_status.c.station == str(station_id))
+                             .order_by(station_status.c.valid_from_ns)))
+    history = []
+    for row, following in zip(rows, rows[1:] + [None]):
+        history.append({
+            "valid_from": format_ns(row.valid_from_ns),
+            "valid_to": None if following is None else format_ns(following.valid_from_ns),
+            "instrument": row.instrument,
+            "location": {"lat": row.latitude, "lon": row.longitude, "alt": row.altitude},
+            "orientation": row.orientation,
+        })
+    return history
+
+
+def public_station(conn, row, now_ns):
+    """A station as the query API shows it: no password information; its current status."""
+    history = status_history(conn, row["id"])
+    now = format_ns(now_ns)
+    current = [s for s in history if s["valid_from"] <= now]
+    return {"id": row["id"], "cluster": row["cluster"], "name": row["name"],
+            "status": current[-1] if current else None}, history
+
+
+def public_stations(conn, now_ns):
+    return [public_station(conn, dict(row._mapping), now_ns)[0]
+            for row in conn.execute(select(stations).order_by(stations.c.id))]

@@ -4,9 +4,10 @@ from stationd.web.admin import Admin
 from stationd.web.core import Core
 from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
+from stationd.web.query import Query
 from stationd.web.upload import Upload
 from stationd.web.http import make_app, mount
-from stationd.web.site import NodeSite
+from stationd.web.site import CORS, NodeSite
 
 # [web] components names -> route group classes, each built with the node.
 COMPONENTS = {
@@ -14,18 +15,19 @@ COMPONENTS = {
     "admin": Admin,
     "upload": Upload,
     "ingest": NativeIngest,
+    "query": Query,
     "metrics": MetricsRoutes,
 }
 
 
-def make_resource(node, components, prefix):
+def make_resource(node, components, prefix, cors_origins=()):
     app = make_app()
     for name in components:
         mount(app, COMPONENTS[name](node), prefix)
-    return app.resource()
+    return CORS(app.resource(), cors_origins) if cors_origins else app.resource()
 
 
 def make_site(node, reactor):
     web = node.config["web"]
-    resource = make_resource(node, web["components"], web["request_path"])
+    resource = make_resource(node, web["components"], web["request_path"], web["cors_origins"])
     return NodeSite(resource, web["max_body_size"], reactor)

@@ -1,8 +1,11 @@
 """Admin routes: users and their API keys (the same operations as stationd-admin)."""
 
+import json
+
 from twisted.internet.threads import deferToThread
 
-from stationd.store import stations, users
+from stationd.store import files, stations, users
+from stationd.times import parse_time
 from stationd.web.auth import require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
@@ -10,7 +13,7 @@ from stationd.web.http import HTTPError, json_body, read_json, route
 async def _run(store, operation, *args, **kwargs):
     try:
         return await store.run(operation, *args, **kwargs)
-    except (users.NoSuchUser, stations.NoSuchStation) as e:
+    except (users.NoSuchUser, stations.NoSuchStation, files.NoSuchEvent) as e:
         raise HTTPError(404, str(e)) from None
     except (users.UserExists, stations.StationExists) as e:
         raise HTTPError(409, str(e)) from None
@@ -18,10 +21,28 @@ async def _run(store, operation, *args, **kwargs):
         raise HTTPError(400, str(e)) from None
 
 
+def _text_arg(request, name, default=None, limit=255):
+    values = request.args.get(name.encode(), [])
+    if not values:
+        if default is None:
+            raise HTTPError(400, f"{name}: required", code="bad_parameter")
+        return default
+    try:
+        value = values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, f"{name}: not UTF-8", code="bad_parameter") from None
+    if not 0 < len(value) <= limit:
+        raise HTTPError(400, f"{name}: 1 to {limit} characters", code="bad_parameter")
+    return value
+
+
 class Admin:
     def __init__(self, node):
         self.store = node.store
         self.auth = node.auth
+        self.files = node.files
+        self.reactor = node.reactor
+        self.origin = node.name
 
     @route("GET", "/api/v1/admin/users")
     @require("admin")
@@ -70,3 +91,38 @@ class Admin:
     async def remove_station(self, request, station_id):
         await _run(self.store, stations.remove_station, station_id)
         return json_body(request, {"removed": station_id})
+
+    @route("POST", "/api/v1/admin/events/<event_id>/files")
+    @require("admin")
+    async def attach_file(self, request, event_id):
+        """The body is the content; name, mime_type, semantic_type, meta (JSON) in the query."""
+        name = _text_arg(request, "name")
+        mime_type = _text_arg(request, "mime_type", "application/octet-stream", 127)
+        semantic_type = _text_arg(request, "semantic_type", "", 127) or None
+        try:
+            meta = json.loads(_text_arg(request, "meta", "{}", 65536))
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise HTTPError(400, "meta: a JSON object", code="bad_parameter")
+        request.content.seek(0)
+        sha256, size = await deferToThread(self.files.put, request.content)
+        record = await _run(self.store, files.attach_file, event_id, name=name, mime_type=mime_type,
+                            semantic_type=semantic_type, meta=meta, sha256=sha256, size=size,
+                            now_ns=int(self.reactor.seconds() * 1e9), origin=self.origin)
+        return json_body(request, {"file": record}, status=201)
+
+    @route("POST", "/api/v1/admin/stations/<station_id>/status")
+    @require("admin")
+    async def add_status(self, request, station_id):
+        """{"valid_from" (default now), "instrument", "location": {lat, lon, alt}, "orientation"}."""
+        body = read_json(request)
+        try:
+            valid_from = (parse_time(body["valid_from"]) if body.get("valid_from") is not None
+                          else int(self.reactor.seconds() * 1e9))
+        except ValueError as e:
+            raise HTTPError(400, f"valid_from: {e}") from None
+        history = await _run(self.store, stations.add_status, station_id, valid_from,
+                             int(self.reactor.seconds() * 1e9), instrument=body.get("instrument"),
+                             location=body.get("location"), orientation=body.get("orientation"))
+        return json_body(request, {"station": station_id, "history": history}, status=201)

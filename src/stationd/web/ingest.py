@@ -7,37 +7,13 @@ Answered 200 {"accepted", "duplicates", "quarantined"} once durable; a retry
 with the same Idempotency-Key gets the first answer again.
 """
 
-import datetime
-import decimal
-import re
-
 from stationd.store import events as store_events
+from stationd.times import parse_time
 from stationd.web.auth import require
 from stationd.web.http import HTTPError, json_body, read_json, route
 from stationd.writer import SpoolError, SpoolFull
 
 RETRY_AFTER = "5"
-_ISO = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$")
-
-
-def parse_time(value):
-    """Epoch nanoseconds from an ISO 8601 string with zone, or epoch seconds."""
-    if isinstance(value, bool):
-        raise ValueError("time must be a string or a number")
-    if isinstance(value, (int, float)):
-        # Via the decimal text: 1714564800.25 is ...250000000 ns, not ...249999872.
-        try:
-            return int(decimal.Decimal(repr(value)) * 10**9)
-        except (ValueError, ArithmeticError):  # inf, nan
-            raise ValueError(f"time {value!r} is not a finite number") from None
-    if not isinstance(value, str):
-        raise ValueError("time must be a string or a number")
-    match = _ISO.match(value.strip())
-    if not match:
-        raise ValueError(f"time {value!r} is not ISO 8601 with a zone (e.g. 2024-05-01T12:00:00.123456789Z)")
-    base, fraction, zone = match.groups()
-    when = datetime.datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
-    return int(when.timestamp()) * 10**9 + int((fraction or "0").ljust(9, "0"))
 
 
 def parse_event(event):

@@ -3,13 +3,16 @@
 import io
 
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import resource, server
 
 from stationd.web.http import error_body
 
 log = Logger(namespace="stationd.access")
 
 IN_MEMORY_BODY = 4 * 1024 * 1024
+CORS_ALLOW = (b"Authorization, Content-Type, Idempotency-Key, Range, If-None-Match, "
+              b"If-Modified-Since, If-Range")
+CORS_EXPOSE = b"ETag, Content-Range, Content-Disposition, Retry-After, Last-Modified"
 
 
 class StationRequest(server.Request):
@@ -81,6 +84,34 @@ class StationRequest(server.Request):
             self.finish()  # the 413 is out; this closes the connection
         else:
             super().requestReceived(command, path, version)
+
+
+class CORS(resource.Resource):
+    """Lets browser pages from ``origins`` (b"*": any) call the routes of ``wrapped``.
+
+    Preflight requests are answered here, for every route.
+    """
+
+    isLeaf = True
+
+    def __init__(self, wrapped, origins):
+        super().__init__()
+        self.wrapped = wrapped
+        self.origins = {origin.encode("ascii") for origin in origins}
+
+    def render(self, request):
+        origin = request.getHeader(b"origin")
+        if origin is not None and (b"*" in self.origins or origin in self.origins):
+            request.setHeader(b"access-control-allow-origin", b"*" if b"*" in self.origins else origin)
+            request.setHeader(b"vary", b"Origin")
+            request.setHeader(b"access-control-expose-headers", CORS_EXPOSE)
+            if request.method == b"OPTIONS" and request.getHeader(b"access-control-request-method"):
+                request.setResponseCode(204)
+                request.setHeader(b"access-control-allow-methods", b"GET, HEAD, POST, PUT, DELETE")
+                request.setHeader(b"access-control-allow-headers", CORS_ALLOW)
+                request.setHeader(b"access-control-max-age", b"600")
+                return b""
+        return self.wrapped.render(request)
 
 
 class NodeSite(server.Site):

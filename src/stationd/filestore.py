@@ -1,0 +1,75 @@
+"""File contents, stored once per SHA-256 in a fanned directory tree.
+
+``{root}/ab/cd/abcd...`` (the first two pairs of hex digits as directories,
+so no directory grows past 65,536 entries).  A content is written to a temp
+file, fsynced, renamed into place and its directory fsynced: a path that
+exists holds the whole content, and a crash leaves at most a temp file,
+removed at the next start.
+"""
+
+import hashlib
+import os
+import tempfile
+
+CHUNK = 1024 * 1024
+
+
+class ContentMismatch(ValueError):
+    """The content's size or SHA-256 is not what was announced."""
+
+
+class FileStore:
+    def __init__(self, root):
+        self.root = root
+        self.tmp = os.path.join(root, "tmp")
+        os.makedirs(self.tmp, exist_ok=True)
+        for name in os.listdir(self.tmp):
+            os.remove(os.path.join(self.tmp, name))
+
+    def path(self, sha256):
+        return os.path.join(self.root, sha256[:2], sha256[2:4], sha256)
+
+    def has(self, sha256):
+        return os.path.exists(self.path(sha256))
+
+    def put(self, source, expect_sha256=None, expect_size=None):
+        """Store the contents read from file object ``source``; (sha256, size).
+
+        Blocking (run it in a thread).  With ``expect_*`` given, a content
+        that differs is refused with ContentMismatch and nothing is kept.
+        """
+        digest, size = hashlib.sha256(), 0
+        fd, temp = tempfile.mkstemp(dir=self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha256 = digest.hexdigest()
+            if expect_sha256 is not None and sha256 != expect_sha256.lower():
+                raise ContentMismatch(f"content has SHA-256 {sha256}, not {expect_sha256}")
+            if expect_size is not None and size != expect_size:
+                raise ContentMismatch(f"content has {size} bytes, not {expect_size}")
+            final = self.path(sha256)
+            if os.path.exists(final):
+                os.remove(temp)
+            else:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.rename(temp, final)
+                _fsync_dir(os.path.dirname(final))
+            return sha256, size
+        except BaseException:
+            if os.path.exists(temp):
+                os.remove(temp)
+            raise
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,30 @@
+"""File records: metadata of contents kept in the content store, linked to events."""
+
+import uuid
+
+from sqlalchemy import select
+
+from stationd.store.query import get_file
+from stationd.store.schema import event_files, events, files
+
+
+class NoSuchEvent(LookupError):
+    pass
+
+
+def attach_file(conn, event_id, *, name, mime_type, sha256, size, now_ns, origin,
+                semantic_type=None, meta=None, time_ns=None):
+    """Record a file of event ``event_id`` (whose content is already stored); its record.
+
+    The file takes the event's station, and its time unless ``time_ns`` is given.
+    """
+    event = conn.execute(select(events.c.station, events.c.time_ns).where(events.c.id == event_id)).first()
+    if event is None:
+        raise NoSuchEvent(f"no event {event_id}")
+    file_id = str(uuid.uuid4())
+    conn.execute(files.insert().values(
+        id=file_id, station=event.station, time_ns=event.time_ns if time_ns is None else time_ns,
+        name=name, mime_type=mime_type, semantic_type=semantic_type, size=size, sha256=sha256,
+        meta=meta or {}, created_ns=now_ns, origin=origin))
+    conn.execute(event_files.insert().values(event_id=event_id, file_id=file_id))
+    return get_file(conn, file_id)

@@ -1,0 +1,192 @@
+"""Event and file queries: filters, constraints on JSON fields, keyset paging.
+
+Results are ordered by (time_ns, id), newest first unless ascending; a page
+ends with a cursor holding the last (time_ns, id), and the next page starts
+strictly after it.  Events stored between two pages therefore land either
+before the cursor (and are not seen by this paging) or after it (and are),
+never twice, and nothing is skipped: offsets would do both.
+
+JSON constraints compare numbers as numbers and text as text, each only
+against values of its own JSON type (a field holding "7" does not match
+``gt=5``), with SQLite's JSON functions or PostgreSQL's jsonb operators.
+"""
+
+import base64
+import binascii
+import dataclasses
+import json
+import operator
+
+import orjson
+from sqlalchemy import Numeric, Text, and_, case, cast, func, literal, select, tuple_
+
+from stationd.store.schema import event_files, events, files
+from stationd.times import format_ns
+
+OPERATORS = {"eq": operator.eq, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
+MAX_LIMIT = 10000
+
+
+class CursorError(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class Query:
+    """What the query routes accept, already validated."""
+
+    stations: list = dataclasses.field(default_factory=list)
+    types: list = dataclasses.field(default_factory=list)  # event types, or file semantic types
+    mime_types: list = dataclasses.field(default_factory=list)
+    after_ns: int = None  # inclusive
+    before_ns: int = None  # exclusive
+    constraints: list = dataclasses.field(default_factory=list)  # (name, op, number or str)
+    quarantined: bool = False  # None: any
+    order: str = "desc"
+    limit: int = 100
+    cursor: tuple = None  # (time_ns, id) of the last row of the previous page
+
+
+def encode_cursor(order, time_ns, row_id):
+    raw = json.dumps([order, time_ns, row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text, order):
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        cursor_order, time_ns, row_id = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error):
+        raise CursorError("not a cursor this node gave out") from None
+    if not (isinstance(time_ns, int) and isinstance(row_id, str)):
+        raise CursorError("not a cursor this node gave out")
+    if cursor_order != order:
+        raise CursorError(f"the cursor is for order={cursor_order}; pass the same order")
+    return time_ns, row_id
+
+
+def _json_value(dialect, column, name, value):
+    """The field ``name`` of a JSON column where it has the JSON type of ``value``, else NULL."""
+    numeric = not isinstance(value, str)
+    if dialect == "postgresql":
+        typed = func.jsonb_typeof(column.op("->")(literal(name))) == ("number" if numeric else "string")
+        text = column.op("->>")(literal(name))
+        return case((typed, cast(text, Numeric) if numeric else text))
+    path = '$."' + name + '"'  # names are [A-Za-z0-9_-], so nothing to escape
+    kinds = ("integer", "real") if numeric else ("text",)
+    return case((func.json_type(column, path).in_(kinds), func.json_extract(column, path)))
+
+
+def _where(conn, table, query, time_column, json_column):
+    dialect = conn.dialect.name
+    clauses = []
+    if query.stations:
+        clauses.append(table.c.station.in_(query.stations))
+    if query.after_ns is not None:
+        clauses.append(time_column >= query.after_ns)
+    if query.before_ns is not None:
+        clauses.append(time_column < query.before_ns)
+    for name, op, value in query.constraints:
+        clauses.append(OPERATORS[op](_json_value(dialect, json_column, name, value), value))
+    if query.cursor is not None:
+        position = tuple_(time_column, table.c.id)
+        mark = tuple_(literal(query.cursor[0]), literal(query.cursor[1]))
+        clauses.append(position < mark if query.order == "desc" else position > mark)
+    return clauses
+
+
+def _page(conn, statement, table, time_column, query):
+    direction = (lambda c: c.desc()) if query.order == "desc" else (lambda c: c.asc())
+    statement = statement.order_by(direction(time_column), direction(table.c.id)).limit(query.limit + 1)
+    rows = conn.execute(statement).all()
+    more = len(rows) > query.limit
+    rows = rows[:query.limit]
+    cursor = encode_cursor(query.order, rows[-1].time_ns, rows[-1].id) if more else None
+    return rows, cursor
+
+
+def _files_of(conn, event_ids):
+    linked = {}
+    for start in range(0, len(event_ids), 500):
+        chunk = event_ids[start:start + 500]
+        rows = conn.execute(select(event_files.c.event_id, event_files.c.file_id)
+                            .where(event_files.c.event_id.in_(chunk))
+                            .order_by(event_files.c.event_id, event_files.c.file_id))
+        for event_id, file_id in rows:
+            linked.setdefault(event_id, []).append(file_id)
+    return linked
+
+
+_EVENT_COLUMNS = (events.c.id, events.c.station, events.c.type, events.c.time_ns, events.c.received_ns,
+                  cast(events.c.data, Text).label("data"), events.c.origin, events.c.quarantined,
+                  events.c.quarantine_reason)
+
+
+def _event(row, linked):
+    # The data column's JSON text goes into the answer as it is: parsing and
+    # re-encoding it was most of a page's cost.
+    return {"id": row.id, "station": row.station, "type": row.type, "time": format_ns(row.time_ns),
+            "time_ns": row.time_ns, "received_at": format_ns(row.received_ns),
+            "data": orjson.Fragment(row.data), "files": linked.get(row.id, []), "origin": row.origin,
+            "quarantined": bool(row.quarantined), "quarantine_reason": row.quarantine_reason}
+
+
+def find_events(conn, query):
+    """One page of events: (list of events, next cursor or None)."""
+    clauses = _where(conn, events, query, events.c.time_ns, events.c.data)
+    if query.types:
+        clauses.append(events.c.type.in_(query.types))
+    if query.quarantined is not None:
+        clauses.append(events.c.quarantined == query.quarantined)
+    rows, cursor = _page(conn, select(*_EVENT_COLUMNS).where(and_(True, *clauses)), events,
+                         events.c.time_ns, query)
+    linked = _files_of(conn, [row.id for row in rows])
+    return [_event(row, linked) for row in rows], cursor
+
+
+def get_event(conn, event_id):
+    row = conn.execute(select(*_EVENT_COLUMNS).where(events.c.id == event_id)).first()
+    if row is None:
+        return None
+    event = _event(row, {})
+    event["files"] = [describe_file(f) for f in conn.execute(
+        select(files).join(event_files, event_files.c.file_id == files.c.id)
+        .where(event_files.c.event_id == event_id).order_by(files.c.time_ns, files.c.id))]
+    return event
+
+
+def describe_file(row):
+    return {"id": row.id, "station": row.station, "time": format_ns(row.time_ns), "time_ns": row.time_ns,
+            "name": row.name, "mime_type": row.mime_type, "semantic_type": row.semantic_type,
+            "size": row.size, "sha256": row.sha256, "meta": row.meta, "created_at": format_ns(row.created_ns),
+            "created_ns": row.created_ns, "origin": row.origin}
+
+
+def find_files(conn, query):
+    """One page of file records: (list of files, next cursor or None)."""
+    clauses = _where(conn, files, query, files.c.time_ns, files.c.meta)
+    if query.types:
+        clauses.append(files.c.semantic_type.in_(query.types))
+    if query.mime_types:
+        clauses.append(files.c.mime_type.in_(query.mime_types))
+    rows, cursor = _page(conn, select(files).where(and_(True, *clauses)), files, files.c.time_ns, query)
+    return [describe_file(row) for row in rows], cursor
+
+
+def get_file(conn, file_id):
+    row = conn.execute(select(files).where(files.c.id == file_id)).first()
+    if row is None:
+        return None
+    described = describe_file(row)
+    described["events"] = list(conn.execute(
+        select(event_files.c.event_id).where(event_files.c.file_id == file_id)
+        .order_by(event_files.c.event_id)).scalars())
+    return described
+
+
+def station_counts(conn, station):
+    """Events stored for ``station`` and the time of its latest (None if none)."""
+    count = conn.execute(select(func.count()).select_from(events).where(events.c.station == station)).scalar()
+    latest = conn.execute(select(func.max(events.c.time_ns)).where(events.c.station == station)).scalar()
+    return {"events": count, "last_event_time": None if latest is None else format_ns(latest)}
+

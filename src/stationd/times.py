@@ -1,0 +1,56 @@
+"""Times as integer nanoseconds since the epoch (UTC), to and from text.
+
+Events carry nanosecond times; datetime stops at microseconds, so the
+fraction is handled as digits.
+"""
+
+import datetime
+import decimal
+import re
+
+_ISO = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$")
+_EPOCH_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
+
+
+def parse_time(value):
+    """Epoch nanoseconds from an ISO 8601 string with zone, or epoch seconds."""
+    if isinstance(value, bool):
+        raise ValueError("time must be a string or a number")
+    if isinstance(value, (int, float)):
+        # Via the decimal text: 1714564800.25 is ...250000000 ns, not ...249999872.
+        try:
+            return int(decimal.Decimal(repr(value)) * 10**9)
+        except (ValueError, ArithmeticError):  # inf, nan
+            raise ValueError(f"time {value!r} is not a finite number") from None
+    if not isinstance(value, str):
+        raise ValueError("time must be a string or a number")
+    match = _ISO.match(value.strip())
+    if not match:
+        raise ValueError(f"time {value!r} is not ISO 8601 with a zone (e.g. 2024-05-01T12:00:00.123456789Z)")
+    base, fraction, zone = match.groups()
+    try:
+        when = datetime.datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
+    except ValueError as e:
+        raise ValueError(f"time {value!r}: {e}") from None
+    return int(when.timestamp()) * 10**9 + int((fraction or "0").ljust(9, "0"))
+
+
+def parse_query_time(text):
+    """A time from a query string: ISO 8601 with zone, or epoch seconds with fraction."""
+    text = text.strip()
+    if _EPOCH_TEXT.match(text):
+        ns = int(decimal.Decimal(text) * 10**9)
+    else:
+        ns = parse_time(text)
+    if not MIN_NS <= ns <= MAX_NS:
+        raise ValueError("time is outside years 1678 to 2262")
+    return ns
+
+
+def format_ns(ns):
+    """ISO 8601 UTC with all nine fraction digits: 2024-05-01T12:00:00.123456789Z."""
+    seconds, fraction = divmod(ns, 10**9)
+    when = _EPOCH + datetime.timedelta(seconds=seconds)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
