@@ -106,3 +106,42 @@ def test_station_users_need_a_station(capsys, cfg):
     code, _, err = run(capsys, "add-user", "st", "--role", "station", "--config", cfg)
     assert code == 1 and "--station" in err
     assert run(capsys, "add-user", "st", "--role", "station", "--station", "501", "--config", cfg)[0] == 0
+
+
+def test_status_and_file_commands(capsys, cfg, database_url, tmp_path):
+    import hashlib
+    import uuid
+
+    from stationd.store import query, stations
+    from stationd.store.events import store_batches
+
+    assert run(capsys, "add-station", "501", "--config", cfg)[0] == 0
+    code, out, err = run(capsys, "add-status", "501", "--valid-from", "2024-01-01T00:00:00Z", "--instrument",
+                         "scintillators v2", "--lat", "52.35", "--lon", "4.95", "--alt", "56",
+                         "--orientation", '{"azimuth": 0}', "--config", cfg)
+    assert (code, out) == (0, "station 501: status from 2024-01-01T00:00:00.000000000Z added; 1 in its history\n"), err
+    assert run(capsys, "add-status", "501", "--lat", "91", "--config", cfg)[:3:2] == (
+        1, "stationd-admin: location.lat must be between -90 and 90\n")
+    assert run(capsys, "add-status", "501", "--valid-from", "May", "--config", cfg)[0] == 1
+    assert run(capsys, "add-status", "999", "--config", cfg)[2] == "stationd-admin: no station 999\n"
+
+    store = Store(database_url)
+    assert store.call(stations.status_history, "501")[0]["location"] == {"lat": 52.35, "lon": 4.95, "alt": 56.0}
+    event_id = str(uuid.uuid4())
+    store.call(store_batches, [{"station": "501", "received_ns": 1, "events": [
+        {"id": event_id, "type": "meteor", "time_ns": 5, "data": {}, "digest": "d", "quarantine": None}]}], "n")
+    image = tmp_path / "sky.png"
+    image.write_bytes(b"\x89PNG" * 1000)
+    code, out, err = run(capsys, "attach-file", event_id, str(image), "--semantic-type", "meteor_image",
+                         "--meta", '{"exposure": 2}', "--config", cfg)
+    assert code == 0 and f"attached to event {event_id}" in out, err
+    (record,) = store.call(query.get_event, event_id)["files"]
+    assert (record["name"], record["mime_type"], record["size"], record["meta"]) == (
+        "sky.png", "image/png", 4000, {"exposure": 2})
+    assert record["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    stored = tmp_path / "var" / "files" / record["sha256"][:2] / record["sha256"][2:4] / record["sha256"]
+    assert stored.read_bytes() == image.read_bytes()
+    assert run(capsys, "attach-file", str(uuid.uuid4()), str(image), "--config", cfg)[0] == 1
+    assert run(capsys, "attach-file", event_id, str(image), "--meta", "[1]", "--config", cfg)[2] == (
+        "stationd-admin: --meta must be a JSON object\n")
+    store.close()

@@ -108,3 +108,31 @@ def test_the_dedupe_lookup_uses_station_and_time_on_sqlite(tmp_path):
         plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
     store.close()
     assert "station=? AND time_ns=?" in plan, plan
+
+
+def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
+    """Version 3 added query indexes and the files and station status tables."""
+    from sqlalchemy import text
+
+    fresh = Store(f"sqlite:///{tmp_path}/fresh.sqlite")
+    fresh.migrate()
+    old = Store(f"sqlite:///{tmp_path}/old.sqlite")
+    old.migrate()
+    with old.engine.begin() as conn:  # back to version 2's shape
+        for table in ("files", "event_files", "station_status"):
+            conn.execute(text(f"DROP TABLE {table}"))
+        for index in schema.events.indexes:
+            conn.execute(text(f"DROP INDEX {index.name}"))
+        conn.execute(text("CREATE INDEX ix_events_time ON events (time_ns)"))
+        conn.execute(text("UPDATE stationd_meta SET value = '2' WHERE key = 'schema_version'"))
+    assert old.migrate() == (2, migrations.LATEST)
+
+    def shape(store):
+        inspector = inspect(store.engine)
+        return {name: (sorted(c["name"] for c in inspector.get_columns(name)),
+                       sorted((i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(name)))
+                for name in inspector.get_table_names()}
+
+    assert shape(old) == shape(fresh)
+    fresh.close()
+    old.close()

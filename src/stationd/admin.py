@@ -5,12 +5,17 @@ every request, so changes here count from its next request.
 """
 
 import argparse
+import json
+import mimetypes
 import os
 import sys
+import time
 
 from stationd import config as configuration
 from stationd import tls
-from stationd.store import Store, StoreError, stations, users
+from stationd.filestore import FileStore
+from stationd.store import Store, StoreError, files, stations, users
+from stationd.times import format_ns, parse_time
 
 
 class CommandError(Exception):
@@ -107,6 +112,51 @@ def list_stations(args):
         print(f"{s['id']:12} {s['cluster'] or '-':16} {'yes' if s['has_password'] else 'no':8}  {s['name'] or ''}")
 
 
+def _json_object(text, what):
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise CommandError(f"{what} is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise CommandError(f"{what} must be a JSON object")
+    return value
+
+
+def _time(text, what):
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise CommandError(f"{what}: {e}") from None
+
+
+def attach_file(args):
+    config = _config(args)
+    store = _store(args)
+    meta = _json_object(args.meta, "--meta")
+    content = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))
+    with open(args.path, "rb") as source:  # copied in 1 MiB chunks, fsynced
+        sha256, size = content.put(source)
+    name = args.name or os.path.basename(args.path)
+    mime_type = args.mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    try:
+        record = store.call(files.attach_file, args.event_id, name=name, mime_type=mime_type,
+                            semantic_type=args.semantic_type, meta=meta, sha256=sha256, size=size,
+                            now_ns=time.time_ns(), origin=config["node"]["name"])
+    except files.NoSuchEvent as e:
+        raise CommandError(str(e)) from None
+    print(f"file {record['id']} ({size} bytes, sha256 {sha256}) attached to event {args.event_id}")
+
+
+def add_status(args):
+    location = {key: value for key, value in (("lat", args.lat), ("lon", args.lon), ("alt", args.alt))
+                if value is not None}
+    valid_from = _time(args.valid_from, "--valid-from") if args.valid_from else time.time_ns()
+    orientation = _json_object(args.orientation, "--orientation") if args.orientation else None
+    history = _store(args).call(stations.add_status, args.id, valid_from, time.time_ns(),
+                                instrument=args.instrument, location=location, orientation=orientation)
+    print(f"station {args.id}: status from {format_ns(valid_from)} added; {len(history)} in its history")
+
+
 def make_cert(args):
     os.makedirs(args.out, exist_ok=True)
     cert_path, key_path = os.path.join(args.out, "cert.pem"), os.path.join(args.out, "key.pem")
@@ -169,6 +219,23 @@ def parser():
                 "add or update stations from a CSV of number,cluster,password (no header)")
     p.add_argument("file")
     command("list-stations", list_stations, "list registered stations")
+    p = command("add-status", add_status,
+                "add to a station's status history (closes the previous status; nothing is deleted)")
+    p.add_argument("id")
+    p.add_argument("--valid-from", metavar="TIME", help="ISO 8601 with zone (default: now)")
+    p.add_argument("--instrument")
+    p.add_argument("--lat", type=float)
+    p.add_argument("--lon", type=float)
+    p.add_argument("--alt", type=float, help="metres")
+    p.add_argument("--orientation", metavar="JSON", help='e.g. {"azimuth": 90, "altitude": 45}')
+    p = command("attach-file", attach_file,
+                "store a file's content (any size, streamed) and attach it to an event")
+    p.add_argument("event_id")
+    p.add_argument("path")
+    p.add_argument("--name", help="file name (default: that of PATH)")
+    p.add_argument("--mime-type", help="default: guessed from the name")
+    p.add_argument("--semantic-type", help="e.g. meteor_image")
+    p.add_argument("--meta", default="{}", metavar="JSON", help="metadata object")
     p = command("make-cert", make_cert, "make a key and certificate (self-signed, CA, or signed by a CA)")
     p.add_argument("--host", action="append", required=True,
                    help="a DNS name or IP address the certificate is for (repeatable; "
