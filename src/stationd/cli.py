@@ -11,7 +11,9 @@ import sys
 
 from twisted.internet import defer, task
 
-from stationd.client import Client, ClientError
+from stationd.client import MAX_PAGE, Client, ClientError, parse_constraint
+
+DATA_WIDTH = 100  # characters of an event's data in the table; --json shows it all
 
 
 async def heartbeat(client, args):
@@ -20,6 +22,185 @@ async def heartbeat(client, args):
 
 async def status(client, args):
     print(json.dumps(await client.status(), indent=2))
+
+
+async def query(client, args):
+    events = client.iter_events(
+        station=args.station, type=args.type, after=args.after, before=args.before, fields=args.field,
+        quarantined=args.quarantined, order=args.order, page_size=args.page_size, limit=args.limit or None)
+    await _listing(events, args, ("TIME", "STATION", "TYPE", "ID", "DATA"), _event_row)
+
+
+async def files(client, args):
+    records = client.iter_files(
+        station=args.station, semantic_type=args.semantic_type, mime_type=args.mime_type, after=args.after,
+        before=args.before, meta=args.meta, order=args.order, page_size=args.page_size,
+        limit=args.limit or None)
+    await _listing(records, args, ("TIME", "STATION", "SEMANTIC TYPE", "MIME TYPE", "SIZE", "ID", "NAME"),
+                   _file_row)
+
+
+async def _listing(items, args, header, row):
+    """JSON Lines as the pages arrive, or a table once all are in."""
+    rows, count = [], 0
+    async for item in items:
+        count += 1
+        if args.json:
+            print(_compact(item))
+        else:
+            rows.append(row(item))
+    if not args.json:
+        _table([header] + rows)
+        if args.limit and count == args.limit:
+            sys.stderr.write(f"(stopped at --limit {args.limit})\n")
+
+
+def _event_row(event):
+    data = _compact(event["data"])
+    if len(data) > DATA_WIDTH:
+        data = data[:DATA_WIDTH - 3] + "..."
+    if event.get("quarantined"):
+        data += f"  [quarantined: {event.get('quarantine_reason')}]"
+    return event["time"], event["station"], event["type"], event["id"], data
+
+
+def _file_row(record):
+    return (record["time"], record["station"], record["semantic_type"] or "-", record["mime_type"],
+            str(record["size"]), record["id"], record["name"])
+
+
+async def event(client, args):
+    event = await client.event(args.id)
+    if args.json:
+        print(json.dumps(event, indent=2, ensure_ascii=False))
+        return
+    quarantined = f"yes: {event['quarantine_reason']}" if event["quarantined"] else "no"
+    _fields([("id", event["id"]), ("station", event["station"]), ("type", event["type"]),
+             ("time", event["time"]), ("received", event["received_at"]), ("origin", event["origin"]),
+             ("quarantined", quarantined), ("data", json.dumps(event["data"], indent=2, ensure_ascii=False))])
+    if event["files"]:
+        print("files:")
+        _table([_file_row(f) for f in event["files"]], indent="  ")
+
+
+async def file(client, args):
+    record = await client.file(args.id)
+    if args.json:
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    _fields([("id", record["id"]), ("name", record["name"]), ("station", record["station"]),
+             ("time", record["time"]), ("semantic type", record["semantic_type"] or "-"),
+             ("mime type", record["mime_type"]), ("size", f"{record['size']} bytes"),
+             ("sha256", record["sha256"]), ("created", record["created_at"]), ("origin", record["origin"]),
+             ("events", " ".join(record.get("events", [])) or "-"),
+             ("meta", json.dumps(record["meta"], indent=2, ensure_ascii=False))])
+
+
+async def download(client, args):
+    path = args.output
+    if path is None or os.path.isdir(path):
+        record = await client.file(args.id)
+        name = default_name(record["name"])
+        path = name if path is None else os.path.join(path, name)
+    try:
+        size = await client.download(args.id, path)
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror}")
+    print(f"{path}: {size} bytes")
+
+
+def default_name(name):
+    """A record's name as a file name here: its last path component, never . or .."""
+    name = os.path.basename(name.replace("\\", "/")).strip()
+    return name if name not in ("", ".", "..") else "download"
+
+
+async def stations(client, args):
+    found = await client.stations()
+    if args.json:
+        for station in found:
+            print(_compact(station))
+        return
+    rows = [("ID", "NAME", "CLUSTER", "INSTRUMENT", "LAT, LON, ALT", "SINCE")]
+    for station in found:
+        status = station.get("status") or {}
+        rows.append((station["id"], station["name"] or "-", station["cluster"] or "-",
+                     status.get("instrument") or "-", _location(status.get("location")),
+                     status.get("valid_from") or "-"))
+    _table(rows)
+
+
+async def station(client, args):
+    station = await client.station(args.id)
+    if args.json:
+        print(json.dumps(station, indent=2, ensure_ascii=False))
+        return
+    counts = station.get("counts") or {}
+    _fields([("id", station["id"]), ("name", station["name"] or "-"), ("cluster", station["cluster"] or "-"),
+             ("events", str(counts.get("events", "-"))), ("last event", counts.get("last_event_time") or "-")])
+    if station.get("history"):
+        print("status history:")
+        _table([("VALID FROM", "VALID TO", "INSTRUMENT", "LAT, LON, ALT", "ORIENTATION")]
+               + [(h["valid_from"], h["valid_to"] or "-", h["instrument"] or "-", _location(h["location"]),
+                   _compact(h["orientation"]) if h["orientation"] is not None else "-")
+                  for h in station["history"]], indent="  ")
+
+
+def _location(location):
+    values = [(location or {}).get(k) for k in ("lat", "lon", "alt")]
+    return "-" if all(v is None for v in values) else ", ".join("-" if v is None else f"{v:g}" for v in values)
+
+
+def _compact(value):
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fields(pairs):
+    width = max(len(name) for name, _ in pairs) + 2
+    for name, value in pairs:
+        print(f"{name + ':':<{width}}{str(value).replace(chr(10), chr(10) + ' ' * width)}")
+
+
+def _table(rows, indent=""):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))] if rows else []
+    for row in rows:
+        print(indent + "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip())
+
+
+def _constraint(text):
+    try:
+        parse_constraint(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _count(low, high=None):
+    def convert(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: use an integer from {low}" + (f" to {high}" if high is not None else " up"))
+        return value
+
+    return convert
+
+
+def _paging_options(command, what):
+    command.add_argument("--station", action="append", default=[], metavar="ID",
+                         help="only this station (repeat for several)")
+    command.add_argument("--after", metavar="TIME",
+                         help="from this time on (inclusive): ISO 8601 with a zone, or epoch seconds")
+    command.add_argument("--before", metavar="TIME", help="before this time (exclusive)")
+    command.add_argument("--order", choices=("desc", "asc"), help="desc (newest first, the default) or asc")
+    command.add_argument("--limit", type=_count(0), default=100, metavar="N",
+                         help=f"at most N {what} in all (default 100; 0 for all)")
+    command.add_argument("--page-size", type=_count(1, MAX_PAGE), metavar="N",
+                         help=f"{what} per request (1 to {MAX_PAGE}; default: the node's, 100)")
+    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
 
 
 def parser():
@@ -35,29 +216,80 @@ def parser():
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("heartbeat", help="check the node answers").set_defaults(function=heartbeat)
     sub.add_parser("status", help="the node's status (JSON)").set_defaults(function=status)
+
+    command = sub.add_parser("query", help="events matching filters, newest first")
+    command.set_defaults(function=query)
+    command.add_argument("--type", action="append", default=[], help="only this event type (repeat for several)")
+    command.add_argument("--field", action="append", default=[], type=_constraint, metavar="NAME.OP=VALUE",
+                         help="a constraint on the event's data, OP one of eq, lt, le, gt, ge "
+                              "(e.g. ph.gt=100; \"quoted\" values compare as text; repeat to AND)")
+    command.add_argument("--quarantined", choices=("true", "false", "any"),
+                         help="quarantined events only (true), none (false, the default) or both (any)")
+    _paging_options(command, "events")
+
+    command = sub.add_parser("event", help="one event with its files")
+    command.set_defaults(function=event)
+    command.add_argument("id")
+    command.add_argument("--json", action="store_true", help="the event as JSON")
+
+    command = sub.add_parser("files", help="file records matching filters, newest first")
+    command.set_defaults(function=files)
+    command.add_argument("--semantic-type", action="append", default=[], metavar="TYPE",
+                         help="only this semantic type (repeat for several)")
+    command.add_argument("--mime-type", action="append", default=[], metavar="TYPE",
+                         help="only this MIME type (repeat for several)")
+    command.add_argument("--meta", action="append", default=[], type=_constraint, metavar="NAME.OP=VALUE",
+                         help="a constraint on the record's meta, as query --field")
+    _paging_options(command, "files")
+
+    command = sub.add_parser("file", help="one file record")
+    command.set_defaults(function=file)
+    command.add_argument("id")
+    command.add_argument("--json", action="store_true", help="the record as JSON")
+
+    command = sub.add_parser("download", help="a file's content")
+    command.set_defaults(function=download)
+    command.add_argument("id")
+    command.add_argument("-o", "--output", metavar="FILE",
+                         help="where to write it (default: the file's name, here; a directory: that name in it)")
+
+    command = sub.add_parser("stations", help="stations and their current status")
+    command.set_defaults(function=stations)
+    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+
+    command = sub.add_parser("station", help="one station, its status history and event count")
+    command.set_defaults(function=station)
+    command.add_argument("id")
+    command.add_argument("--json", action="store_true", help="the station as JSON")
     return top
+
+
+async def execute(args, reactor=None):
+    """Run the command of ``args``; fail() (SystemExit 1) on an error."""
+    try:
+        client = Client(args.url, args.api_key, args.ca, args.cert, args.key,
+                        reactor=reactor, timeout=args.timeout)
+    except OSError as e:
+        fail(f"cannot read {e.filename}: {e.strerror}")
+    try:
+        await args.function(client, args)
+    except ClientError as e:
+        fail(str(e))
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    finally:
+        await client.close()
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     if not args.url:
         fail("no node URL: give --url or set STATIOND_URL")
-
-    async def run(reactor):
-        try:
-            client = Client(args.url, args.api_key, args.ca, args.cert, args.key,
-                            reactor=reactor, timeout=args.timeout)
-        except OSError as e:
-            fail(f"cannot read {e.filename}: {e.strerror}")
-        try:
-            await args.function(client, args)
-        except ClientError as e:
-            fail(str(e))
-        finally:
-            await client.close()
-
     # react() exits the process with the code of a SystemExit, else 0.
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor)), [])
+    task.react(lambda reactor: defer.ensureDeferred(execute(args, reactor)), [])
 
 
 def fail(message):

@@ -3,15 +3,32 @@
 TLS is verified against ``ca`` (a PEM file) or the system's trust store, the
 host name checked by service_identity; a client certificate is presented when
 ``client_cert`` and ``client_key`` are given (mutual TLS).
+
+The query methods follow the node's ``next`` cursors: ``query_events`` and
+``query_files`` return lists, ``iter_events`` and ``iter_files`` yield as
+pages arrive (async generators; ``async for`` them inside a coroutine run by
+``ensureDeferred``).
 """
 
+import datetime
+import decimal
+import hashlib
 import json
+import os
+import re
+import secrets
+from urllib.parse import quote
 
 import treq
 from twisted.internet import ssl
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
+
+
+MAX_PAGE = 10000  # the node's largest page (store.query.MAX_LIMIT)
+OPERATORS = ("eq", "lt", "le", "gt", "ge")
+_CONSTRAINT = re.compile(r"^([A-Za-z0-9_-]{1,64})\.(eq|lt|le|gt|ge)=(.*)$", re.DOTALL)
 
 
 class ClientError(Exception):
@@ -76,6 +93,13 @@ class Client:
             raise _error(response.code, body)
         return response.code, body
 
+    async def get_json(self, path, params=None):
+        _, body = await self.request("GET", path, params=params)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ClientError(f"{self.url}{path}: the answer is not JSON") from None
+
     async def heartbeat(self):
         _, body = await self.request("GET", "/heartbeat")
         return body.decode("utf-8")
@@ -83,6 +107,153 @@ class Client:
     async def status(self):
         _, body = await self.request("GET", "/api/v1/status")
         return json.loads(body)
+
+    # Events
+
+    async def iter_events(self, station=(), type=(), after=None, before=None, fields=(), quarantined=None,
+                          order=None, page_size=None, limit=None):
+        """Yield the events matching the filters, following the cursors.
+
+        ``station``, ``type``: one or several (OR).  ``after`` (inclusive),
+        ``before`` (exclusive): ISO 8601 text with a zone, epoch seconds, or
+        an aware datetime.  ``fields``: constraints on the data such as
+        ``"ph.gt=100"`` (NAME.OP=VALUE, OP one of eq, lt, le, gt, ge; a
+        number compares as a number, text or "quoted" text as text; several
+        are ANDed).  ``quarantined``: True, False (the node's default) or
+        "any".  ``order``: "desc" (default, newest first) or "asc".
+        ``page_size``: events per request (the node's default is 100, its
+        maximum 10000).  ``limit``: stop after that many events (None: all).
+        """
+        params = _params(station=station, type=type, after=after, before=before,
+                         quarantined=quarantined, order=order) + _constraints("field", fields)
+        async for event in self._pages("/api/v1/events", "events", params, page_size, limit):
+            yield event
+
+    async def query_events(self, station=(), type=(), after=None, before=None, fields=(), quarantined=None,
+                           order=None, page_size=None, limit=None):
+        """All the events matching the filters (up to ``limit``), as a list; see iter_events."""
+        return [event async for event in self.iter_events(
+            station, type, after, before, fields, quarantined, order, page_size, limit)]
+
+    async def event(self, event_id):
+        """One event, its "files" as file records."""
+        return await self.get_json(f"/api/v1/events/{_segment(event_id)}")
+
+    # Files
+
+    async def iter_files(self, station=(), semantic_type=(), mime_type=(), after=None, before=None, meta=(),
+                         order=None, page_size=None, limit=None):
+        """Yield the file records matching the filters, following the cursors.
+
+        As iter_events; ``meta``: constraints on the records' meta such as
+        ``"exposure.ge=2"``.
+        """
+        params = _params(station=station, semantic_type=semantic_type, mime_type=mime_type, after=after,
+                         before=before, order=order) + _constraints("meta", meta)
+        async for record in self._pages("/api/v1/files", "files", params, page_size, limit):
+            yield record
+
+    async def query_files(self, station=(), semantic_type=(), mime_type=(), after=None, before=None, meta=(),
+                          order=None, page_size=None, limit=None):
+        """All the file records matching the filters (up to ``limit``), as a list; see iter_files."""
+        return [record async for record in self.iter_files(
+            station, semantic_type, mime_type, after, before, meta, order, page_size, limit)]
+
+    files = query_files
+
+    async def file(self, file_id):
+        """One file record, with the ids of its "events"."""
+        return await self.get_json(f"/api/v1/files/{_segment(file_id)}")
+
+    async def download(self, file_id, path):
+        """Write the content of file ``file_id`` to ``path``; the number of bytes.
+
+        Streamed to a temporary file beside ``path`` (never whole in memory),
+        checked against the SHA-256 the node sends as the ETag, then renamed
+        over ``path``: ``path`` is never left half written.
+        """
+        url = f"{self.url}/api/v1/files/{_segment(file_id)}/content"
+        try:
+            # unbuffered: treq would otherwise keep a copy of the whole body.
+            response = await self.http.request("GET", url, headers=self._headers(), timeout=self.timeout,
+                                               unbuffered=True)
+        except Exception as e:
+            raise ClientError(f"cannot reach {self.url}: {_reason(e)}") from None
+        if response.code >= 400:
+            try:
+                body = await treq.content(response)
+            except Exception as e:
+                raise ClientError(f"HTTP {response.code}; the answer broke off: {_reason(e)}",
+                                  response.code) from None
+            raise _error(response.code, body)
+        if response.code != 200:
+            raise ClientError(f"HTTP {response.code}: expected the whole content (200)", response.code)
+        etag = (response.headers.getRawHeaders("etag") or [""])[0].strip('"').lower()
+        path = os.fspath(path)
+        directory, name = os.path.split(os.path.abspath(path))
+        temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
+        digest, written = hashlib.sha256(), 0
+        # 0o666 less the umask, as open() would give path itself.
+        out = os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+        try:
+            with out:
+                def write(chunk):
+                    nonlocal written
+                    out.write(chunk)
+                    digest.update(chunk)
+                    written += len(chunk)
+
+                try:
+                    await treq.collect(response, write)
+                except Exception as e:
+                    raise ClientError(f"downloading file {file_id}: {_reason(e)}") from None
+                out.flush()
+                os.fsync(out.fileno())
+            if re.fullmatch(r"[0-9a-f]{64}", etag) and digest.hexdigest() != etag:
+                raise ClientError(f"file {file_id}: the content received ({written} bytes) does not match "
+                                  f"its SHA-256 {etag}")
+            os.replace(temp, path)
+        except BaseException:
+            try:
+                os.remove(temp)
+            except FileNotFoundError:
+                pass
+            raise
+        return written
+
+    # Stations
+
+    async def stations(self):
+        """Every station, with its current status (or None)."""
+        return (await self.get_json("/api/v1/stations"))["stations"]
+
+    async def station(self, station_id):
+        """One station with its status "history" and event "counts"."""
+        return await self.get_json(f"/api/v1/stations/{_segment(station_id)}")
+
+    async def _pages(self, path, key, params, page_size, limit):
+        if page_size is not None and not 1 <= page_size <= MAX_PAGE:
+            raise ValueError(f"page_size must be from 1 to {MAX_PAGE}")
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        count, cursor = 0, None
+        while limit is None or count < limit:
+            size = page_size
+            if limit is not None:
+                size = min(page_size or MAX_PAGE, limit - count)  # never more than wanted
+            page = await self.get_json(path, params + ([("limit", str(size))] if size else [])
+                                       + ([("cursor", cursor)] if cursor else []))
+            try:
+                items, cursor = page[key], page["next"]
+            except (KeyError, TypeError):
+                raise ClientError(f"{self.url}{path}: the answer has no {key!r} and 'next'") from None
+            for item in items[:None if limit is None else limit - count]:
+                yield item
+                count += 1
+            if not cursor:
+                return
+            if not items:
+                raise ClientError(f"{self.url}{path}: an empty page with a next cursor")
 
     async def close(self):
         await self.pool.closeCachedConnections()
@@ -94,6 +265,68 @@ def _error(status, body):
         return ClientError(f"HTTP {status}: {error['message']}", status, error["code"])
     except (ValueError, KeyError, TypeError):
         return ClientError(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}", status)
+
+
+def _segment(value):
+    """An id as one path segment (a "/" or "?" in it must not change the route)."""
+    return quote(str(value), safe="")
+
+
+def _several(name, value):
+    if value is None:
+        return []
+    if isinstance(value, (str, int)):
+        value = [value]
+    return [(name, str(v)) for v in value]
+
+
+def _time(name, value):
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name}: a datetime needs a time zone")
+        return value.isoformat()
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: a time is text, epoch seconds or a datetime")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(decimal.Decimal(repr(value)), "f")  # 1e9 as 1000000000, not 1e+09
+    return str(value)
+
+
+def _params(station=(), type=(), semantic_type=(), mime_type=(), after=None, before=None,
+            quarantined=None, order=None):
+    params = (_several("station", station) + _several("type", type)
+              + _several("semantic_type", semantic_type) + _several("mime_type", mime_type))
+    for name, value in (("after", after), ("before", before)):
+        if value is not None:
+            params.append((name, _time(name, value)))
+    if quarantined is not None:
+        if quarantined not in (True, False, "true", "false", "any"):
+            raise ValueError("quarantined: use True, False or 'any'")
+        params.append(("quarantined", {True: "true", False: "false"}.get(quarantined, quarantined)))
+    if order is not None:
+        params.append(("order", order))
+    return params
+
+
+def parse_constraint(text):
+    """``"ph.gt=100"`` as ("ph", "gt", "100"); ValueError if it is not NAME.OP=VALUE."""
+    match = _CONSTRAINT.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not NAME.OP=VALUE (NAME of letters, digits, _ and -; "
+                         f"OP one of {', '.join(OPERATORS)})")
+    return match.groups()
+
+
+def _constraints(prefix, constraints):
+    if isinstance(constraints, str):
+        constraints = [constraints]
+    params = []
+    for text in constraints:
+        name, op, value = parse_constraint(text)
+        params.append((f"{prefix}.{name}.{op}", value))
+    return params
 
 
 def _reason(exception):
