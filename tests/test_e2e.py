@@ -144,7 +144,7 @@ async def test_https_with_the_generated_certificate(node_factory):
         assert await client.heartbeat() == "OK"
         components = (await client.status())["components"]
         assert components == {"core": "enabled", "admin": "enabled", "upload": "enabled",
-                              "ingest": "enabled", "metrics": "enabled"}
+                              "ingest": "enabled", "query": "enabled", "metrics": "enabled"}
     finally:
         await client.close()
 
@@ -434,3 +434,95 @@ def test_station_list_is_loaded_and_reloaded_on_sighup(tmp_path):
         assert upload("502", "other") == "100"
     finally:
         assert node.stop() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_and_files_are_queried_back_over_https(tmp_path):
+    import datetime
+    import hashlib
+    import pickle
+    import urllib.parse
+
+    node = Node(tmp_path)
+    admin_cli(node.config, "add-station", "501", "--password", "s3cret")
+    key = admin_cli(node.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
+    node.start()
+    url = f"https://localhost:{node.https}"
+    client = Client(url, api_key=key, ca=node.cert)
+    start = datetime.datetime(2024, 5, 1, 22, 0, 0)
+    batch = [{"header": {"eventtype_uploadcode": "CIC", "datetime": start + datetime.timedelta(seconds=i),
+                         "nanoseconds": 7 + i, "date": None, "time": None},
+              "datalist": [{"data_uploadcode": "PH1", "data": 100 * i}]} for i in range(40)]
+    text = pickle.dumps(batch, protocol=0).decode("latin-1")
+    body = urllib.parse.urlencode({"station_id": "501", "password": "s3cret", "data": text,
+                                   "checksum": hashlib.md5(text.encode("latin-1")).hexdigest()})
+    native = {"events": [{"type": "WTR", "time": f"2024-05-01T22:00:{i:02d}.123456789Z", "data": {"temp": i}}
+                         for i in range(20)]}
+    try:
+        _, answer = await client.request("POST", "/upload", data=body.encode("ascii"),
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer == b"100"
+        _, answer = await client.request("POST", "/api/v1/stations/501/events", json=native)
+        assert json.loads(answer)["accepted"] == 20
+
+        async def events(query):
+            _, answer = await client.request("GET", "/api/v1/events?" + query)
+            return json.loads(answer)
+
+        deadline = time.monotonic() + 30
+        while len((await events("limit=100"))["events"]) < 60:  # the writer drains within moments
+            assert time.monotonic() < deadline, "events did not reach the store"
+            time.sleep(0.05)
+
+        walked, cursor = [], ""
+        while True:  # keyset paging, 7 at a time
+            page = await events("station=501&limit=7" + (f"&cursor={cursor}" if cursor else ""))
+            walked += page["events"]
+            cursor = page["next"]
+            if not cursor:
+                break
+        assert len(walked) == len({e["id"] for e in walked}) == 60
+        assert [e["time_ns"] for e in walked] == sorted((e["time_ns"] for e in walked), reverse=True)
+        cic = await events("type=CIC&order=asc&limit=100")
+        assert [e["time"] for e in cic["events"]][:2] == ["2024-05-01T22:00:00.000000007Z",
+                                                         "2024-05-01T22:00:01.000000008Z"]
+        assert [e["data"]["PH1"] for e in (await events("field.PH1.ge=3700"))["events"]] == [3900, 3800, 3700]
+        window = await events("after=2024-05-01T22:00:10Z&before=1714600812&type=WTR")
+        assert [e["data"] for e in window["events"]] == [{"temp": 11}, {"temp": 10}]
+        with pytest.raises(ClientError, match="limit: use an integer"):
+            await client.request("GET", "/api/v1/events?limit=0")
+
+        # stationd-client, as a script would use it.
+        out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", url, "--ca", node.cert,
+                              "query", "--type", "WTR", "--field", "temp.lt=3", "--json", "--page-size", "2"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [(e["type"], e["data"]) for e in lines] == [("WTR", {"temp": 2}), ("WTR", {"temp": 1}),
+                                                          ("WTR", {"temp": 0})]
+        assert lines[-1]["time"] == "2024-05-01T22:00:00.123456789Z"
+
+        # A file: attached over the admin route, read back over real sockets.
+        content = os.urandom(300_000)
+        _, answer = await client.request("POST", f"/api/v1/admin/events/{walked[0]['id']}/files"
+                                         "?name=trace.bin&semantic_type=trace", data=content)
+        file_id = json.loads(answer)["file"]["id"]
+    finally:
+        await client.close()
+    context = ssl.create_default_context(cafile=node.cert)
+    request = urllib.request.Request(f"{url}/api/v1/files/{file_id}/content")
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        assert response.headers["Content-Length"] == "300000"
+        etag = response.headers["ETag"]
+        assert hashlib.sha256(response.read()).hexdigest() == etag.strip('"')
+    request = urllib.request.Request(f"{url}/api/v1/files/{file_id}/content", headers={"Range": "bytes=-1000"})
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        assert response.status == 206
+        assert response.headers["Content-Range"] == "bytes 299000-299999/300000"
+        assert response.headers["Content-Length"] == "1000"
+        assert response.read() == content[-1000:]
+    request = urllib.request.Request(f"{url}/api/v1/files/{file_id}/content", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as not_modified:
+        urllib.request.urlopen(request, context=context, timeout=30)
+    assert not_modified.value.code == 304
+    assert node.stop() == 0
