@@ -93,6 +93,8 @@ async def test_filters(node):
     assert await times("field.ph.eq=5") == [1]
     assert await times("field.ph.le=5.5") == [1]
     assert await times("field.ph.eq=%2260%22") == [3]  # quoted: compared as text
+    assert await times("field.ph.eq=5e0") == [1]  # JSON number syntax
+    assert await times("field.ph.eq=%2B5") == []  # "+5" is not a JSON number: text
     assert await times("field.name.lt=b") == [5]
     assert await times("field.name.ge=a&station=501") == [1]
     assert await times("quarantined=true") == [4]

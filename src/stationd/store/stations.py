@@ -198,7 +198,7 @@ def add_status(conn, station_id, valid_from_ns, now_ns, instrument=None, locatio
     nothing is edited or deleted.  ``location``: {"lat", "lon", "alt"}.
     """
     describe_station(conn, station_id)
-    location = location or {}
+    location = {} if location is None else location
     if not isinstance(location, dict) or set(location) - {"lat", "lon", "alt"}:
         raise StationError("location must be an object with lat, lon and alt")
     if instrument is not None and (not isinstance(instrument, str) or len(instrument) > 255):
@@ -221,27 +221,32 @@ def add_status(conn, station_id, valid_from_ns, now_ns, instrument=None, locatio
     return status_history(conn, station_id)
 
 
+def _status_rows(conn, station_id):
+    return list(conn.execute(select(station_status).where(station_status.c.station == str(station_id))
+                             .order_by(station_status.c.valid_from_ns)))
+
+
+def _history(rows):
+    return [{
+        "valid_from": format_ns(row.valid_from_ns),
+        "valid_to": None if following is None else format_ns(following.valid_from_ns),
+        "instrument": row.instrument,
+        "location": {"lat": row.latitude, "lon": row.longitude, "alt": row.altitude},
+        "orientation": row.orientation,
+    } for row, following in zip(rows, rows[1:] + [None])]
+
+
 def status_history(conn, station_id):
     """Oldest first; each entry valid until the next one's valid_from (None: still valid)."""
-    rows = list(conn.execute(select(station_status).where(station_status.c.station == str(station_id))
-                             .order_by(station_status.c.valid_from_ns)))
-    history = []
-    for row, following in zip(rows, rows[1:] + [None]):
-        history.append({
-            "valid_from": format_ns(row.valid_from_ns),
-            "valid_to": None if following is None else format_ns(following.valid_from_ns),
-            "instrument": row.instrument,
-            "location": {"lat": row.latitude, "lon": row.longitude, "alt": row.altitude},
-            "orientation": row.orientation,
-        })
-    return history
+    return _history(_status_rows(conn, station_id))
 
 
 def public_station(conn, row, now_ns):
-    """A station as the query API shows it: no password information; its current status."""
-    history = status_history(conn, row["id"])
-    now = format_ns(now_ns)
-    current = [s for s in history if s["valid_from"] <= now]
+    """A station as the query API shows it (no password information), with its
+    current status; and its status history."""
+    rows = _status_rows(conn, row["id"])
+    history = _history(rows)
+    current = [entry for status, entry in zip(rows, history) if status.valid_from_ns <= now_ns]
     return {"id": row["id"], "cluster": row["cluster"], "name": row["name"],
             "status": current[-1] if current else None}, history
 

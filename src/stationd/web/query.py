@@ -6,7 +6,6 @@ parameters answer 400 naming the parameter; see docs/api.rst for the rules.
 
 import email.utils
 import json
-import math
 import os
 import re
 
@@ -21,6 +20,7 @@ from stationd.web.auth import require
 from stationd.web.http import HTTPError, route
 
 _FIELD = re.compile(r"^(field|meta)\.([A-Za-z0-9_-]{1,64})\.(eq|lt|le|gt|ge)$")
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")  # JSON's number syntax
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EVENT_PARAMS = {"station", "type", "after", "before", "quarantined", "order", "limit", "cursor"}
 _FILE_PARAMS = {"station", "semantic_type", "mime_type", "after", "before", "order", "limit", "cursor"}
@@ -49,13 +49,10 @@ def _constraint_value(text):
     """A number compares as a number; anything else (or text in double quotes) as text."""
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return text[1:-1]
-    try:
-        number = float(text)
-    except ValueError:
+    match = _NUMBER.fullmatch(text)
+    if not match:
         return text
-    if not math.isfinite(number):
-        return text
-    return int(text) if re.fullmatch(r"-?\d+", text) else number
+    return float(text) if match.group(1) or match.group(2) else int(text)
 
 
 def parse_query(args, allowed, constraint_prefix):
