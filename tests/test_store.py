@@ -136,3 +136,60 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     assert shape(old) == shape(fresh)
     fresh.close()
     old.close()
+
+
+def _plans(store, operation, *args):
+    """EXPLAIN of every statement ``operation`` runs (SQLite: QUERY PLAN; PostgreSQL: no seq scans allowed)."""
+    from sqlalchemy import event as sa_event
+
+    seen = []
+
+    def record(conn, cursor, statement, params, *_):
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, params))
+
+    sa_event.listen(store.engine, "before_cursor_execute", record)
+    store.call(operation, *args)
+    sa_event.remove(store.engine, "before_cursor_execute", record)
+    plans = []
+    with store.engine.connect() as conn:
+        for statement, params in seen:
+            if store.dialect == "sqlite":
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+                plans.append(" | ".join(row[-1] for row in rows))
+            else:
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                plans.append(" | ".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, params)))
+    return plans
+
+
+@pytest.mark.parametrize("query", [
+    {"stations": ["501"]},  # latest of one station
+    {"after_ns": 10**18, "before_ns": 10**18 + 3600 * 10**9},  # a window across all stations
+    {"after_ns": 10**18, "before_ns": 10**18 + 86400 * 10**9, "constraints": [("ph", "gt", 100)]},
+    {"cursor": (10**18, "b"), "order": "desc"},
+    {"cursor": (10**18, "b"), "order": "asc", "stations": ["501"]},
+    {"types": ["CIC"], "after_ns": 10**18},
+])
+def test_documented_event_queries_use_an_index_in_order(store, query):
+    """No full scan and no sort of the matches: each page is an index range read."""
+    from stationd.store import query as store_query
+
+    plans = _plans(store, store_query.find_events, store_query.Query(**query))
+    main = plans[0]
+    if store.dialect == "sqlite":
+        assert "USING INDEX" in main or "USING COVERING INDEX" in main, main
+        assert "TEMP B-TREE" not in main, main
+    else:
+        assert "Seq Scan on events" not in main and "Sort" not in main.split("->")[0], main
+
+
+def test_file_queries_use_an_index_in_order(store):
+    from stationd.store import query as store_query
+
+    for query in ({"stations": ["501"]}, {"types": ["meteor_image"], "after_ns": 5}, {}):
+        main = _plans(store, store_query.find_files, store_query.Query(quarantined=None, **query))[0]
+        if store.dialect == "sqlite":
+            assert "USING INDEX" in main and "TEMP B-TREE" not in main, (query, main)
+        else:
+            assert "Seq Scan on files" not in main, (query, main)
