@@ -54,3 +54,41 @@ def format_ns(ns):
     seconds, fraction = divmod(ns, 10**9)
     when = _EPOCH + datetime.timedelta(seconds=seconds)
     return f"{when:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+
+
+_NIGHT = re.compile(r"^(\d{4})(\d\d)(\d\d)$")
+_FITS = re.compile(r"^(\d{4})(\d\d)(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?$")
+DATESTR_FORMATS = ("YYYYMMDD (the night starting that date: midnight at its end, site time), "
+                   "YYYYMMDDTHH:MM:SS (FITS DATE-OBS, UTC), ISO 8601 with or without zone "
+                   "(without: UTC), or empty, latest, current (now)")
+
+
+def parse_datestr(text, zone):
+    """An FPlaneServer date string: epoch nanoseconds, or "current"/"latest".
+
+    ValueError (naming the accepted formats) for anything else.
+    """
+    text = text.strip()
+    if text.lower() in ("", "current", "latest"):
+        return text.lower() or "current"
+    try:
+        night = _NIGHT.match(text)
+        if night:
+            # Observing nights span midnight: a night is named by the date it
+            # starts on, and it is the configuration at its end that counts.
+            day = datetime.date(*map(int, night.groups())) + datetime.timedelta(days=1)
+            return int(datetime.datetime.combine(day, datetime.time(0), tzinfo=zone).timestamp()) * 10**9
+        fits = _FITS.match(text)
+        if fits:
+            *parts, fraction = fits.groups()
+            when = datetime.datetime(*map(int, parts), tzinfo=datetime.timezone.utc)
+            return int(when.timestamp()) * 10**9 + int((fraction or "0").ljust(9, "0"))
+        if _ISO.match(text):
+            return parse_time(text)
+        when = datetime.datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"cannot read date {text!r}; use {DATESTR_FORMATS}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
