@@ -19,6 +19,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
+from stationd.configs import Configs
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
@@ -79,6 +80,7 @@ class NodeService(service.MultiService):
         self.writer = None
         self.ingest = None
         self.files = None
+        self.configs = None
         self.station_list = None
         self.log_observer = make_observer(config["log"])
 
@@ -163,6 +165,8 @@ def build_node(config, reactor):
     node.writer.setServiceParent(node)
     node.ingest = Ingest(node)
     node.files = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))
+    node.configs = Configs(node.store, os.path.join(node.spool.directory, "configs"),
+                           config["node"]["timezone"], reactor)
     if config["ingest"]["station_list"]:
         node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)
         node.station_list.setServiceParent(node)

@@ -9,7 +9,7 @@ from sqlalchemy import inspect, select, text
 
 from stationd.store import schema
 
-LATEST = 3
+LATEST = 4
 
 
 def _v2_events(conn):
@@ -28,7 +28,12 @@ def _v3_query(conn):
         table.create(conn)
 
 
-UPGRADES = {2: _v2_events, 3: _v3_query}
+def _v4_configs(conn):
+    """Version 4: instrument configuration versions."""
+    schema.config_versions.create(conn)
+
+
+UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs}
 
 
 class SchemaError(Exception):

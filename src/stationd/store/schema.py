@@ -145,3 +145,18 @@ station_status = Table(
     Column("created_ns", BigInteger, nullable=False),
     PrimaryKeyConstraint("station", "valid_from_ns"),
 )
+
+# Versions of named instrument configurations ("fplane", ...): each holds
+# from valid_from until the next version's valid_from; never edited.
+config_versions = Table(
+    "config_versions",
+    metadata,
+    Column("name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("valid_from_ns", BigInteger, nullable=False),
+    Column("content", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("author", String(64), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    PrimaryKeyConstraint("name", "version"),
+    Index("ix_config_versions_valid_from", "name", "valid_from_ns"),
+)

@@ -1,6 +1,7 @@
 """The node's HTTP surface: the route groups ("components") on one Klein app."""
 
 from stationd.web.admin import Admin
+from stationd.web.configs import Configs
 from stationd.web.core import Core
 from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
@@ -16,6 +17,7 @@ COMPONENTS = {
     "upload": Upload,
     "ingest": NativeIngest,
     "query": Query,
+    "configs": Configs,
     "metrics": MetricsRoutes,
 }
 

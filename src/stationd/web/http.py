@@ -29,12 +29,13 @@ _CODES = {
 class HTTPError(Exception):
     """Raise from a handler to answer ``{"error": {"code", "message"}}``."""
 
-    def __init__(self, status, message, code=None, headers=None):
+    def __init__(self, status, message, code=None, headers=None, details=None):
         super().__init__(message)
         self.status = status
         self.code = code or _CODES.get(status, "error")
         self.message = message
         self.headers = headers or {}
+        self.details = details
 
 
 def error_body(code, message, details=None):
@@ -125,7 +126,7 @@ def make_app():
             request.setHeader(name.encode("ascii"), value.encode("latin-1"))
         request.setResponseCode(error.status)
         request.setHeader(b"content-type", b"application/json")
-        return error_body(error.code, error.message, getattr(error, "details", None))
+        return error_body(error.code, error.message, error.details)
 
     @app.handle_errors(HTTPException)
     def routing_error(request, failure):

@@ -109,9 +109,7 @@ class NativeIngest:
 
 
 def _invalid(errors):
-    error = HTTPError(422, f"{len(errors)} invalid event(s); nothing of this batch was stored",
-                      code="invalid_events")
-    error.details = errors
-    return error
+    return HTTPError(422, f"{len(errors)} invalid event(s); nothing of this batch was stored",
+                     code="invalid_events", details=errors)
 
 
