@@ -145,3 +145,33 @@ def test_status_and_file_commands(capsys, cfg, database_url, tmp_path):
     assert run(capsys, "attach-file", event_id, str(image), "--meta", "[1]", "--config", cfg)[2] == (
         "stationd-admin: --meta must be a JSON object\n")
     store.close()
+
+
+def test_import_config(capsys, cfg, database_url, tmp_path):
+    from stationd.store import configs
+
+    text = tmp_path / "fplane.txt"
+    text.write_text("##IFUSLOT X_FP Y_FP SPECID SPECSLOT IFUID IFUROT PLATESC\n"
+                    "013 -350.0 250.0 020 065 031 0.0 1.00\n#014 -250.0 250.0 000 000 000 0.0 1.00\n")
+    code, out, err = run(capsys, "import-config", "fplane", str(text), "--valid-from", "2024-05-01T00:00:00Z",
+                         "--author", "alice", "--config", cfg)
+    assert (code, out) == (0, "fplane version 1 valid from 2024-05-01T00:00:00.000000000Z stored\n"), err
+    store = Store(database_url)
+    version = store.call(configs.version_at, "fplane", 1714521600 * 10**9)
+    assert version["author"] == "alice"
+    assert [(u["ifuslot"], u["ifuid"], u["specid"]) for u in version["content"]["units"]] == [
+        ("013", "031", 20), ("014", "000", 0)]
+    store.close()
+    text.write_text("013 -350.0\n")
+    code, _, err = run(capsys, "import-config", "fplane", str(text), "--valid-from", "2024-06-01T00:00:00Z",
+                       "--config", cfg)
+    assert code == 1 and "line 1: expected 8 columns" in err
+    text.write_text("013 -350.0 250.0 020 065 031 0.0 1.00\n")
+    code, _, err = run(capsys, "import-config", "fplane", str(text), "--valid-from",
+                       "2024-05-01T00:00:00Z", "--config", cfg)
+    assert (code, err) == (1, "stationd-admin: version 1 of fplane is already valid from "
+                              "2024-05-01T00:00:00.000000000Z\n")
+    settings = tmp_path / "camera.json"
+    settings.write_text('{"gain": 2}')
+    assert run(capsys, "import-config", "camera", str(settings), "--valid-from", "2024-05-01T00:00:00Z",
+               "--config", cfg)[0] == 0

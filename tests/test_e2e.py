@@ -144,7 +144,8 @@ async def test_https_with_the_generated_certificate(node_factory):
         assert await client.heartbeat() == "OK"
         components = (await client.status())["components"]
         assert components == {"core": "enabled", "admin": "enabled", "upload": "enabled",
-                              "ingest": "enabled", "query": "enabled", "metrics": "enabled"}
+                              "ingest": "enabled", "query": "enabled", "configs": "enabled",
+                              "metrics": "enabled"}
     finally:
         await client.close()
 
@@ -525,4 +526,54 @@ async def test_events_and_files_are_queried_back_over_https(tmp_path):
     with pytest.raises(urllib.error.HTTPError) as not_modified:
         urllib.request.urlopen(request, context=context, timeout=30)
     assert not_modified.value.code == 304
+    assert node.stop() == 0
+
+
+def test_fplane_configs_as_fplaneserver_clients_use_them(tmp_path):
+    node = Node(tmp_path, "[node]\ntimezone = America/Chicago\n")
+    key = admin_cli(node.config, "add-user", "tcs", "--role", "editor").strip().splitlines()[-1]
+    node.start()
+    url = f"https://localhost:{node.https}"
+    context = ssl.create_default_context(cafile=node.cert)
+    config = {"units": [{"ifuslot": "013", "x": -350.0, "y": 250.0, "specid": 20, "specslot": 65, "ifuid": "031",
+                         "ifurot": 0.0, "platesc": 1.0, "actual": {"x": -350.5, "y": 250.25}},
+                        {"ifuslot": "014", "x": -250.0, "y": 250.0, "specid": 0, "specslot": 0, "ifuid": "000",
+                         "ifurot": 0.0, "platesc": 1.0}]}
+    # The telescope control system's POST, with FPlaneServer's header.
+    request = urllib.request.Request(
+        f"{url}/fplane", data=json.dumps({"config": config, "commit": "true",
+                                          "valid_from": "2024-05-01T00:00:00Z"}).encode(),
+        headers={"Authorization": f"FPS_API APIKEY={key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        posted = response.read().decode()
+    assert "fplane version 1" in posted
+
+    # What existing user scripts do.
+    with urllib.request.urlopen(f"{url}/fplane/20240510?actual_pos=0&full_fplane=1", context=context,
+                                timeout=30) as response:
+        assert response.headers["Content-Disposition"] == 'attachment; filename="fplane20240510.txt"'
+        served = response.read().decode()
+    assert served == posted
+    rows = [line.split() for line in served.splitlines() if not line.startswith("#")]
+    assert rows == [["013", "-350.0", "250.0", "020", "065", "031", "0.0", "1.0"]]
+
+    # The shell script, with get_fplane.sh's flags.
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "get_config.sh")
+    env = dict(os.environ, STATIOND_URL=url, STATIOND_CA=node.cert)
+    out = subprocess.run(["sh", script, "-s", "-p", "20240510"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    short = (tmp_path / "fplane20240510.txt").read_text()
+    assert [line.split()[:3] for line in short.splitlines() if not line.startswith("#")] == [
+        ["013", "-350.5", "250.25"]]
+    out = subprocess.run(["sh", script, "-o", "-", "20230101"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and "no version of fplane" in out.stderr + out.stdout
+
+    # stationd-client.
+    out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", url, "--ca", node.cert,
+                          "get-config", "20240510T03:00:00", "-o", str(tmp_path / "c.txt")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "c.txt").read_text() == served
     assert node.stop() == 0

@@ -13,6 +13,7 @@ import time
 
 from stationd import config as configuration
 from stationd import tls
+from stationd.configs import NAME
 from stationd.filestore import FileStore
 from stationd.store import Store, StoreError, files, stations, users
 from stationd.times import format_ns, parse_time
@@ -157,6 +158,30 @@ def add_status(args):
     print(f"station {args.id}: status from {format_ns(valid_from)} added; {len(history)} in its history")
 
 
+def import_config(args):
+    """An fplane text file (FPlaneServer's, or ours), or a JSON file for any other name."""
+    from stationd import fplane
+    from stationd.store import configs
+
+    if not NAME.match(args.name):
+        raise CommandError(f"bad configuration name {args.name!r}: letters, digits, _ and -")
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+        content = fplane.parse(text, fplane.default_slots()) if args.name == "fplane" else json.loads(text)
+        if not isinstance(content, dict):
+            raise ValueError("the configuration must be a JSON object")
+    except (fplane.ConfigInvalid, ValueError) as e:
+        raise CommandError(f"{args.file}: {e}") from None
+    author = args.author or os.environ.get("USER") or "stationd-admin"
+    try:
+        version = _store(args).call(configs.add_version, args.name, content, _time(args.valid_from, "--valid-from"),
+                                    author, time.time_ns())
+    except configs.VersionExists as e:
+        raise CommandError(str(e)) from None
+    print(f"{args.name} version {version['version']} valid from {version['valid_from']} stored")
+
+
 def make_cert(args):
     os.makedirs(args.out, exist_ok=True)
     cert_path, key_path = os.path.join(args.out, "cert.pem"), os.path.join(args.out, "key.pem")
@@ -236,6 +261,12 @@ def parser():
     p.add_argument("--mime-type", help="default: guessed from the name")
     p.add_argument("--semantic-type", help="e.g. meteor_image")
     p.add_argument("--meta", default="{}", metavar="JSON", help="metadata object")
+    p = command("import-config", import_config,
+                "store a configuration version from a file (fplane: FPlaneServer's text format)")
+    p.add_argument("name", help="configuration name, e.g. fplane")
+    p.add_argument("file")
+    p.add_argument("--valid-from", required=True, metavar="TIME", help="ISO 8601 with zone")
+    p.add_argument("--author", help="default: $USER")
     p = command("make-cert", make_cert, "make a key and certificate (self-signed, CA, or signed by a CA)")
     p.add_argument("--host", action="append", required=True,
                    help="a DNS name or IP address the certificate is for (repeatable; "

@@ -5,6 +5,7 @@ $STATIOND_API_KEY, $STATIOND_CA.
 """
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -113,6 +114,33 @@ def default_name(name):
     """A record's name as a file name here: its last path component, never . or .."""
     name = os.path.basename(name.replace("\\", "/")).strip()
     return name if name not in ("", ".", "..") else "download"
+
+
+async def get_config(client, args):
+    text = await client.get_config(args.datestr, args.name, short=args.short, actual=args.actual)
+    if args.name != "fplane":
+        text = json.dumps(text, indent=2, ensure_ascii=False) + "\n"
+    path = args.output or (f"{args.name}{args.datestr or datetime.date.today().strftime('%Y%m%d')}.txt"
+                           if args.name == "fplane" else "-")
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    with open(path + ".part", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".part", path)
+    print(path)
+
+
+async def put_config(client, args):
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"cannot read {args.file}: {e}")
+    answer = await client.put_config(config, args.commit, args.name, args.valid_from)
+    sys.stdout.write(answer if isinstance(answer, str) else json.dumps(answer, indent=2) + "\n")
+    if not args.commit:
+        sys.stderr.write("stationd-client: a preview: nothing was stored (use --commit)\n")
 
 
 async def stations(client, args):
@@ -256,6 +284,25 @@ def parser():
     command = sub.add_parser("stations", help="stations and their current status")
     command.set_defaults(function=stations)
     command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+
+    command = sub.add_parser("get-config", help="an instrument configuration as valid at a date "
+                                                "(FPlaneServer's get_fplane.sh)")
+    command.set_defaults(function=get_config)
+    command.add_argument("datestr", nargs="?", default="",
+                         help="YYYYMMDD (that night), YYYYMMDDTHH:MM:SS, ISO 8601, latest; default now")
+    command.add_argument("-o", "--output", metavar="FILE",
+                         help="where to write it (default fplane<DATESTR>.txt, today's date for an empty "
+                              "DATESTR; - for standard output)")
+    command.add_argument("-s", "--short", action="store_true", help="active VIRUS units only (full_fplane=0)")
+    command.add_argument("-p", "--actual", action="store_true", help="measured positions (actual_pos=1)")
+    command.add_argument("--name", default="fplane", help="configuration name (default fplane; others as JSON)")
+
+    command = sub.add_parser("put-config", help="send a new configuration version (a preview unless --commit)")
+    command.set_defaults(function=put_config)
+    command.add_argument("file", metavar="FILE.json", help="the configuration, e.g. {\"units\": [...]}")
+    command.add_argument("--commit", action="store_true", help="store it (otherwise only validate and render)")
+    command.add_argument("--name", default="fplane", help="configuration name (default fplane)")
+    command.add_argument("--valid-from", metavar="TIME", help="ISO 8601 with zone (default now)")
 
     command = sub.add_parser("station", help="one station, its status history and event count")
     command.set_defaults(function=station)

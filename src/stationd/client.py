@@ -231,6 +231,25 @@ class Client:
         """One station with its status "history" and event "counts"."""
         return await self.get_json(f"/api/v1/stations/{_segment(station_id)}")
 
+    # Instrument configurations
+
+    async def get_config(self, datestr="", name="fplane", short=False, actual=False):
+        """fplane: the text file FPlaneServer served; any other name: the version as JSON."""
+        if name == "fplane":
+            _, body = await self.request("GET", f"/fplane/{quote(datestr, safe=':')}", params={
+                "actual_pos": "1" if actual else "0", "full_fplane": "0" if short else "1"})
+            return body.decode("utf-8")
+        return await self.get_json(f"/api/v1/configs/{quote(name, safe='')}/{quote(datestr, safe=':')}")
+
+    async def put_config(self, config, commit=False, name="fplane", valid_from=None):
+        """Validate (and with commit, store) a version; fplane: the rendered file, else the JSON answer."""
+        body = {"config": config, "commit": bool(commit)}
+        if valid_from is not None:
+            body["valid_from"] = valid_from
+        path = "/fplane" if name == "fplane" else f"/api/v1/configs/{quote(name, safe='')}"
+        _, answer = await self.request("POST", path, json=body)
+        return answer.decode("utf-8") if name == "fplane" else json.loads(answer)
+
     async def _pages(self, path, key, params, page_size, limit):
         if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise ValueError(f"page_size must be from 1 to {MAX_PAGE}")
