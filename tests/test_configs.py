@@ -194,3 +194,32 @@ async def test_the_cache_is_only_an_optimisation(node):
     await post(node, {"config": V2, "commit": True, "valid_from": "2024-06-01T00:00:00Z"})
     assert os.listdir(cache) == ["2-10.txt"]  # a new version clears the files of older ones
     assert (await get(node, "/fplane/20240510"))[1] == first
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_get_and_put_config(node):
+    from twisted.internet import task
+
+    from stationd.client import Client, ClientError
+
+    pump = task.LoopingCall(node.stub.flush)
+    pump.start(0.001)
+    client = Client("http://n", api_key=node.editor_key, http_client=node.stub, reactor=reactor)
+    try:
+        preview = await client.put_config(V1)
+        assert "preview, not stored" in preview
+        stored = await client.put_config(V1, commit=True, valid_from="2024-05-01T00:00:00Z")
+        assert "fplane version 1" in stored
+        assert await client.get_config("20240510T00:00:00") == stored
+        short = await client.get_config("20240510", short=True, actual=True)
+        assert [line.split()[:2] for line in short.splitlines() if not line.startswith("#")] == [["013", "-350.5"]]
+        other = await client.put_config({"gain": 2}, commit=True, name="camera", valid_from="2024-05-01T00:00:00Z")
+        assert other["version"] == 1
+        assert (await client.get_config("latest", name="camera"))["content"] == {"gain": 2}
+        with pytest.raises(ClientError, match="HTTP 422"):
+            await client.put_config({"units": [unit("999", "1")]}, commit=True)
+        with pytest.raises(ClientError, match="HTTP 404"):
+            await client.get_config("20200101")
+    finally:
+        pump.stop()
+        await client.close()
