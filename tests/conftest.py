@@ -82,3 +82,24 @@ async def call(stub, method, url, **kwargs):
     return response, await settle(stub, response.content())
 
 
+
+
+def make_node(tmp_path, database_url, body=""):
+    """A node as twistd builds it (no listeners), on ``database_url``; not started."""
+    from twisted.internet import reactor
+
+    from stationd.service import build_node
+
+    path = write_config(tmp_path, f"[database]\nurl = {database_url}\n{body}")
+    return build_node(configuration.load(str(path)), reactor)
+
+
+def serve(node):
+    """Start ``node`` and put all its routes on ``node.stub`` (a StubTreq)."""
+    from treq.testing import StubTreq
+
+    from stationd.web import make_resource
+
+    node.startService()
+    node.stub = StubTreq(make_resource(node, configuration.COMPONENTS, "/", node.config["web"]["cors_origins"]))
+    return node

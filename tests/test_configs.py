@@ -5,16 +5,12 @@ import os
 
 import pytest
 import pytest_twisted
-from treq.testing import StubTreq
 from twisted.internet import reactor
 
-from stationd import config as configuration
 from stationd import fplane
-from stationd.service import build_node
 from stationd.store import users
-from stationd.web import make_resource
 
-from conftest import call, write_config
+from conftest import call, make_node, serve
 
 
 def unit(slot, ifuid, **extra):
@@ -29,13 +25,10 @@ V2 = {"units": [unit("013", "032"), unit("014", "033")]}
 
 @pytest_twisted.async_yield_fixture()
 async def node(tmp_path, database_url):
-    body = f"[database]\nurl = {database_url}\n[node]\ntimezone = America/Chicago\n"
-    node = build_node(configuration.load(str(write_config(tmp_path, body))), reactor)
+    node = make_node(tmp_path, database_url, "[node]\ntimezone = America/Chicago\n")
     node.editor_key = node.store.call(users.add_user, "tcs", "editor")[1]
     node.reader_key = node.store.call(users.add_user, "obs", "reader")[1]
-    node.startService()
-    node.stub = StubTreq(make_resource(node, configuration.COMPONENTS, "/"))
-    yield node
+    yield serve(node)
     await node.stopService()
 
 

@@ -10,29 +10,22 @@ import urllib.parse
 import pytest
 import pytest_twisted
 from sqlalchemy import select
-from treq.testing import StubTreq
 from twisted.internet import reactor, task
 
-from stationd import config as configuration
-from stationd.service import build_node
 from stationd.store import stations, users
 from stationd.store.schema import events as events_table
-from stationd.web import make_resource
 
-from conftest import call, write_config
+from conftest import call, make_node, serve
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @pytest_twisted.async_yield_fixture()
 async def node(tmp_path, database_url):
-    body = f"[database]\nurl = {database_url}\n[ingest]\nmax_future_skew = 1d\n"
-    node = build_node(configuration.load(str(write_config(tmp_path, body))), reactor)
+    node = make_node(tmp_path, database_url, "[ingest]\nmax_future_skew = 1d\n")
     node.store.call(stations.add_station, "501", stations.hash_password("secret"), cluster="ams")
     node.store.call(stations.add_station, "502", None)
-    node.startService()
-    node.stub = StubTreq(make_resource(node, configuration.COMPONENTS, "/"))
-    yield node
+    yield serve(node)
     await node.stopService()
 
 

@@ -6,16 +6,11 @@ import uuid
 
 import pytest
 import pytest_twisted
-from treq.testing import StubTreq
-from twisted.internet import reactor
 
-from stationd import config as configuration
-from stationd.service import build_node
 from stationd.store import stations, users
 from stationd.store.events import digest, store_batches
-from stationd.web import make_resource
 
-from conftest import call, write_config
+from conftest import call, make_node, serve
 
 T0 = 1714564800 * 10**9  # 2024-05-01T12:00:00Z
 
@@ -32,14 +27,11 @@ def add_events(node, station, specs):
 
 @pytest_twisted.async_yield_fixture()
 async def node(tmp_path, database_url):
-    body = f"[database]\nurl = {database_url}\n[web]\ncors_origins = https://dash.example.org\n"
-    node = build_node(configuration.load(str(write_config(tmp_path, body))), reactor)
+    node = make_node(tmp_path, database_url, "[web]\ncors_origins = https://dash.example.org\n")
     for station in ("501", "502"):
         node.store.call(stations.add_station, station, None)
     node.admin_key = node.store.call(users.add_user, "root", "admin")[1]
-    node.startService()
-    node.stub = StubTreq(make_resource(node, configuration.COMPONENTS, "/", node.config["web"]["cors_origins"]))
-    yield node
+    yield serve(node)
     await node.stopService()
 
 

@@ -14,7 +14,8 @@ from stationd.times import DATESTR_FORMATS, parse_time
 from stationd.web.auth import require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
-_FLAGS = {True: True, False: False, 1: True, 0: False, "true": True, "false": False, "1": True, "0": False}
+# JSON true/false, and 1/0 (equal to True/False as keys), as text too.
+_FLAGS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False}
 
 
 def _flag(request, name, default):
