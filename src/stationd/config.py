@@ -13,7 +13,7 @@ import zoneinfo
 from importlib import resources
 
 DEFAULTS_NAME = "<defaults>"
-COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "metrics")
+COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "import", "metrics")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 

@@ -22,6 +22,9 @@ class Metrics:
             registry=r)
         self.store_events = Counter(
             "stationd_store_events", "Events newly written to the store.", registry=r)
+        self.import_events = Counter(
+            "stationd_import_events", "Events imported from other nodes, by result (accepted, duplicate).",
+            ["result"], registry=r)
 
     def count(self, counter):
         """A counter's current values, {label values: value} (key () when it has no labels)."""

@@ -3,6 +3,7 @@
 from stationd.web.admin import Admin
 from stationd.web.configs import Configs
 from stationd.web.core import Core
+from stationd.web.imports import Import
 from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
 from stationd.web.query import Query
@@ -18,6 +19,7 @@ COMPONENTS = {
     "ingest": NativeIngest,
     "query": Query,
     "configs": Configs,
+    "import": Import,
     "metrics": MetricsRoutes,
 }
 

@@ -1,0 +1,53 @@
+"""Storing what another node exports: events and file records, idempotently by id.
+
+A replayed batch (the exporter did not see our answer) lands once: events
+and files that exist, by id or by the natural key, are left as they are.
+Events keep the origin they arrived with, so a chain of nodes never sends
+an event back where it came from.
+"""
+
+import datetime
+
+from sqlalchemy import select
+
+from stationd import jsoncodec
+from stationd.store.events import _insert
+from stationd.store.schema import event_files, files, stations
+
+_EVENT_COLUMNS = ("id", "station", "type", "time_ns", "received_ns", "data", "digest", "origin",
+                  "quarantined", "quarantine_reason")
+_INSERT_EVENTS = {
+    "sqlite": f"INSERT OR IGNORE INTO events ({', '.join(_EVENT_COLUMNS)}) "
+              f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})",
+    "postgresql": f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES "
+                  f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+}
+
+
+def import_batch(conn, batch):
+    """Store checked import events (each with its "files" records); the counts and
+    the file records of the batch, for the caller to ask for missing contents."""
+    station_ids = sorted({e["station"] for e in batch})
+    known = set(conn.execute(select(stations.c.id).where(stations.c.id.in_(station_ids))).scalars())
+    new_stations = [{"id": s, "created_at": datetime.datetime.now(datetime.timezone.utc)}
+                    for s in station_ids if s not in known]
+    if new_stations:  # an upstream node learns stations from their events (no upload password)
+        conn.execute(_insert(conn, stations), new_stations)
+    rows = [(e["id"], e["station"], e["type"], e["time_ns"], e["received_ns"], jsoncodec.dumps_text(e["data"]),
+             e["digest"], e["origin"], e["quarantined"], e["quarantine_reason"]) for e in batch]
+    inserted = conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], rows).rowcount
+    records = [dict(f, station=e["station"]) for e in batch for f in e["files"]]
+    links = [{"event_id": e["id"], "file_id": f["id"]} for e in batch for f in e["files"]]
+    if records:
+        conn.execute(_insert(conn, files), [{k: r[k] for k in (
+            "id", "station", "time_ns", "name", "mime_type", "semantic_type", "size", "sha256", "meta",
+            "created_ns", "origin")} for r in records])
+        conn.execute(_insert(conn, event_files), links)
+    return {"accepted": inserted, "duplicates": len(rows) - inserted, "stations_added": len(new_stations)}, records
+
+
+def file_record(conn, file_id):
+    row = conn.execute(select(files.c.id, files.c.sha256, files.c.size).where(files.c.id == file_id)).first()
+    return None if row is None else dict(row._mapping)
+
+
