@@ -8,6 +8,8 @@ from klein import Klein
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from stationd import jsoncodec
+
 log = Logger()
 
 _CODES = {
@@ -42,14 +44,14 @@ def error_body(code, message, details=None):
     error = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    return json.dumps({"error": error}, separators=(",", ":")).encode("utf-8")
+    return jsoncodec.dumps({"error": error})
 
 
 def json_body(request, value, status=200):
     """Set status and content type; return the encoded JSON for Klein to write."""
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return jsoncodec.dumps(value)
 
 
 def _unquote_plus(value):

@@ -5,19 +5,17 @@ parameters answer 400 naming the parameter; see docs/api.rst for the rules.
 """
 
 import email.utils
-import json
 import os
 import re
 
 from twisted.internet import defer
 from twisted.web import static
 
-from stationd import jsoncodec
 from stationd.store import query as store_query
 from stationd.store import stations
 from stationd.times import parse_query_time
 from stationd.web.auth import require
-from stationd.web.http import HTTPError, route
+from stationd.web.http import HTTPError, error_body, json_body, route
 
 _FIELD = re.compile(r"^(field|meta)\.([A-Za-z0-9_-]{1,64})\.(eq|lt|le|gt|ge)$")
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")  # JSON's number syntax
@@ -97,12 +95,6 @@ def parse_query(args, allowed, constraint_prefix):
     return query
 
 
-def _json(request, value, status=200):
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return jsoncodec.dumps(value)
-
-
 def _http_date(ns):
     return email.utils.formatdate(ns / 1e9, usegmt=True).encode("ascii")
 
@@ -119,7 +111,7 @@ class Query:
     async def events(self, request):
         query = parse_query(_args(request), _EVENT_PARAMS, "field")
         found, cursor = await self.store.read(store_query.find_events, query)
-        return _json(request, {"events": found, "next": cursor})
+        return json_body(request, {"events": found, "next": cursor})
 
     @route("GET", "/api/v1/events/<event_id>")
     @require(read=True)
@@ -127,7 +119,7 @@ class Query:
         event = await self.store.read(store_query.get_event, event_id)
         if event is None:
             raise HTTPError(404, f"no event {event_id}")
-        return _json(request, event)
+        return json_body(request, event)
 
     @route("GET", "/api/v1/files")
     @require(read=True)
@@ -135,7 +127,7 @@ class Query:
         query = parse_query(_args(request), _FILE_PARAMS, "meta")
         query.quarantined = None  # files have no quarantine
         found, cursor = await self.store.read(store_query.find_files, query)
-        return _json(request, {"files": found, "next": cursor})
+        return json_body(request, {"files": found, "next": cursor})
 
     async def _file(self, file_id):
         record = await self.store.read(store_query.get_file, file_id)
@@ -146,7 +138,7 @@ class Query:
     @route("GET", "/api/v1/files/<file_id>")
     @require(read=True)
     async def file(self, request, file_id):
-        return _json(request, await self._file(file_id))
+        return json_body(request, await self._file(file_id))
 
     @route("GET", "/api/v1/files/<file_id>/content")
     @require(read=True)
@@ -174,8 +166,7 @@ class Query:
             request.setResponseCode(416)
             request.setHeader(b"content-range", b"bytes */%d" % size)
             request.setHeader(b"content-type", b"application/json")
-            return json.dumps({"error": {"code": "range_not_satisfiable",
-                                         "message": f"the file has {size} bytes"}}).encode()
+            return error_body("range_not_satisfiable", f"the file has {size} bytes")
         if span is None:
             request.setHeader(b"content-length", b"%d" % size)
             producer = static.NoRangeStaticProducer(request, content)
@@ -199,7 +190,7 @@ class Query:
     @require(read=True)
     async def stations(self, request):
         now_ns = int(self.reactor.seconds() * 1e9)
-        return _json(request, {"stations": await self.store.read(stations.public_stations, now_ns)})
+        return json_body(request, {"stations": await self.store.read(stations.public_stations, now_ns)})
 
     @route("GET", "/api/v1/stations/<station_id>")
     @require(read=True)
@@ -216,7 +207,7 @@ class Query:
         station = await self.store.read(described)
         if station is None:
             raise HTTPError(404, f"no station {station_id}")
-        return _json(request, station)
+        return json_body(request, station)
 
 
 def _disposition(name):
