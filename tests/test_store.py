@@ -111,7 +111,7 @@ def test_the_dedupe_lookup_uses_station_and_time_on_sqlite(tmp_path):
 
 
 def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
-    """Version 3 added query indexes and the files and station status tables; 4 configs."""
+    """Version 3 added query indexes and the files and station status tables; 4 configs; 5 export state."""
     from sqlalchemy import text
 
     fresh = Store(f"sqlite:///{tmp_path}/fresh.sqlite")
@@ -119,10 +119,13 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     old = Store(f"sqlite:///{tmp_path}/old.sqlite")
     old.migrate()
     with old.engine.begin() as conn:  # back to version 2's shape
-        for table in ("files", "event_files", "station_status", "config_versions"):
+        for table in ("files", "event_files", "station_status", "config_versions", "export_state"):
             conn.execute(text(f"DROP TABLE {table}"))
         for index in schema.events.indexes:
             conn.execute(text(f"DROP INDEX {index.name}"))
+        conn.execute(text("ALTER TABLE events DROP COLUMN seq"))
+        conn.execute(text("INSERT INTO events (id, station, type, time_ns, received_ns, data, digest, origin,"
+                          " quarantined) VALUES ('a', '501', 'CIC', 5, 6, '{}', 'd', 'n', 0)"))
         conn.execute(text("CREATE INDEX ix_events_time ON events (time_ns)"))
         conn.execute(text("UPDATE stationd_meta SET value = '2' WHERE key = 'schema_version'"))
     assert old.migrate() == (2, migrations.LATEST)
@@ -134,6 +137,7 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
                 for name in inspector.get_table_names()}
 
     assert shape(old) == shape(fresh)
+    assert old.call(lambda conn: conn.execute(text("SELECT seq FROM events")).scalar()) == 1
     fresh.close()
     old.close()
 

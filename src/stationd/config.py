@@ -113,6 +113,33 @@ def timezone(value):
         raise ValueError(f"unknown timezone {value.strip()!r}") from None
 
 
+def optional_timestamp(value):
+    return timestamp(value) if value.strip() else None
+
+
+def url(value):
+    value = value.strip()
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"expected an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/")
+
+
+_WINDOW = re.compile(r"^(\d\d?)(?::(\d\d))?\s*-\s*(\d\d?)(?::(\d\d))?$")
+
+
+def window(value):
+    """Hours of the day, site time: ``22-06`` or ``21:30-05:45`` -> (start, end) minutes; empty: always."""
+    if not value.strip():
+        return None
+    match = _WINDOW.match(value.strip())
+    if not match:
+        raise ValueError(f"expected hours such as 22-06 or 21:30-05:45, not {value!r}")
+    h1, m1, h2, m2 = (int(g or 0) for g in match.groups())
+    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+        raise ValueError(f"expected hours such as 22-06 or 21:30-05:45, not {value!r}")
+    return (h1 * 60 + m1) % 1440, (h2 * 60 + m2) % 1440
+
+
 def request_path(value):
     value = value.strip()
     if not value.startswith("/"):
@@ -161,6 +188,29 @@ SCHEMA = {
         "rotate_keep": integer,
     },
 }
+
+
+# [export:NAME] sections: one upstream target each (see docs/replication.rst).
+EXPORT = {
+    "target_url": url,
+    "api_key": text,
+    "ca": optional_path,
+    "client_cert": optional_path,
+    "client_key": optional_path,
+    "stations": words,
+    "types": words,
+    "semantic_types": words,
+    "after": optional_timestamp,
+    "before": optional_timestamp,
+    "window": window,
+    "interval": duration,
+    "batch_size": integer,
+    "max_backoff": duration,
+    "timeout": duration,
+}
+EXPORT_DEFAULTS = {"api_key": "", "ca": "", "client_cert": "", "client_key": "", "stations": "", "types": "",
+                   "semantic_types": "", "after": "", "before": "", "window": "", "interval": "10s",
+                   "batch_size": "500", "max_backoff": "1h", "timeout": "30s"}
 
 
 class Config:
@@ -219,7 +269,11 @@ def load(path=None, environ=None):
         for key, value in defaults.items(section):
             raw[section, key] = value
             origin[section, key] = DEFAULTS_NAME
+    exports = {}
     for section in user.sections():
+        if section.startswith("export:"):
+            exports[section] = _export(section, user, path, errors)
+            continue
         if section not in SCHEMA:
             errors.append(f"{path}:{section}:: unknown section")
             continue
@@ -245,9 +299,32 @@ def load(path=None, environ=None):
     if bool(tls.get("tls_cert")) != bool(tls.get("tls_key")):
         key = "tls_key" if tls.get("tls_cert") else "tls_cert"
         errors.append(f"{path}:web:{key}: tls_cert and tls_key must be set together")
+    values["exports"] = {section.split(":", 1)[1]: export for section, export in exports.items()}
     if errors:
         raise ConfigError(errors)
     return Config(values, path, origin)
+
+
+def _export(section, user, path, errors):
+    """One [export:NAME] section, defaults filled in; errors appended."""
+    name = section.split(":", 1)[1]
+    if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
+        errors.append(f"{path}:{section}:: target names are letters, digits, _ and - (at most 64)")
+    raw = dict(EXPORT_DEFAULTS, **dict(user.items(section)))
+    export = {"name": name}
+    for key, value in raw.items():
+        if key not in EXPORT:
+            errors.append(f"{path}:{section}:{key}: unknown key")
+            continue
+        try:
+            export[key] = EXPORT[key](value)
+        except ValueError as e:
+            errors.append(f"{path}:{section}:{key}: {e}")
+    if "target_url" not in raw:
+        errors.append(f"{path}:{section}:target_url: required")
+    if export.get("batch_size") is not None and not 1 <= export["batch_size"] <= 10000:
+        errors.append(f"{path}:{section}:batch_size: must be from 1 to 10000")
+    return export
 
 
 def check_endpoints(config, reactor):

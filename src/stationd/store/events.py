@@ -27,14 +27,29 @@ def _insert(conn, table):
 
 
 _COLUMNS = ("id", "station", "type", "time_ns", "received_ns", "data", "digest", "origin",
-            "quarantined", "quarantine_reason")
+            "quarantined", "quarantine_reason", "seq")
 # The hot insert goes to the driver's executemany directly: for 100-event
 # batches SQLAlchemy's per-row work cost several times the insert itself.
 _INSERT_EVENTS = {
     "sqlite": f"INSERT OR IGNORE INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
     "postgresql": f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES "
-                  f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                  f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
 }
+
+
+def insert_events(conn, rows):
+    """Insert event rows (tuples of _COLUMNS but seq), skipping those stored already; how many were new.
+
+    Each row gets the next ``seq``: exporters read events in seq order, so
+    numbers must be handed out in commit order.  SQLite has one writer at a
+    time; on PostgreSQL a transaction lock makes inserting transactions take
+    turns from here to their commit.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(74658)")
+    first = (conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0) + 1
+    numbered = [row + (first + index,) for index, row in enumerate(rows)]
+    return conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], numbered).rowcount
 
 
 def store_batches(conn, records, origin):
@@ -51,9 +66,7 @@ def store_batches(conn, records, origin):
         if record.get("idempotency_key"):
             keys.append({"station": station, "key": record["idempotency_key"],
                          "response": json.dumps(record["response"]), "created_ns": received_ns})
-    inserted = 0
-    if rows:
-        inserted = conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], rows).rowcount
+    inserted = insert_events(conn, rows) if rows else 0
     if keys:
         conn.execute(_insert(conn, idempotency_keys), keys)
     return inserted, len(rows) - inserted

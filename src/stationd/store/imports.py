@@ -11,18 +11,8 @@ import datetime
 from sqlalchemy import select
 
 from stationd import jsoncodec
-from stationd.store.events import _insert
+from stationd.store.events import _insert, insert_events
 from stationd.store.schema import event_files, files, stations
-
-_EVENT_COLUMNS = ("id", "station", "type", "time_ns", "received_ns", "data", "digest", "origin",
-                  "quarantined", "quarantine_reason")
-_INSERT_EVENTS = {
-    "sqlite": f"INSERT OR IGNORE INTO events ({', '.join(_EVENT_COLUMNS)}) "
-              f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})",
-    "postgresql": f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES "
-                  f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-}
-
 
 def import_batch(conn, batch):
     """Store checked import events (each with its "files" records); the counts and
@@ -35,7 +25,7 @@ def import_batch(conn, batch):
         conn.execute(_insert(conn, stations), new_stations)
     rows = [(e["id"], e["station"], e["type"], e["time_ns"], e["received_ns"], jsoncodec.dumps_text(e["data"]),
              e["digest"], e["origin"], e["quarantined"], e["quarantine_reason"]) for e in batch]
-    inserted = conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], rows).rowcount
+    inserted = insert_events(conn, rows)
     records = [dict(f, station=e["station"]) for e in batch for f in e["files"]]
     links = [{"event_id": e["id"], "file_id": f["id"]} for e in batch for f in e["files"]]
     if records:

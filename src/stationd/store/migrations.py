@@ -9,7 +9,11 @@ from sqlalchemy import inspect, select, text
 
 from stationd.store import schema
 
-LATEST = 4
+LATEST = 5
+
+
+def _index(table, name):
+    return next(index for index in table.indexes if index.name == name)
 
 
 def _v2_events(conn):
@@ -22,8 +26,8 @@ def _v2_events(conn):
 def _v3_query(conn):
     """Version 3: query indexes on events; files, event files, station status."""
     conn.execute(text("DROP INDEX ix_events_time"))
-    for index in schema.events.indexes:
-        index.create(conn)
+    for name in ("ix_events_time_id", "ix_events_station_time_id", "ix_events_type_time_id"):
+        _index(schema.events, name).create(conn)
     for table in (schema.files, schema.event_files, schema.station_status):
         table.create(conn)
 
@@ -33,7 +37,21 @@ def _v4_configs(conn):
     schema.config_versions.create(conn)
 
 
-UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs}
+def _v5_exports(conn):
+    """Version 5: events numbered in commit order (seq), and export cursors."""
+    conn.execute(text("ALTER TABLE events ADD COLUMN seq BIGINT"))
+    # The events so far, in the order they most likely arrived.
+    if conn.dialect.name == "sqlite":
+        conn.execute(text("UPDATE events SET seq = rowid"))
+    else:
+        conn.execute(text("UPDATE events SET seq = numbered.n FROM (SELECT id, row_number() OVER "
+                          "(ORDER BY received_ns, time_ns, id) AS n FROM events) AS numbered "
+                          "WHERE events.id = numbered.id"))
+    _index(schema.events, "ix_events_seq").create(conn)
+    schema.export_state.create(conn)
+
+
+UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports}
 
 
 class SchemaError(Exception):

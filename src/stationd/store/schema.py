@@ -76,6 +76,8 @@ events = Table(
     Column("origin", String(255), nullable=False),
     Column("quarantined", Boolean, nullable=False, default=False),
     Column("quarantine_reason", String(255)),
+    # Numbered in commit order (store.events.insert_events): exporters read by it.
+    Column("seq", BigInteger),
     # (station, time_ns) first: the same index answers "this station's events
     # at these times" (ingest's dedupe check, time-window queries per station).
     UniqueConstraint("station", "time_ns", "type", "digest", name="uq_events_natural"),
@@ -84,6 +86,7 @@ events = Table(
     Index("ix_events_time_id", "time_ns", "id"),
     Index("ix_events_station_time_id", "station", "time_ns", "id"),
     Index("ix_events_type_time_id", "type", "time_ns", "id"),
+    Index("ix_events_seq", "seq"),
 )
 
 # Idempotency-Key of native ingest batches, with the answer given, so a
@@ -159,4 +162,14 @@ config_versions = Table(
     Column("created_ns", BigInteger, nullable=False),
     PrimaryKeyConstraint("name", "version"),
     Index("ix_config_versions_valid_from", "name", "valid_from_ns"),
+)
+
+# Where each export target has got to: the seq of the last event it has
+# handed upstream (acknowledged), and its state for /api/v1/status.
+export_state = Table(
+    "export_state",
+    metadata,
+    Column("target", String(64), primary_key=True),
+    Column("cursor", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
 )
