@@ -79,18 +79,27 @@ def _json_value(dialect, column, name, value):
 
 def _where(conn, table, query, time_column, json_column):
     dialect = conn.dialect.name
+    after_ns, before_ns, cursor = query.after_ns, query.before_ns, query.cursor
+    # A cursor and the window's bound on the same side: one implies the
+    # other, so only the tighter is kept.  With both, SQLite started its index
+    # range at the window's bound and walked every entry up to the cursor, so
+    # each page of a walk cost more than the one before.
+    if cursor is not None and query.order == "asc" and after_ns is not None:
+        after_ns, cursor = (None, cursor) if cursor[0] >= after_ns else (after_ns, None)
+    if cursor is not None and query.order == "desc" and before_ns is not None:
+        before_ns, cursor = (None, cursor) if cursor[0] < before_ns else (before_ns, None)
     clauses = []
     if query.stations:
         clauses.append(table.c.station.in_(query.stations))
-    if query.after_ns is not None:
-        clauses.append(time_column >= query.after_ns)
-    if query.before_ns is not None:
-        clauses.append(time_column < query.before_ns)
+    if after_ns is not None:
+        clauses.append(time_column >= after_ns)
+    if before_ns is not None:
+        clauses.append(time_column < before_ns)
     for name, op, value in query.constraints:
         clauses.append(OPERATORS[op](_json_value(dialect, json_column, name, value), value))
-    if query.cursor is not None:
+    if cursor is not None:
         position = tuple_(time_column, table.c.id)
-        mark = tuple_(literal(query.cursor[0]), literal(query.cursor[1]))
+        mark = tuple_(literal(cursor[0]), literal(cursor[1]))
         clauses.append(position < mark if query.order == "desc" else position > mark)
     return clauses
 
@@ -124,11 +133,13 @@ _EVENT_COLUMNS = (events.c.id, events.c.station, events.c.type, events.c.time_ns
 
 def _event(row, linked):
     # The data column's JSON text goes into the answer as it is: parsing and
-    # re-encoding it was most of a page's cost.
-    return {"id": row.id, "station": row.station, "type": row.type, "time": format_ns(row.time_ns),
-            "time_ns": row.time_ns, "received_at": format_ns(row.received_ns),
-            "data": orjson.Fragment(row.data), "files": linked.get(row.id, []), "origin": row.origin,
-            "quarantined": bool(row.quarantined), "quarantine_reason": row.quarantine_reason}
+    # re-encoding it was most of a page's cost.  The row is unpacked as a
+    # tuple: reading its columns by name cost 4 ms of a 1000-event page.
+    event_id, station, kind, time_ns, received_ns, data, origin, quarantined, reason = row
+    return {"id": event_id, "station": station, "type": kind, "time": format_ns(time_ns),
+            "time_ns": time_ns, "received_at": format_ns(received_ns),
+            "data": orjson.Fragment(data), "files": linked.get(event_id, []), "origin": origin,
+            "quarantined": bool(quarantined), "quarantine_reason": reason}
 
 
 def find_events(conn, query):
