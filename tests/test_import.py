@@ -55,9 +55,9 @@ async def test_a_replayed_batch_lands_once_with_its_origin(node):
     batch = exported(3)
     response, answer = await post(node, batch)
     assert response.code == 200
-    assert answer == {"accepted": 3, "duplicates": 0, "stations_added": 0, "need": []}
+    assert answer == {"accepted": 3, "duplicates": 0, "stations_added": 0, "need": [], "node": "central"}
     response, answer = await post(node, batch)
-    assert answer == {"accepted": 0, "duplicates": 3, "stations_added": 0, "need": []}
+    assert answer == {"accepted": 0, "duplicates": 3, "stations_added": 0, "need": [], "node": "central"}
     _, body = await call(node.stub, "GET", "http://n/api/v1/events?order=asc")
     stored = json.loads(body)["events"]
     assert [(e["id"], e["origin"], e["data"], e["time_ns"]) for e in stored] == [

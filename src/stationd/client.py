@@ -12,11 +12,13 @@ pages arrive (async generators; ``async for`` them inside a coroutine run by
 
 import datetime
 import decimal
+import email.utils
 import hashlib
 import json
 import os
 import re
 import secrets
+import time
 from urllib.parse import quote
 
 import treq
@@ -25,6 +27,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from stationd import jsoncodec
 
 MAX_PAGE = 10000  # the node's largest page (store.query.MAX_LIMIT)
 OPERATORS = ("eq", "lt", "le", "gt", "ge")
@@ -34,10 +37,11 @@ _CONSTRAINT = re.compile(r"^([A-Za-z0-9_-]{1,64})\.(eq|lt|le|gt|ge)=(.*)$", re.D
 class ClientError(Exception):
     """The node answered with an error, or could not be reached."""
 
-    def __init__(self, message, status=None, code=None):
+    def __init__(self, message, status=None, code=None, retry_after=None):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after = retry_after  # seconds, from a Retry-After header
 
 
 @implementer(IPolicyForHTTPS)
@@ -72,7 +76,8 @@ class Client:
         self.timeout = timeout
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         if http_client is None:
-            agent = Agent(reactor, contextFactory=TLSPolicy(ca, client_cert, client_key), pool=self.pool)
+            agent = Agent(reactor, contextFactory=TLSPolicy(ca, client_cert, client_key), pool=self.pool,
+                          connectTimeout=timeout)
             http_client = treq.client.HTTPClient(agent)
         self.http = http_client
 
@@ -90,7 +95,9 @@ class Client:
         except Exception as e:
             raise ClientError(f"cannot reach {self.url}: {_reason(e)}") from None
         if response.code >= 400:
-            raise _error(response.code, body)
+            error = _error(response.code, body)
+            error.retry_after = _retry_after(response.headers.getRawHeaders("retry-after"))
+            raise error
         return response.code, body
 
     async def get_json(self, path, params=None):
@@ -250,6 +257,21 @@ class Client:
         _, answer = await self.request("POST", path, json=body)
         return answer.decode("utf-8") if name == "fplane" else json.loads(answer)
 
+    # Replication (role importer upstream)
+
+    async def import_events(self, origin, events):
+        """Hand a batch to the node's import API: {"accepted", "duplicates", "need": [file ids], "node"}."""
+        _, body = await self.request("POST", "/api/v1/import", data=jsoncodec.dumps({"origin": origin,
+                                                                                     "events": events}),
+                                     headers={"Content-Type": "application/json"})
+        return json.loads(body)
+
+    async def put_file(self, file_id, path):
+        """Upload a file's content for an import (streamed from ``path``)."""
+        with open(path, "rb") as content:
+            await self.request("PUT", f"/api/v1/import/files/{_segment(file_id)}", data=content,
+                               headers={"Content-Type": "application/octet-stream"})
+
     async def _pages(self, path, key, params, page_size, limit):
         if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise ValueError(f"page_size must be from 1 to {MAX_PAGE}")
@@ -276,6 +298,20 @@ class Client:
 
     async def close(self):
         await self.pool.closeCachedConnections()
+
+
+def _retry_after(values):
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None without one."""
+    if not values:
+        return None
+    value = values[0].strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _error(status, body):

@@ -22,6 +22,15 @@ class Metrics:
             registry=r)
         self.store_events = Counter(
             "stationd_store_events", "Events newly written to the store.", registry=r)
+        self.export_events = Counter(
+            "stationd_export_events", "Events handed upstream, by target and result (sent, duplicate).",
+            ["target", "result"], registry=r)
+        self.export_lag = Gauge(
+            "stationd_export_lag_seconds", "Age of the oldest event a target has yet to send.", ["target"],
+            registry=r)
+        self.export_failures = Gauge(
+            "stationd_export_failures", "Consecutive failed attempts of a target (0: working).", ["target"],
+            registry=r)
         self.import_events = Counter(
             "stationd_import_events", "Events imported from other nodes, by result (accepted, duplicate).",
             ["result"], registry=r)

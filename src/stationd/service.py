@@ -20,6 +20,7 @@ from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
 from stationd.configs import Configs
+from stationd.exporter import Exporter
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
@@ -81,6 +82,7 @@ class NodeService(service.MultiService):
         self.ingest = None
         self.files = None
         self.configs = None
+        self.exporters = []
         self.station_list = None
         self.log_observer = make_observer(config["log"])
 
@@ -146,6 +148,7 @@ class NodeService(service.MultiService):
                 },
                 "stored": int(self.metrics.count(self.metrics.store_events).get((), 0)),
             },
+            "exports": {exporter.target["name"]: exporter.status() for exporter in self.exporters},
         }
 
 
@@ -170,6 +173,10 @@ def build_node(config, reactor):
     if config["ingest"]["station_list"]:
         node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)
         node.station_list.setServiceParent(node)
+
+    for target in config["exports"].values():
+        node.exporters.append(Exporter(target, node, reactor))
+        node.exporters[-1].setServiceParent(node)
 
     site = make_site(node, reactor)
     for description in config["web"]["http"]:

@@ -88,6 +88,7 @@ class Import:
         self.auth = node.auth
         self.files = node.files
         self.metrics = node.metrics
+        self.node_name = node.name  # exporters leave out events that came from here
 
     @route("POST", "/api/v1/import")
     @require("importer")
@@ -110,7 +111,7 @@ class Import:
         missing = await deferToThread(lambda: sorted({r["id"] for r in records if not self.files.has(r["sha256"])}))
         self.metrics.import_events.labels("accepted").inc(counts["accepted"])
         self.metrics.import_events.labels("duplicate").inc(counts["duplicates"])
-        return json_body(request, {**counts, "need": missing})
+        return json_body(request, {**counts, "need": missing, "node": self.node_name})
 
     @route("PUT", "/api/v1/import/files/<file_id>")
     @require("importer")

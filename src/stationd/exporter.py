@@ -1,0 +1,171 @@
+"""Exporters: each [export:NAME] target pushes this node's events upstream.
+
+One timed job a target, on the reactor's clock (injectable for tests).  A
+round reads the events after the target's persistent cursor, sends them to
+the upstream's import API, uploads the file contents it asks for, and only
+then advances the cursor: an outage, a crash or a lost answer means a
+resend, which the importer dedupes.  A full batch is followed at once by
+the next (catching up); otherwise the next round is ``interval`` later.
+
+Failures back off exponentially with full jitter up to ``max_backoff``,
+wait at least as long as a Retry-After asks, and never stop the target:
+it keeps trying at the cap, visible in /api/v1/status, /metrics and the
+log (one line a state change, not one an attempt).  With a ``window`` the
+target only starts batches during those hours of the site's day.
+"""
+
+import datetime
+import random
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from stationd.client import Client, ClientError
+from stationd.store import exports
+from stationd.times import format_ns
+
+log = Logger()
+FIRST_BACKOFF = 1.0  # seconds: the cap of the first retry's delay, doubled each failure
+
+
+def backoff_delay(failures, max_backoff, rng=random.random):
+    """Full jitter: uniform in [0, min(max_backoff, FIRST_BACKOFF * 2 ** (failures - 1)))."""
+    return rng() * min(max_backoff, FIRST_BACKOFF * 2 ** min(failures - 1, 62))
+
+
+def seconds_until_open(window, when):
+    """0 inside ``window`` ((start, end) minutes of the day, end may wrap past midnight), else
+    the seconds until it opens.  None means always open."""
+    if window is None:
+        return 0.0
+    start, end = window
+    minute = when.hour * 60 + when.minute + when.second / 60 + when.microsecond / 6e7
+    if start == end:
+        return 0.0
+    inside = start <= minute < end if start < end else minute >= start or minute < end
+    return 0.0 if inside else ((start - minute) % 1440) * 60
+
+
+class Exporter(Service):
+    def __init__(self, target, node, clock, client=None, rng=random.random):
+        self.name = f"export:{target['name']}"
+        self.target = target
+        self.store = node.store
+        self.files = node.files
+        self.metrics = node.metrics
+        self.origin = node.name
+        self.zone = node.config["node"]["timezone"]
+        self.clock = clock
+        self.rng = rng
+        self.client = client or Client(target["target_url"], target["api_key"] or None, target["ca"],
+                                       target["client_cert"], target["client_key"], reactor=clock,
+                                       timeout=target["timeout"])
+        self.upstream = None  # the upstream's node name, from its answers
+        self.state, self.failures, self.failing_since, self.last_error = "ok", 0, None, None
+        self.cursor, self.lag = None, 0.0
+        self._call = None
+        self._round = None
+
+    # ---- service
+
+    def startService(self):
+        super().startService()
+        self._schedule(0)
+
+    def stopService(self):
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        running = self._round
+        return defer.ensureDeferred(self._close(running))
+
+    async def _close(self, running):
+        if running is not None:
+            await running  # a batch in flight finishes (or fails) first
+        await self.client.close()
+
+    def _schedule(self, delay):
+        if self.running:
+            self._call = self.clock.callLater(delay, self._start_round)
+
+    def _start_round(self):
+        self._call = None
+        self._round = defer.ensureDeferred(self.run_round())
+        self._round.addBoth(self._round_done)
+
+    def _round_done(self, delay):
+        self._round = None
+        if isinstance(delay, (int, float)):
+            self._schedule(delay)
+        else:  # a bug, not an outage: keep the target alive, at the cap
+            log.failure("Export {target}: round failed", delay, target=self.target["name"])
+            self._schedule(self.target["max_backoff"])
+
+    # ---- one round
+
+    async def run_round(self):
+        """Send at most one batch; the seconds until the next round."""
+        wait = seconds_until_open(self.target["window"], datetime.datetime.fromtimestamp(self.clock.seconds(),
+                                                                                           self.zone))
+        if wait:
+            return wait
+        try:
+            sent = await self._send_batch()
+        except ClientError as e:
+            return self._failed(str(e), e.retry_after)
+        except (OSError, ValueError) as e:
+            return self._failed(f"{type(e).__name__}: {e}", None)
+        self._succeeded()
+        return 0 if sent == self.target["batch_size"] else self.target["interval"]
+
+    async def _send_batch(self):
+        name = self.target["name"]
+        if self.cursor is None:
+            self.cursor = await self.store.read(exports.get_cursor, name)
+        batch, scanned_to = await self.store.read(exports.next_batch, self.target, self.cursor,
+                                                  self.target["batch_size"], self.upstream)
+        if batch:
+            answer = await self.client.import_events(self.origin, batch)
+            self.upstream = answer.get("node") or self.upstream
+            for file_id in answer.get("need", []):
+                sha256 = await self.store.read(exports.file_sha256, file_id)
+                if sha256 is not None and self.files.has(sha256):
+                    await self.client.put_file(file_id, self.files.path(sha256))
+            counter = self.metrics.export_events
+            counter.labels(name, "sent").inc(answer.get("accepted", 0))
+            counter.labels(name, "duplicate").inc(answer.get("duplicates", 0))
+        if scanned_to != self.cursor:
+            await self.store.run(exports.set_cursor, name, scanned_to, int(self.clock.seconds() * 1e9))
+            self.cursor = scanned_to
+        oldest = await self.store.read(exports.oldest_pending, self.cursor)
+        self.lag = 0.0 if oldest is None else max(0.0, self.clock.seconds() - oldest / 1e9)
+        self.metrics.export_lag.labels(name).set(self.lag)
+        return len(batch)
+
+    def _failed(self, reason, retry_after):
+        self.failures += 1
+        self.last_error = reason
+        delay = backoff_delay(self.failures, self.target["max_backoff"], self.rng)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.target["max_backoff"]))
+        self.metrics.export_failures.labels(self.target["name"]).set(self.failures)
+        if self.state != "backing_off":
+            self.state, self.failing_since = "backing_off", self.clock.seconds()
+            log.warn("Export {target}: failing ({reason}); retrying with backoff up to {cap:.0f} s",
+                     target=self.target["name"], reason=reason, cap=self.target["max_backoff"])
+        return delay
+
+    def _succeeded(self):
+        if self.state != "ok":
+            log.info("Export {target}: working again after {n} failed attempts", target=self.target["name"],
+                     n=self.failures)
+        self.state, self.failures, self.failing_since = "ok", 0, None
+        self.metrics.export_failures.labels(self.target["name"]).set(0)
+
+    def status(self):
+        return {"target_url": self.target["target_url"], "state": self.state, "cursor": self.cursor,
+                "lag_seconds": round(self.lag, 3), "failures": self.failures,
+                "failing_since": None if self.failing_since is None else format_ns(int(self.failing_since * 1e9)),
+                "last_error": self.last_error}

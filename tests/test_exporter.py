@@ -1,0 +1,227 @@
+"""Exporters on a task.Clock: schedule, backoff, windows, cursors, file negotiation."""
+
+import datetime
+import hashlib
+import io
+import json
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from stationd import config as configuration
+from stationd.client import Client, ClientError
+from stationd.exporter import Exporter, backoff_delay, seconds_until_open
+from stationd.store import exports, files, stations, users
+from stationd.store.events import digest, store_batches
+
+from conftest import call, make_node, serve
+
+T0 = 1714564800 * 10**9
+
+
+def target(**overrides):
+    values = dict(configuration.EXPORT_DEFAULTS, target_url="https://central:8443", **overrides)
+    parsed = {key: configuration.EXPORT[key](value) for key, value in values.items()}
+    return dict(parsed, name="central")
+
+
+def test_backoff_doubles_with_full_jitter_up_to_the_cap():
+    top = [backoff_delay(n, 60, rng=lambda: 0.999999) for n in range(1, 10)]
+    assert [round(d) for d in top] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert [backoff_delay(n, 60, rng=lambda: 0.0) for n in range(1, 5)] == [0.0] * 4
+    assert backoff_delay(500, 3600, rng=lambda: 0.5) == 1800
+
+
+@pytest.mark.parametrize("hhmm, wait", [("21:00", 3600), ("22:00", 0), ("23:59", 0), ("00:00", 0), ("05:59", 0),
+                                        ("06:00", 16 * 3600), ("12:30", 9.5 * 3600)])
+def test_window_wraps_past_midnight(hhmm, wait):
+    hour, minute = map(int, hhmm.split(":"))
+    when = datetime.datetime(2024, 5, 1, hour, minute)
+    assert seconds_until_open((22 * 60, 6 * 60), when) == wait
+    assert seconds_until_open(None, when) == 0
+
+
+class FakeUpstream:
+    """Records batches; answers like an importer, or fails as told."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.batches, self.uploads, self.fail, self.need, self.during = [], [], None, [], None
+
+    async def import_events(self, origin, events):
+        if self.during:
+            self.during()
+        if self.fail:
+            raise self.fail
+        self.batches.append(list(events))
+        return {"accepted": len(events), "duplicates": 0, "need": self.need, "node": "central"}
+
+    async def put_file(self, file_id, path):
+        with open(path, "rb") as f:
+            self.uploads.append((file_id, f.read()))
+
+    async def close(self):
+        pass
+
+
+@pytest_twisted.async_yield_fixture()
+async def node(tmp_path, database_url):
+    node = make_node(tmp_path, database_url, "[node]\nname = station-7\n")
+    node.store.call(stations.add_station, "501", None)
+    yield serve(node)
+    await node.stopService()
+
+
+def add_events(node, n, origin="station-7", start=0):
+    events = [{"id": str(uuid.uuid4()), "type": "CIC", "time_ns": T0 + start + i, "data": {"n": start + i},
+               "digest": digest({"n": start + i}), "quarantine": None} for i in range(n)]
+    node.store.call(store_batches, [{"station": "501", "received_ns": T0, "events": events}], origin)
+    return [e["id"] for e in events]
+
+
+def exporter(node, clock, upstream=None, **settings):
+    upstream = upstream or FakeUpstream(clock)
+    return Exporter(target(**settings), node, clock, client=upstream, rng=lambda: 0.5), upstream
+
+
+def sent_ids(upstream):
+    return [e["id"] for batch in upstream.batches for e in batch]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rounds_catch_up_then_wait_and_a_restart_resumes(node):
+    clock = task.Clock()
+    clock.advance(T0 / 1e9 + 3600)
+    ids = add_events(node, 5)
+    job, upstream = exporter(node, clock, batch_size="2", interval="30s")
+    assert [await job.run_round() for _ in range(3)] == [0, 0, 30.0]  # full batches follow at once
+    assert sent_ids(upstream) == ids
+    assert await job.run_round() == 30.0 and len(upstream.batches) == 3  # nothing new: nothing sent
+    assert node.store.call(exports.get_cursor, "central") == job.cursor
+    assert job.status()["state"] == "ok" and job.status()["lag_seconds"] == 0.0
+
+    later = add_events(node, 2, start=100)
+    again, upstream = exporter(node, clock)  # a restart: the cursor is in the store
+    await again.run_round()
+    assert sent_ids(upstream) == later
+
+
+@pytest_twisted.ensureDeferred
+async def test_failures_back_off_keep_the_cursor_and_honour_retry_after(node):
+    clock = task.Clock()
+    ids = add_events(node, 3)
+    job, upstream = exporter(node, clock, max_backoff="10m")
+    upstream.fail = ClientError("cannot reach https://central:8443: connection refused")
+    delays = [await job.run_round() for _ in range(4)]
+    assert delays == [0.5, 1.0, 2.0, 4.0]  # rng 0.5 of 1, 2, 4, 8 s
+    assert node.store.call(exports.get_cursor, "central") == 0
+    status = job.status()
+    assert (status["state"], status["failures"]) == ("backing_off", 4) and "refused" in status["last_error"]
+    upstream.fail = ClientError("HTTP 503: maintenance", 503, retry_after=120)
+    assert await job.run_round() == 120
+    upstream.fail = ClientError("HTTP 503: maintenance", 503, retry_after=10**6)
+    assert await job.run_round() == 600  # never past the cap
+    upstream.fail = None
+    await job.run_round()
+    assert sent_ids(upstream) == ids and job.status()["state"] == "ok" and job.failures == 0
+    assert job.metrics.export_failures.labels("central")._value.get() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_window_starts_batches_only_in_its_hours(node):
+    clock = task.Clock()
+    clock.advance(datetime.datetime(2024, 5, 1, 21, 0, tzinfo=datetime.timezone.utc).timestamp())
+    add_events(node, 4)
+    job, upstream = exporter(node, clock, window="22-06", batch_size="2")
+    assert await job.run_round() == 3600 and upstream.batches == []
+    clock.advance(3600)
+    # The window closes while the batch is on its way: it completes, the next one waits.
+    upstream.during = lambda: clock.advance(8 * 3600)
+    assert await job.run_round() == 0
+    upstream.during = None
+    assert len(upstream.batches) == 1 and node.store.call(exports.get_cursor, "central") == job.cursor
+    assert await job.run_round() == 16 * 3600  # 06:00: closed until 22:00
+    assert len(upstream.batches) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_the_upstream_asks_for_are_uploaded(node):
+    clock = task.Clock()
+    (event_id,) = add_events(node, 1)
+    content = b"frame" * 1000
+    sha256, size = node.files.put(io.BytesIO(content))
+    record = node.store.call(files.attach_file, event_id, name="f.png", mime_type="image/png", sha256=sha256,
+                             size=size, now_ns=T0, origin="station-7")
+    job, upstream = exporter(node, clock)
+    upstream.need = [record["id"]]
+    await job.run_round()
+    (batch,) = upstream.batches
+    assert [f["sha256"] for f in batch[0]["files"]] == [hashlib.sha256(content).hexdigest()]
+    assert upstream.uploads == [(record["id"], content)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_filters_and_no_echo_to_the_origin(node):
+    clock = task.Clock()
+    node.store.call(stations.add_station, "502", None)
+    mine = add_events(node, 2)
+    add_events(node, 2, origin="central", start=10)  # came from upstream: never sent back
+    job, upstream = exporter(node, clock, batch_size="1")
+    for _ in range(6):
+        await job.run_round()
+    assert sent_ids(upstream)[:2] == mine
+    assert all(e["origin"] != "central" for batch in upstream.batches[1:] for e in batch)
+
+    only, upstream = exporter(node, clock, stations="502")
+    assert await only.run_round() == 10.0 and upstream.batches == []
+    assert only.cursor == node.store.call(exports.get_cursor, "central")  # passed over, not rescanned
+
+
+class FileBodies:
+    """StubTreq takes only bytes bodies; the real client streams files (the end-to-end test checks that)."""
+
+    def __init__(self, stub):
+        self.stub = stub
+
+    def request(self, method, url, data=None, **kwargs):
+        return self.stub.request(method, url, data=data.read() if hasattr(data, "read") else data, **kwargs)
+
+
+@pytest_twisted.async_yield_fixture()
+async def pair(tmp_path):
+    """A central node's real import routes (over StubTreq), on SQLite in a directory of its own."""
+    (tmp_path / "up").mkdir()
+    up = make_node(tmp_path / "up", f"sqlite:///{tmp_path}/up/central.sqlite", "[node]\nname = central\n")
+    key = up.store.call(users.add_user, "station-7", "importer")[1]
+    serve(up)
+    pump = task.LoopingCall(up.stub.flush)
+    pump.start(0.001)
+    yield up, key
+    pump.stop()
+    await up.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_against_a_real_importer_replays_land_once(pair, node):
+    up, key = pair
+    clock = task.Clock()
+    (first, *_) = ids = add_events(node, 3)
+    content = b"trace" * 500
+    sha256, size = node.files.put(io.BytesIO(content))
+    node.store.call(files.attach_file, first, name="t.bin", mime_type="application/octet-stream",
+                    sha256=sha256, size=size, now_ns=T0, origin="station-7")
+    client = Client("http://central", api_key=key, http_client=FileBodies(up.stub), reactor=reactor)
+    job = Exporter(target(), node, clock, client=client)
+    assert await job.run_round() == 10.0, job.status()["last_error"]
+    _, body = await call(up.stub, "GET", "http://central/api/v1/events?order=asc")
+    stored = json.loads(body)["events"]
+    assert [(e["id"], e["origin"]) for e in stored] == [(i, "station-7") for i in ids]
+    assert open(up.files.path(sha256), "rb").read() == content
+    node.store.call(exports.set_cursor, "central", 0, T0)  # as if the acknowledgement was lost
+    job.cursor = None
+    await job.run_round()
+    assert up.metrics.count(up.metrics.import_events)[("duplicate",)] == 3
+    _, body = await call(up.stub, "GET", "http://central/api/v1/events")
+    assert len(json.loads(body)["events"]) == 3
