@@ -48,3 +48,15 @@ def test_query_times_and_formatting():
         parse_query_time("2024-05-01T12:00:00")  # a query time needs its zone
     with pytest.raises(ValueError):
         parse_query_time("99999999999")
+
+
+def test_format_ns_matches_datetime_on_random_times():
+    import random
+
+    rng = random.Random(3)
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+    for _ in range(20000):
+        ns = rng.randrange(-(2**63), 2**63)
+        seconds, fraction = divmod(ns, 10**9)
+        expected = f"{epoch + datetime.timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+        assert format_ns(ns) == expected, ns

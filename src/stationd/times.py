@@ -6,6 +6,7 @@ fraction is handled as digits.
 
 import datetime
 import decimal
+import functools
 import re
 
 _ISO = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$")
@@ -49,11 +50,22 @@ def parse_query_time(text):
     return ns
 
 
+@functools.lru_cache(maxsize=4096)
+def _date(days):
+    return f"{_EPOCH + datetime.timedelta(days=days):%Y-%m-%d}"
+
+
 def format_ns(ns):
-    """ISO 8601 UTC with all nine fraction digits: 2024-05-01T12:00:00.123456789Z."""
+    """ISO 8601 UTC with all nine fraction digits: 2024-05-01T12:00:00.123456789Z.
+
+    The date part is remembered per day: a 1000-event page formats two times
+    an event, and datetime arithmetic made that a third of the page's cost.
+    """
     seconds, fraction = divmod(ns, 10**9)
-    when = _EPOCH + datetime.timedelta(seconds=seconds)
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+    days, second = divmod(seconds, 86400)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{_date(days)}T{hour:02d}:{minute:02d}:{second:02d}.{fraction:09d}Z"
 
 
 _NIGHT = re.compile(r"^(\d{4})(\d\d)(\d\d)$")
