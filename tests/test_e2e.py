@@ -577,3 +577,113 @@ def test_fplane_configs_as_fplaneserver_clients_use_them(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "c.txt").read_text() == served
     assert node.stop() == 0
+
+
+def test_replication_over_mutual_tls_through_outages_and_a_crash(tmp_path):
+    """A station node exports to a central node that requires client certificates:
+    everything ingested below arrives above exactly once, through an upstream
+    outage and a SIGKILL of the exporting node."""
+    import hashlib
+
+    for name, args in (("ca", ["--ca", "--host", "test-ca"]), ("central", ["--issuer", str(tmp_path / "ca"),
+                       "--host", "localhost"]), ("station", ["--issuer", str(tmp_path / "ca"), "--host", "station-7"])):
+        out = subprocess.run([os.path.join(BIN, "stationd-admin"), "make-cert", *args, "--out", str(tmp_path / name)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    (tmp_path / "up").mkdir()
+    (tmp_path / "down").mkdir()
+    central = Node(tmp_path / "up", f"[node]\nname = central\n[web]\ntls_cert = {tmp_path}/central/cert.pem\n"
+                                    f"tls_key = {tmp_path}/central/key.pem\nclient_ca = {tmp_path}/ca/cert.pem\n")
+    importer_key = admin_cli(central.config, "add-user", "station-7", "--role", "importer").strip().splitlines()[-1]
+    station = Node(tmp_path / "down", f"""[node]
+name = station-7
+[export:central]
+target_url = https://localhost:{central.https}
+api_key = {importer_key}
+ca = {tmp_path}/ca/cert.pem
+client_cert = {tmp_path}/station/cert.pem
+client_key = {tmp_path}/station/key.pem
+interval = 200ms
+batch_size = 100
+max_backoff = 1s
+timeout = 5s
+""")
+    admin_cli(station.config, "add-station", "501")
+    key = admin_cli(station.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
+
+    def ingest(first, n):
+        for start in range(first, first + n, 250):
+            body = {"events": [{"type": "CIC", "time_ns": 1714564800 * 10**9 + i, "data": {"n": i}}
+                               for i in range(start, min(start + 250, first + n))]}
+            request = urllib.request.Request(f"http://127.0.0.1:{station.http}/api/v1/stations/501/events",
+                                             data=json.dumps(body).encode(), headers={
+                                                 "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert json.loads(response.read())["accepted"] == min(250, first + n - start)
+
+    def upstream_events():
+        events, cursor = [], ""
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{central.http}/api/v1/events?limit=10000&order=asc"
+                                        + (f"&cursor={cursor}" if cursor else ""), timeout=30) as response:
+                page = json.loads(response.read())
+            events += page["events"]
+            cursor = page["next"]
+            if not cursor:
+                return events
+
+    def wait_for(n, limit=60):
+        deadline = time.monotonic() + limit
+        while len(upstream_events()) < n:
+            assert time.monotonic() < deadline, f"{len(upstream_events())} of {n} events arrived"
+            time.sleep(0.2)
+
+    central.start()
+    station.start()
+    ingest(0, 300)
+    request = urllib.request.Request(f"http://127.0.0.1:{station.http}/api/v1/events?limit=1")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        first_event = json.loads(response.read())["events"][0]["id"]
+    content = os.urandom(200_000)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{station.http}/api/v1/admin/events/{first_event}/files?name=frame.png&mime_type=image/png",
+        data=content, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        file_id = json.loads(response.read())["file"]["id"]
+    wait_for(300)
+
+    # The upstream goes away for a while: the exporter backs off and says so.
+    assert central.stop() == 0
+    ingest(300, 500)
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{station.http}/api/v1/status", timeout=30) as response:
+            state = json.loads(response.read())["exports"]["central"]
+        if state["state"] == "backing_off":
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    assert "cannot reach" in state["last_error"]
+    central.start()
+    wait_for(800)
+
+    # A big backlog, and the exporting node killed while it works through it.
+    ingest(800, 3000)
+    time.sleep(0.3)
+    station.proc.kill()
+    station.proc.wait()
+    station.start()
+    wait_for(3800, limit=120)
+
+    events = upstream_events()
+    assert len(events) == len({e["id"] for e in events}) == 3800
+    assert sorted(e["data"]["n"] for e in events) == list(range(3800))
+    assert {e["origin"] for e in events} == {"station-7"}
+    with urllib.request.urlopen(f"http://127.0.0.1:{central.http}/api/v1/files/{file_id}/content",
+                                timeout=30) as response:
+        assert hashlib.sha256(response.read()).digest() == hashlib.sha256(content).digest()
+    # Without a client certificate the central node's TLS listener refuses.
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca" / "cert.pem"))
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+        urllib.request.urlopen(f"https://localhost:{central.https}/api/v1/import", context=context, timeout=10).read()
+    assert station.stop() == 0 and central.stop() == 0
