@@ -225,3 +225,19 @@ async def test_against_a_real_importer_replays_land_once(pair, node):
     assert up.metrics.count(up.metrics.import_events)[("duplicate",)] == 3
     _, body = await call(up.stub, "GET", "http://central/api/v1/events")
     assert len(json.loads(body)["events"]) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_stationd_client_exports_lists_target_states(capsys):
+    import argparse
+
+    from stationd import cli
+
+    class Fake:
+        async def exports(self):
+            return {"central": {"state": "backing_off", "target_url": "https://c:8443", "lag_seconds": 12.5,
+                                "failing_since": "2024-05-01T00:00:00.000000000Z", "last_error": "refused"}}
+
+    await cli.exports(Fake(), argparse.Namespace(json=False))
+    assert capsys.readouterr().out == ("central: backing_off -> https://c:8443, lag 12.5 s, "
+                                       "failing since 2024-05-01T00:00:00.000000000Z: refused\n")

@@ -116,6 +116,16 @@ def default_name(name):
     return name if name not in ("", ".", "..") else "download"
 
 
+async def exports(client, args):
+    targets = await client.exports()
+    if args.json:
+        print(json.dumps(targets, indent=2))
+        return
+    for name, state in sorted(targets.items()):
+        failing = f", failing since {state['failing_since']}: {state['last_error']}" if state["failing_since"] else ""
+        print(f"{name}: {state['state']} -> {state['target_url']}, lag {state['lag_seconds']:.1f} s{failing}")
+
+
 async def get_config(client, args):
     text = await client.get_config(args.datestr, args.name, short=args.short, actual=args.actual)
     if args.name != "fplane":
@@ -284,6 +294,10 @@ def parser():
     command = sub.add_parser("stations", help="stations and their current status")
     command.set_defaults(function=stations)
     command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+
+    command = sub.add_parser("exports", help="export targets and their state")
+    command.set_defaults(function=exports)
+    command.add_argument("--json", action="store_true", help="as JSON")
 
     command = sub.add_parser("get-config", help="an instrument configuration as valid at a date "
                                                 "(FPlaneServer's get_fplane.sh)")

@@ -259,6 +259,10 @@ class Client:
 
     # Replication (role importer upstream)
 
+    async def exports(self):
+        """The node's export targets and their state ({name: {...}})."""
+        return (await self.status()).get("exports", {})
+
     async def import_events(self, origin, events):
         """Hand a batch to the node's import API: {"accepted", "duplicates", "need": [file ids], "node"}."""
         _, body = await self.request("POST", "/api/v1/import", data=jsoncodec.dumps({"origin": origin,
