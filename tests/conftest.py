@@ -103,3 +103,18 @@ def serve(node):
     node.startService()
     node.stub = StubTreq(make_resource(node, configuration.COMPONENTS, "/", node.config["web"]["cors_origins"]))
     return node
+
+
+def add_events(node, station, specs, origin="test-node"):
+    """Store events directly, as the writer does.  specs: [(type, time_ns, data)], with a 4th
+    item for a quarantine reason; the new events' ids."""
+    import uuid
+
+    from stationd.store.events import digest, store_batches
+
+    events = [{"id": str(uuid.uuid4()), "type": spec[0], "time_ns": spec[1], "data": spec[2],
+               "digest": digest(spec[2]), "quarantine": spec[3] if len(spec) > 3 else None}
+              for spec in specs]
+    node.store.call(store_batches, [{"station": station, "received_ns": 1714565800 * 10**9,
+                                     "events": events}], origin)
+    return [e["id"] for e in events]

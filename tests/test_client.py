@@ -15,22 +15,11 @@ from twisted.internet import reactor, task
 from stationd import cli
 from stationd.client import Client, ClientError
 from stationd.store import stations, users
-from stationd.store.events import digest, store_batches
 
-from conftest import call, make_node, serve
+from conftest import add_events, call, make_node, serve
 
 T0 = 1714564800 * 10**9  # 2024-05-01T12:00:00Z
 CONTENT = bytes(range(256)) * 40  # 10240 bytes
-
-
-def add_events(node, station, specs):
-    """specs: [(type, time_ns, data)] or with a 4th item, the quarantine reason; the ids."""
-    events = [{"id": str(uuid.uuid4()), "type": spec[0], "time_ns": spec[1], "data": spec[2],
-               "digest": digest(spec[2]), "quarantine": spec[3] if len(spec) > 3 else None}
-              for spec in specs]
-    record = {"station": station, "received_ns": T0 + 10**12, "events": events}
-    node.store.call(store_batches, [record], "test-node")
-    return [e["id"] for e in events]
 
 
 class Recorder:
