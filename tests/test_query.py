@@ -64,6 +64,10 @@ async def test_filters(node):
 
     assert await times("station=501") == [3, 2, 1]
     assert await times("station=501&station=502") == [5, 3, 2, 1]
+    _, page = await get(node, "/api/v1/events?station=502&station=501&station=502&limit=2&order=asc")
+    assert [e["time_ns"] - T0 for e in page["events"]] == [1, 2]
+    _, rest = await get(node, f"/api/v1/events?station=502&station=501&limit=2&order=asc&cursor={page['next']}")
+    assert [e["time_ns"] - T0 for e in rest["events"]] == [3, 5] and rest["next"] is None
     assert await times("type=WTR") == [2]
     assert await times("type=WTR&type=CIC&order=asc") == [1, 2, 3, 5]
     assert await times(f"after={T0 // 10**9}.000000002") == [5, 3, 2]  # inclusive

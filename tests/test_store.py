@@ -174,6 +174,7 @@ def _plans(store, operation, *args):
     {"cursor": (10**18, "b"), "order": "desc"},
     {"cursor": (10**18, "b"), "order": "asc", "stations": ["501"]},
     {"types": ["CIC"], "after_ns": 10**18},
+    {"stations": ["501", "502", "503"], "order": "asc"},  # one index range a station, merged
 ])
 def test_documented_event_queries_use_an_index_in_order(store, query):
     """No full scan and no sort of the matches: each page is an index range read."""
