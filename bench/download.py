@@ -29,9 +29,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,8 +42,9 @@ from stationd.store import Store
 from stationd.store.events import digest, store_batches
 from stationd.store.files import attach_file
 
-BIN = os.path.dirname(sys.executable)
-HOST, ORIGIN, MIB = "127.0.0.1", "stationd", 1024 * 1024
+from nodes import HOST, cpu_seconds, free_port, rss_mib, start_node, stop_node, write_config
+
+ORIGIN, MIB = "stationd", 1024 * 1024
 TAIL = 100 * MIB
 
 
@@ -82,46 +80,6 @@ def store_file(workdir, size):
                         now_ns=time.time_ns(), origin=ORIGIN)
     store.close()
     return record["id"], sha256, files.path(sha256), time.monotonic() - start
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_node(workdir, port, log):
-    config = os.path.join(workdir, "bench.ini")
-    with open(config, "w") as f:
-        f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n"
-                "[log]\nlevel = warn\n")
-    node = subprocess.Popen([os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", config],
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while node.poll() is None and time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=1)
-            conn.request("GET", "/heartbeat")
-            if conn.getresponse().status == 200:
-                return node
-        except OSError:
-            time.sleep(0.05)
-    node.kill()
-    raise RuntimeError(f"node did not answer /heartbeat (exit status {node.poll()})")
 
 
 class RSSSampler(threading.Thread):
@@ -192,7 +150,7 @@ def main():
         expected_tail = tail_sha256(path, tail)
         with open(log_path, "wb") as log:
             port = free_port()
-            node = start_node(workdir, port, log)
+            node = start_node(workdir, write_config(workdir, port), port, log)
         conn = http.client.HTTPConnection(HOST, port, timeout=60)
         conn.request("GET", f"/api/v1/files/{file_id}")  # the record: a first request, then RSS settles
         conn.getresponse().read()
@@ -224,17 +182,7 @@ def main():
               f" RSS sampled every 100 ms during each download, 1 s after it for \"after\"")
         print("every answer complete and as expected" if ok else "** some answer was not as expected")
     finally:
-        if node is not None:
-            node.send_signal(signal.SIGTERM)
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        if os.path.exists(log_path) and os.path.getsize(log_path):
-            with open(log_path, "rb") as f:
-                lines = f.readlines()
-            print(f"node log: {len(lines)} line(s) at level warn or above; last:\n"
-                  + b"".join(lines[-10:]).decode("utf-8", "replace"))
+        stop_node(node, log_path)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -35,7 +35,6 @@ import pickle
 import pickletools
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -51,8 +50,9 @@ from stationd.hisparc import decode_upload
 from stationd.web.http import parse_form
 from stationd.web.ingest import parse_event
 
-BIN = os.path.dirname(sys.executable)
-HOST, STATION, PASSWORD = "127.0.0.1", "501", "secret"
+from nodes import HOST, admin, cpu_seconds, free_port, start_node, stop_node, write_config
+
+STATION, PASSWORD = "501", "secret"
 BATCH, TEMPLATES = 100, 8
 RAW = "ceiling: raw twisted.web, 1-event"
 NS_HOLE = 0x7E7E7E7E  # pickles as BININT b"~~~~": a placeholder patched per request
@@ -316,12 +316,6 @@ def raw_web_ceiling(templates, args):
         server.wait()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def get(port, path, key=None, timeout=5):
     request = urllib.request.Request(f"http://{HOST}:{port}{path}",
                                      headers={"Authorization": f"Bearer {key}"} if key else {})
@@ -339,40 +333,17 @@ def wait_drained(port, key, limit=60.0):
         time.sleep(0.2)
 
 
-def start_node(workdir, port, log):
+def start_node_with_station(workdir, port, log):
     """Register station and user with the admin CLI, start twistd; (process, API key)."""
-    config = os.path.join(workdir, "bench.ini")
-    with open(config, "w") as f:
-        f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n"
-                "[log]\nlevel = warn\n")
-    admin = [os.path.join(BIN, "stationd-admin")]
-    subprocess.run(admin + ["add-station", STATION, "--password", PASSWORD, "--config", config],
-                   check=True, capture_output=True, timeout=60)
-    key = subprocess.run(admin + ["add-user", "bench", "--role", "admin", "--config", config], check=True,
-                         capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1]
-    node = subprocess.Popen([os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", config],
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while node.poll() is None and time.monotonic() < deadline:
-        try:
-            if get(port, "/heartbeat", timeout=1)[0] == 200:
-                return node, key
-        except OSError:
-            time.sleep(0.05)
-    node.kill()
-    raise RuntimeError(f"node did not answer /heartbeat (exit status {node.poll()})")
+    config = write_config(workdir, port)
+    admin(config, "add-station", STATION, "--password", PASSWORD)
+    key = admin(config, "add-user", "bench", "--role", "admin")
+    return start_node(workdir, config, port, log, limit=30), key
 
 
 def row(name, rate, events_per_request, latency, ratios=""):
     p50, p99 = np.percentile(latency, [50, 99]) * 1000 if len(latency) else (float("nan"),) * 2
     return f"{name:38} {rate:9.0f} {rate * events_per_request:11.0f} {p50:8.2f} {p99:8.2f}  {ratios}".rstrip()
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -387,7 +358,7 @@ def main():
     log_path, node = os.path.join(workdir, "node.log"), None
     try:
         with open(log_path, "wb") as log:
-            node, key = start_node(workdir, port, log)
+            node, key = start_node_with_station(workdir, port, log)
 
         hisparc = [hisparc_template(t) for t in range(TEMPLATES)]
         native1 = [native_template(t, 1, key, 2) for t in range(TEMPLATES)]
@@ -446,17 +417,7 @@ def main():
         print("targets per core: hisparc >= 300 req/s of 100-event batches; "
               "native >= 7000 1-event req/s, >= 250000 events/s in 100-event batches")
     finally:
-        if node is not None:
-            node.send_signal(signal.SIGTERM)
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        if os.path.exists(log_path) and os.path.getsize(log_path):
-            with open(log_path, "rb") as f:
-                lines = f.readlines()
-            print(f"node log: {len(lines)} line(s) at level warn or above; last:\n"
-                  + b"".join(lines[-10:]).decode("utf-8", "replace"))
+        stop_node(node, log_path)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

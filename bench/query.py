@@ -53,9 +53,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,8 +68,9 @@ from stationd.store.files import attach_file
 from stationd.store.query import find_events
 from stationd.web.query import _EVENT_PARAMS as EVENT_PARAMS, parse_query
 
-BIN = os.path.dirname(sys.executable)
-HOST, ORIGIN = "127.0.0.1", "stationd"  # the node's default name, the origin of what its writer stores
+from nodes import HOST, cpu_seconds, free_port, start_node, stop_node, write_config
+
+ORIGIN = "stationd"  # the node's default name, the origin of what its writer stores
 T0 = 1714521600 * 10**9  # 2024-05-01T00:00:00Z
 HOUR, DAY, DAYS = 3600 * 10**9, 86400 * 10**9, 10
 GPS_ROLLOVER = 1024 * 7 * DAY
@@ -428,39 +426,6 @@ def show_plans(store, rng):
 
 # ---- the node
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_node(workdir, url, port, log):
-    config = os.path.join(workdir, "bench.ini")
-    with open(config, "w") as f:
-        f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n"
-                f"[database]\nurl = {url}\n[log]\nlevel = warn\n")
-    node = subprocess.Popen([os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", config],
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while node.poll() is None and time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=1)
-            conn.request("GET", "/heartbeat")
-            if conn.getresponse().status == 200:
-                return node
-        except OSError:
-            time.sleep(0.05)
-    node.kill()
-    raise RuntimeError(f"node did not answer /heartbeat (exit status {node.poll()})")
-
-
 def fresh_database(args, workdir):
     """(URL of an empty database, cleanup)."""
     if not args.database_url:
@@ -514,7 +479,8 @@ def main():
 
         with open(log_path, "wb") as log:
             port = free_port()
-            node = start_node(workdir, url, port, log)
+            config = write_config(workdir, port, f"[database]\nurl = {url}\n")
+            node = start_node(workdir, config, port, log)
         client = Client(port)
         for case in CASES:  # warm up each query
             run_case(client, case, rng, 10)
@@ -555,17 +521,7 @@ def main():
               + (f"missed by {', '.join(misses)}" if misses else "met"))
         show_plans(store, rng)
     finally:
-        if node is not None:
-            node.send_signal(signal.SIGTERM)
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        if os.path.exists(log_path) and os.path.getsize(log_path):
-            with open(log_path, "rb") as f:
-                lines = f.readlines()
-            print(f"node log: {len(lines)} line(s) at level warn or above; last:\n"
-                  + b"".join(lines[-10:]).decode("utf-8", "replace"))
+        stop_node(node, log_path)
         if store is not None:
             store.close()
         drop()
