@@ -58,6 +58,11 @@ class FakeUpstream:
         self.batches.append(list(events))
         return {"accepted": len(events), "duplicates": 0, "need": self.need, "node": "central"}
 
+    async def status(self):
+        if self.fail:
+            raise self.fail
+        return {"node": "central"}
+
     async def put_file(self, file_id, path):
         with open(path, "rb") as f:
             self.uploads.append((file_id, f.read()))
@@ -171,8 +176,7 @@ async def test_filters_and_no_echo_to_the_origin(node):
     job, upstream = exporter(node, clock, batch_size="1")
     for _ in range(6):
         await job.run_round()
-    assert sent_ids(upstream)[:2] == mine
-    assert all(e["origin"] != "central" for batch in upstream.batches[1:] for e in batch)
+    assert sent_ids(upstream) == mine  # from the first batch on: the upstream's name is asked first
 
     only, upstream = exporter(node, clock, stations="502")
     assert await only.run_round() == 10.0 and upstream.batches == []

@@ -124,6 +124,8 @@ class Exporter(Service):
         name = self.target["name"]
         if self.cursor is None:
             self.cursor = await self.store.read(exports.get_cursor, name)
+        if self.upstream is None:  # its name, so its own events are never sent back to it
+            self.upstream = (await self.client.status())["node"]
         batch, scanned_to = await self.store.read(exports.next_batch, self.target, self.cursor,
                                                   self.target["batch_size"], self.upstream)
         if batch:
