@@ -245,3 +245,21 @@ async def test_stationd_client_exports_lists_target_states(capsys):
     await cli.exports(Fake(), argparse.Namespace(json=False))
     assert capsys.readouterr().out == ("central: backing_off -> https://c:8443, lag 12.5 s, "
                                        "failing since 2024-05-01T00:00:00.000000000Z: refused\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_error_is_retried_with_backoff_not_given_up(node, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    clock = task.Clock()
+    add_events(node, 2)
+    job, upstream = exporter(node, clock)
+
+    def locked(*args):
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(exports, "next_batch", locked)
+    assert await job.run_round() == 0.5 and job.status()["state"] == "backing_off"
+    assert "database is locked" in job.status()["last_error"]
+    monkeypatch.undo()
+    assert await job.run_round() == 10.0 and len(sent_ids(upstream)) == 2

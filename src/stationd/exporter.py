@@ -115,7 +115,9 @@ class Exporter(Service):
             sent = await self._send_batch()
         except ClientError as e:
             return self._failed(str(e), e.retry_after)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # the store (locked, gone), a file, or a bug: retried like an outage
+            if self.state != "backing_off":
+                log.failure("Export {target}: round failed", target=self.target["name"])
             return self._failed(f"{type(e).__name__}: {e}", None)
         self._succeeded()
         return 0 if sent == self.target["batch_size"] else self.target["interval"]
