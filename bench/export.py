@@ -54,17 +54,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 import numpy as np
-from sqlalchemy import create_engine, text
 
 from stationd.filestore import FileStore
 from stationd.store import Store
 from stationd.store.events import store_batches
 from stationd.store.files import attach_file
 
-from nodes import BIN, HOST, admin, cpu_seconds, free_port, start_node, stop_node
+from nodes import BIN, HOST, admin, cpu_seconds, free_port, fresh_database, start_node, stop_node
 from query import records  # the query benchmark's backlog
 
 DOWN, UP, TARGET = "station-7", "central", "up"
@@ -140,24 +138,6 @@ def make_certs(directory):
                        ("station", ["--issuer", f"{directory}/ca", "--host", DOWN])):
         subprocess.run([os.path.join(BIN, "stationd-admin"), "make-cert", *argv, "--out", f"{directory}/{name}"],
                        check=True, capture_output=True, timeout=60)
-
-
-def fresh_database(database_url, directory):
-    """(URL of an empty database, cleanup): a SQLite file in `directory`, or a new PostgreSQL schema."""
-    if not database_url:
-        return f"sqlite:///{directory}/stationd.sqlite", lambda: None
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop():
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-    sep = "&" if "?" in database_url else "?"
-    return f"{database_url}{sep}options=-csearch_path%3D{schema}", drop
 
 
 def write_config(path, text_):

@@ -7,6 +7,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+
+from sqlalchemy import create_engine, text
 
 BIN = os.path.dirname(sys.executable)
 HOST = "127.0.0.1"
@@ -79,3 +82,21 @@ def stop_node(node, log_path):
             lines = f.readlines()
         print(f"node log: {len(lines)} line(s) at level warn or above; last:\n"
               + b"".join(lines[-10:]).decode("utf-8", "replace"))
+
+
+def fresh_database(database_url, directory):
+    """(URL of an empty database, cleanup): a SQLite file in `directory`, or a new PostgreSQL schema."""
+    if not database_url:
+        return f"sqlite:///{directory}/stationd.sqlite", lambda: None
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop():
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+    sep = "&" if "?" in database_url else "?"
+    return f"{database_url}{sep}options=-csearch_path%3D{schema}", drop

@@ -60,7 +60,7 @@ import urllib.parse
 import uuid
 
 import numpy as np
-from sqlalchemy import create_engine, event as sa_event, text
+from sqlalchemy import event as sa_event
 
 from stationd.store import Store
 from stationd.store.events import digest, store_batches
@@ -68,7 +68,7 @@ from stationd.store.files import attach_file
 from stationd.store.query import find_events
 from stationd.web.query import _EVENT_PARAMS as EVENT_PARAMS, parse_query
 
-from nodes import HOST, cpu_seconds, free_port, start_node, stop_node, write_config
+from nodes import HOST, cpu_seconds, free_port, fresh_database, start_node, stop_node, write_config
 
 ORIGIN = "stationd"  # the node's default name, the origin of what its writer stores
 T0 = 1714521600 * 10**9  # 2024-05-01T00:00:00Z
@@ -426,24 +426,6 @@ def show_plans(store, rng):
 
 # ---- the node
 
-def fresh_database(args, workdir):
-    """(URL of an empty database, cleanup)."""
-    if not args.database_url:
-        return f"sqlite:///{workdir}/var/stationd.sqlite", lambda: None
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(args.database_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop():
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    sep = "&" if "?" in args.database_url else "?"
-    return f"{args.database_url}{sep}options=-csearch_path%3D{schema}", drop
-
-
 def row(name, latency, extra=""):
     p50, p99 = np.percentile(latency, [50, 99]) * 1000
     return f"{name:60} {len(latency):6} {p50:8.2f} {p99:8.2f} {latency.max() * 1000:8.2f}  {extra}".rstrip()
@@ -462,7 +444,7 @@ def main():
     log_path, node, store, drop = os.path.join(workdir, "node.log"), None, None, lambda: None
     rng = random.Random(args.seed)
     try:
-        url, drop = fresh_database(args, workdir)
+        url, drop = fresh_database(args.database_url, os.path.join(workdir, "var"))
         store = Store(url)
         store.migrate()
         seconds, size = load(store, args.events)
