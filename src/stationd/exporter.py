@@ -22,7 +22,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from stationd.client import Client, ClientError
-from stationd.store import exports
+from stationd.store import exports, files
 from stationd.times import format_ns
 
 log = Logger()
@@ -134,9 +134,9 @@ class Exporter(Service):
             answer = await self.client.import_events(self.origin, batch)
             self.upstream = answer.get("node") or self.upstream
             for file_id in answer.get("need", []):
-                sha256 = await self.store.read(exports.file_sha256, file_id)
-                if sha256 is not None and self.files.has(sha256):
-                    await self.client.put_file(file_id, self.files.path(sha256))
+                content = await self.store.read(files.content_of, file_id)
+                if content is not None and self.files.has(content["sha256"]):
+                    await self.client.put_file(file_id, self.files.path(content["sha256"]))
             counter = self.metrics.export_events
             counter.labels(name, "sent").inc(answer.get("accepted", 0))
             counter.labels(name, "duplicate").inc(answer.get("duplicates", 0))

@@ -69,7 +69,3 @@ def oldest_pending(conn, cursor):
     """received_ns of the first event after the cursor (None: nothing waits): the lag."""
     return conn.execute(select(events.c.received_ns).where(events.c.seq > cursor)
                         .order_by(events.c.seq).limit(1)).scalar()
-
-
-def file_sha256(conn, file_id):
-    return conn.execute(select(files.c.sha256).where(files.c.id == file_id)).scalar()

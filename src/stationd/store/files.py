@@ -28,3 +28,9 @@ def attach_file(conn, event_id, *, name, mime_type, sha256, size, now_ns, origin
         meta=meta or {}, created_ns=now_ns, origin=origin))
     conn.execute(event_files.insert().values(event_id=event_id, file_id=file_id))
     return get_file(conn, file_id)
+
+
+def content_of(conn, file_id):
+    """{"sha256", "size"} of a file record's content, or None for an unknown file."""
+    row = conn.execute(select(files.c.sha256, files.c.size).where(files.c.id == file_id)).first()
+    return None if row is None else {"sha256": row.sha256, "size": row.size}

@@ -34,10 +34,3 @@ def import_batch(conn, batch):
             "created_ns", "origin")} for r in records])
         conn.execute(_insert(conn, event_files), links)
     return {"accepted": inserted, "duplicates": len(rows) - inserted, "stations_added": len(new_stations)}, records
-
-
-def file_record(conn, file_id):
-    row = conn.execute(select(files.c.id, files.c.sha256, files.c.size).where(files.c.id == file_id)).first()
-    return None if row is None else dict(row._mapping)
-
-

@@ -12,7 +12,7 @@ import re
 from twisted.internet.threads import deferToThread
 
 from stationd.filestore import ContentMismatch
-from stationd.store import imports, stations
+from stationd.store import files, imports, stations
 from stationd.store.events import digest
 from stationd.times import MAX_NS, MIN_NS, parse_time
 from stationd.web.auth import require
@@ -117,7 +117,7 @@ class Import:
     @require("importer")
     async def import_file(self, request, file_id):
         """The content of a file announced by an import; checked against its SHA-256 and size."""
-        record = await self.store.read(imports.file_record, file_id)
+        record = await self.store.read(files.content_of, file_id)
         if record is None:
             raise HTTPError(404, f"no file {file_id}: import its event first")
         request.content.seek(0)
