@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from stationd import fplane
@@ -59,11 +60,11 @@ class Configs:
             log.info("Configuration {name} version {version} is dated in the past ({valid_from}): "
                      "it replaces what was valid from then", name=name, version=version["version"],
                      valid_from=version["valid_from"])
-        shutil.rmtree(os.path.join(self.cache_dir, name), ignore_errors=True)
+        await deferToThread(shutil.rmtree, os.path.join(self.cache_dir, name), ignore_errors=True)
         return version
 
     def render(self, version, full=True, actual=False):
-        """The fplane text of a stored version, from the cache when it is there."""
+        """The fplane text of a stored version, from the cache when it is there (blocking: file I/O)."""
         path = os.path.join(self.cache_dir, version["name"], f"{version['version']}-{int(full)}{int(actual)}.txt")
         try:
             with open(path, encoding="utf-8") as f:

@@ -7,6 +7,8 @@ actual_pos and full_fplane, POST /fplane {config, commit}, and the
 
 import datetime
 
+from twisted.internet.threads import deferToThread
+
 from stationd import fplane
 from stationd.configs import NAME
 from stationd.store import configs as store_configs
@@ -101,7 +103,7 @@ class Configs:
         actual, full = _flag(request, "actual_pos", False), _flag(request, "full_fplane", True)
         version = await self._version("fplane", datestr)
         label = datestr or datetime.datetime.now(self.configs.zone).strftime("%Y%m%d")
-        return _text(request, self.configs.render(version, full=full, actual=actual), f"fplane{label}.txt")
+        return _text(request, await deferToThread(self.configs.render, version, full, actual), f"fplane{label}.txt")
 
     @route("POST", "/fplane")
     @require("editor")
@@ -111,7 +113,7 @@ class Configs:
         if version is None:
             return _text(request, self.configs.preview("fplane", content, request.stationd_user, full, actual))
         request.setHeader(b"x-stationd-config-version", str(version["version"]).encode())
-        return _text(request, self.configs.render(version, full=full, actual=actual))
+        return _text(request, await deferToThread(self.configs.render, version, full, actual))
 
     # ---- generic
 
