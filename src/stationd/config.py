@@ -307,24 +307,31 @@ def load(path=None, environ=None):
 
 def _export(section, user, path, errors):
     """One [export:NAME] section, defaults filled in; errors appended."""
-    name = section.split(":", 1)[1]
+    export, problems = parse_export(section.split(":", 1)[1], dict(user.items(section)))
+    errors.extend(f"{path}:{section}:{key}: {message}" for key, message in problems)
+    return export
+
+
+def parse_export(name, settings):
+    """An export target from its settings (config-file syntax, defaults filled in):
+    (target, [(key, problem), ...]).  The admin API checks targets with this too."""
+    problems = []
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
-        errors.append(f"{path}:{section}:: target names are letters, digits, _ and - (at most 64)")
-    raw = dict(EXPORT_DEFAULTS, **dict(user.items(section)))
-    export = {"name": name}
-    for key, value in raw.items():
+        problems.append(("", "target names are letters, digits, _ and - (at most 64)"))
+    export = {"name": name, "settings": dict(settings)}
+    for key, value in dict(EXPORT_DEFAULTS, **settings).items():
         if key not in EXPORT:
-            errors.append(f"{path}:{section}:{key}: unknown key")
+            problems.append((key, "unknown key"))
             continue
         try:
             export[key] = EXPORT[key](value)
         except ValueError as e:
-            errors.append(f"{path}:{section}:{key}: {e}")
-    if "target_url" not in raw:
-        errors.append(f"{path}:{section}:target_url: required")
+            problems.append((key, str(e)))
+    if "target_url" not in settings:
+        problems.append(("target_url", "required"))
     if export.get("batch_size") is not None and not 1 <= export["batch_size"] <= 10000:
-        errors.append(f"{path}:{section}:batch_size: must be from 1 to 10000")
-    return export
+        problems.append(("batch_size", "must be from 1 to 10000"))
+    return export, problems
 
 
 def check_endpoints(config, reactor):

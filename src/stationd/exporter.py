@@ -17,11 +17,12 @@ target only starts batches during those hours of the site's day.
 import datetime
 import random
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from stationd.client import Client, ClientError
+from stationd.config import parse_export
 from stationd.store import exports, files
 from stationd.times import format_ns
 
@@ -173,3 +174,119 @@ class Exporter(Service):
                 "lag_seconds": round(self.lag, 3), "failures": self.failures,
                 "failing_since": None if self.failing_since is None else format_ns(int(self.failing_since * 1e9)),
                 "last_error": self.last_error}
+
+
+class TargetError(Exception):
+    """An admin request on export targets that cannot be done: (HTTP status, code, message, details)."""
+
+    def __init__(self, status, code, message, details=None):
+        super().__init__(message)
+        self.status, self.code, self.details = status, code, details
+
+
+def _setting(key, value):
+    """A setting from JSON as the config file would spell it (lists: words; null: the default)."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return " ".join(value)
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TargetError(400, "bad_target", f"{key}: a string, a number or a list of strings", {key: "bad type"})
+
+
+class ExportTargets(MultiService):
+    """Every export target, its Exporter running unless paused.
+
+    Targets come from [export:NAME] sections (read-only here) and from the
+    admin API, which stores them (store.exports.put_target) so they outlive
+    restarts.  A change restarts the target's exporter from its cursor.
+    """
+
+    def __init__(self, node, clock):
+        super().__init__()
+        self.node, self.clock = node, clock
+        self.targets = {}  # name -> (target, source "config" | "api", paused)
+        self.exporters = {}
+        self._changing = defer.DeferredLock()
+
+    def load(self, stored):
+        """At start: the config file's targets, then the stored ones ({name: (settings, paused)})."""
+        for name, target in self.node.config["exports"].items():
+            self._set(name, target, "config", False)
+        for name, (settings, paused) in sorted(stored.items()):
+            target, problems = parse_export(name, settings)
+            if name in self.targets or problems:
+                log.error("Export target {name!r} stored by the admin API is left out: {why}", name=name,
+                          why="a config-file target has its name" if name in self.targets else problems)
+                continue
+            self._set(name, target, "api", paused)
+
+    def _set(self, name, target, source, paused):
+        self.targets[name] = (target, source, paused)
+        if not paused:
+            self.exporters[name] = exporter = Exporter(target, self.node, self.clock)
+            exporter.setServiceParent(self)
+
+    async def _unset(self, name):
+        exporter = self.exporters.pop(name, None)
+        del self.targets[name]
+        if exporter is not None:
+            await defer.maybeDeferred(exporter.disownServiceParent)
+
+    def status(self):
+        return {name: self.exporters[name].status() if name in self.exporters
+                else {"target_url": target["target_url"], "state": "paused"}
+                for name, (target, _, _) in self.targets.items()}
+
+    def describe(self, name=None):
+        """For the admin API: settings as given (without the API key), source, paused, state."""
+        status = self.status()
+        return [{"name": n, "source": source, "paused": paused,
+                 "settings": {k: v for k, v in target["settings"].items() if k != "api_key"},
+                 "api_key_set": bool(target["api_key"]), "status": status[n]}
+                for n, (target, source, paused) in sorted(self.targets.items()) if name in (None, n)]
+
+    async def add(self, name, settings, paused=False):
+        async with self._changing:
+            if name in self.targets:
+                raise TargetError(409, "target_exists", f"export target {name!r} exists")
+            await self._save(name, {k: _setting(k, v) for k, v in settings.items() if v is not None}, paused)
+        return self.describe(name)[0]
+
+    async def change(self, name, settings, paused=None):
+        """Settings given replace those stored (null: back to the default); paused pauses or resumes."""
+        async with self._changing:
+            target, source, was_paused = self._get(name)
+            merged = dict(target["settings"])
+            for key, value in settings.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = _setting(key, value)
+            await self._save(name, merged, was_paused if paused is None else paused)
+        return self.describe(name)[0]
+
+    async def remove(self, name):
+        async with self._changing:
+            self._get(name)
+            await self.node.store.run(exports.remove_target, name)
+            await self._unset(name)
+
+    def _get(self, name):
+        if name not in self.targets:
+            raise TargetError(404, "no_such_target", f"no export target {name!r}")
+        if self.targets[name][1] == "config":
+            raise TargetError(409, "read_only", f"export target {name!r} is set in the configuration file; "
+                              "change it there and restart")
+        return self.targets[name]
+
+    async def _save(self, name, settings, paused):
+        target, problems = parse_export(name, settings)
+        if problems:
+            details = {key or "name": message for key, message in problems}
+            raise TargetError(400, "bad_target", "; ".join(f"{k}: {m}" for k, m in details.items()), details)
+        await self.node.store.run(exports.put_target, name, settings, paused, int(self.clock.seconds() * 1e9))
+        if name in self.targets:
+            await self._unset(name)  # a batch in flight finishes first
+        self._set(name, target, "api", paused)
+        log.info("Export target {name!r} {what} through the admin API", name=name,
+                 what="paused" if paused else "set")

@@ -21,12 +21,12 @@ from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
 from stationd.configs import Configs
-from stationd.exporter import Exporter
+from stationd.exporter import ExportTargets
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
 from stationd.metrics import Metrics
-from stationd.store import Store, StoreError
+from stationd.store import Store, StoreError, exports
 from stationd.tls import ServerTLS
 from stationd.web import make_site
 from stationd.web.auth import Authenticator
@@ -91,7 +91,7 @@ class NodeService(service.MultiService):
         self.ingest = None
         self.files = None
         self.configs = None
-        self.exporters = []
+        self.exports = None
         self.station_list = None
         self.log_observer = make_observer(config["log"])
 
@@ -158,7 +158,7 @@ class NodeService(service.MultiService):
                 },
                 "stored": int(self.metrics.count(self.metrics.store_events).get((), 0)),
             },
-            "exports": {exporter.target["name"]: exporter.status() for exporter in self.exporters},
+            "exports": self.exports.status(),
         }
 
 
@@ -184,9 +184,9 @@ def build_node(config, reactor):
         node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)
         node.station_list.setServiceParent(node)
 
-    for target in config["exports"].values():
-        node.exporters.append(Exporter(target, node, reactor))
-        node.exporters[-1].setServiceParent(node)
+    node.exports = ExportTargets(node, reactor)
+    node.exports.load(node.store.call_read(exports.list_targets))
+    node.exports.setServiceParent(node)
 
     site = make_site(node, reactor)
     for description in config["web"]["http"]:

@@ -8,7 +8,7 @@ outage resends (the importer dedupes by id) and never skips.
 import orjson
 from sqlalchemy import Text, and_, cast, func, select
 
-from stationd.store.schema import event_files, events, export_state, files
+from stationd.store.schema import event_files, events, export_state, export_targets, files
 
 _COLUMNS = (events.c.seq, events.c.id, events.c.station, events.c.type, events.c.time_ns, events.c.received_ns,
             cast(events.c.data, Text).label("data"), events.c.origin, events.c.quarantined,
@@ -69,3 +69,24 @@ def oldest_pending(conn, cursor):
     """received_ns of the first event after the cursor (None: nothing waits): the lag."""
     return conn.execute(select(events.c.received_ns).where(events.c.seq > cursor)
                         .order_by(events.c.seq).limit(1)).scalar()
+
+
+def list_targets(conn):
+    """The targets added through the admin API: {name: (settings, paused)}."""
+    rows = conn.execute(select(export_targets.c.name, export_targets.c.settings, export_targets.c.paused))
+    return {row.name: (row.settings, bool(row.paused)) for row in rows}
+
+
+def put_target(conn, name, settings, paused, now_ns):
+    """Add or replace a target; a new one starts from the beginning (cursor 0)."""
+    updated = conn.execute(export_targets.update().where(export_targets.c.name == name)
+                           .values(settings=settings, paused=paused, updated_ns=now_ns))
+    if updated.rowcount == 0:
+        conn.execute(export_state.delete().where(export_state.c.target == name))
+        conn.execute(export_targets.insert().values(name=name, settings=settings, paused=paused,
+                                                    updated_ns=now_ns))
+
+
+def remove_target(conn, name):
+    conn.execute(export_targets.delete().where(export_targets.c.name == name))
+    conn.execute(export_state.delete().where(export_state.c.target == name))

@@ -9,7 +9,7 @@ from sqlalchemy import inspect, select, text
 
 from stationd.store import schema
 
-LATEST = 5
+LATEST = 6
 
 
 def _index(table, name):
@@ -51,7 +51,12 @@ def _v5_exports(conn):
     schema.export_state.create(conn)
 
 
-UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports}
+def _v6_export_targets(conn):
+    """Version 6: export targets managed through the admin API."""
+    schema.export_targets.create(conn)
+
+
+UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets}
 
 
 class SchemaError(Exception):

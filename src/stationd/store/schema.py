@@ -173,3 +173,14 @@ export_state = Table(
     Column("cursor", BigInteger, nullable=False),
     Column("updated_ns", BigInteger, nullable=False),
 )
+
+# Export targets added through the admin API (config-file targets are not
+# here): their settings in config-file syntax, so one parser checks both.
+export_targets = Table(
+    "export_targets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("settings", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+)

@@ -1,9 +1,11 @@
-"""Admin routes: users and their API keys (the same operations as stationd-admin)."""
+"""Admin routes: users and their API keys (the same operations as stationd-admin), stations,
+event files, and export targets at run time."""
 
 import json
 
 from twisted.internet.threads import deferToThread
 
+from stationd.exporter import TargetError
 from stationd.store import files, stations, users
 from stationd.times import parse_time
 from stationd.web.auth import require
@@ -43,6 +45,7 @@ class Admin:
         self.files = node.files
         self.reactor = node.reactor
         self.origin = node.name
+        self.exports = node.exports
 
     @route("GET", "/api/v1/admin/users")
     @require("admin")
@@ -126,3 +129,48 @@ class Admin:
                              int(self.reactor.seconds() * 1e9), instrument=body.get("instrument"),
                              location=body.get("location"), orientation=body.get("orientation"))
         return json_body(request, {"station": station_id, "history": history}, status=201)
+
+    @route("GET", "/api/v1/admin/exports")
+    @require("admin")
+    async def list_exports(self, request):
+        return json_body(request, {"targets": self.exports.describe()})
+
+    @route("POST", "/api/v1/admin/exports")
+    @require("admin")
+    async def add_export(self, request):
+        """{"name", "paused" (default false), and settings as in [export:NAME]}."""
+        settings = read_json(request)
+        name, paused = settings.pop("name", None), _paused(settings)
+        if not isinstance(name, str):
+            raise HTTPError(400, "name: required, a string", code="bad_target")
+        target = await _targets(self.exports.add(name, settings, bool(paused)))
+        return json_body(request, {"target": target}, status=201)
+
+    @route("PATCH", "/api/v1/admin/exports/<name>")
+    @require("admin")
+    async def change_export(self, request, name):
+        """Settings given replace the stored ones (null: the default); "paused": true/false."""
+        settings = read_json(request)
+        paused = _paused(settings)
+        target = await _targets(self.exports.change(name, settings, paused))
+        return json_body(request, {"target": target})
+
+    @route("DELETE", "/api/v1/admin/exports/<name>")
+    @require("admin")
+    async def remove_export(self, request, name):
+        await _targets(self.exports.remove(name))
+        return json_body(request, {"removed": name})
+
+
+def _paused(settings):
+    paused = settings.pop("paused", None)
+    if paused is not None and not isinstance(paused, bool):
+        raise HTTPError(400, "paused: true or false", code="bad_target")
+    return paused
+
+
+async def _targets(operation):
+    try:
+        return await operation
+    except TargetError as e:
+        raise HTTPError(e.status, str(e), code=e.code, details=e.details) from None

@@ -1,0 +1,103 @@
+"""Export targets at run time: the admin API adds, changes, pauses and removes them,
+the changes outlive a restart, and config-file targets stay read-only."""
+
+import json
+
+import pytest_twisted
+from twisted.internet import task
+
+from stationd.store import exports, users
+
+from conftest import call, make_node, serve
+
+ADMIN_KEY = {}  # database -> key
+CONFIG = "[node]\nname = station-7\n[export:central]\ntarget_url = http://127.0.0.1:9\nwindow = 03-04\n"
+
+
+async def start(tmp_path, database_url):
+    node = serve(make_node(tmp_path, database_url, CONFIG))
+    node.pump = task.LoopingCall(node.stub.flush)
+    node.pump.start(0.001)
+    return node
+
+
+async def stop(node):
+    node.pump.stop()
+    await node.stopService()
+
+
+async def admin(node, method, path, body=None, key=None):
+    headers = {"Authorization": f"Bearer {key or ADMIN_KEY[node.store.url.database]}"}
+    response, answer = await call(node.stub, method, f"http://n/api/v1/admin/exports{path}", headers=headers,
+                                  data=None if body is None else json.dumps(body).encode())
+    return response.code, json.loads(answer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_targets_are_added_changed_paused_and_removed_and_outlive_a_restart(tmp_path, database_url):
+    node = await start(tmp_path, database_url)
+    ADMIN_KEY[node.store.url.database] = node.store.call(users.add_user, "root", "admin")[1]
+    reader_key = node.store.call(users.add_user, "reader", "reader")[1]
+    try:
+        code, answer = await admin(node, "POST", "", {"name": "regional", "target_url": "http://127.0.0.1:9",
+                                                      "api_key": "secret", "stations": ["501", "502"],
+                                                      "batch_size": 1000, "window": "03-04"})
+        assert code == 201, answer
+        assert answer["target"] == {"name": "regional", "source": "api", "paused": False, "api_key_set": True,
+                                    "settings": {"target_url": "http://127.0.0.1:9", "stations": "501 502",
+                                                 "batch_size": "1000", "window": "03-04"},
+                                    "status": answer["target"]["status"]}
+        running = node.exports.exporters["regional"]
+        assert running.running and running.target["batch_size"] == 1000 and running.target["api_key"] == "secret"
+
+        assert (await admin(node, "POST", "", {"name": "regional", "target_url": "http://x"}))[0] == 409
+        code, answer = await admin(node, "PATCH", "/regional", {"batch_size": 20000, "interval": "soon"})
+        assert code == 400 and set(answer["error"]["details"]) == {"batch_size", "interval"}
+        assert node.exports.exporters["regional"] is running  # a rejected change changes nothing
+        code, answer = await admin(node, "PATCH", "/central", {"paused": True})
+        assert (code, answer["error"]["code"]) == (409, "read_only")
+        assert (await admin(node, "PATCH", "/nowhere", {"paused": True}))[0] == 404
+        assert (await admin(node, "GET", "", key=reader_key))[0] == 403
+
+        code, answer = await admin(node, "PATCH", "/regional", {"paused": True, "stations": None})
+        assert code == 200 and answer["target"]["paused"] and answer["target"]["status"]["state"] == "paused"
+        assert "stations" not in answer["target"]["settings"]
+        assert not running.running and "regional" not in node.exports.exporters
+        assert node.status()["exports"]["regional"]["state"] == "paused"
+    finally:
+        await stop(node)
+
+    node = await start(tmp_path, database_url)
+    try:
+        _, answer = await admin(node, "GET", "")
+        assert [(t["name"], t["source"], t["paused"]) for t in answer["targets"]] == [
+            ("central", "config", False), ("regional", "api", True)]
+        code, answer = await admin(node, "PATCH", "/regional", {"paused": False})
+        assert code == 200 and node.exports.exporters["regional"].running
+        assert node.exports.exporters["regional"].target["stations"] == []
+        code, answer = await admin(node, "DELETE", "/regional")
+        assert (code, answer) == (200, {"removed": "regional"})
+        assert list(node.exports.targets) == ["central"]
+    finally:
+        await stop(node)
+
+    node = await start(tmp_path, database_url)
+    try:
+        assert list(node.status()["exports"]) == ["central"]
+    finally:
+        await stop(node)
+
+
+def test_a_changed_target_keeps_its_cursor_a_new_one_starts_from_the_beginning(tmp_path, database_url):
+    node = make_node(tmp_path, database_url)
+    store = node.store
+    store.call(exports.set_cursor, "regional", 42, 1)  # left by an earlier target of that name
+    store.call(exports.put_target, "regional", {"target_url": "http://a"}, False, 2)
+    assert store.call(exports.get_cursor, "regional") == 0
+    store.call(exports.set_cursor, "regional", 42, 3)
+    store.call(exports.put_target, "regional", {"target_url": "http://b"}, True, 4)
+    assert store.call(exports.get_cursor, "regional") == 42
+    assert store.call(exports.list_targets) == {"regional": ({"target_url": "http://b"}, True)}
+    store.call(exports.remove_target, "regional")
+    assert store.call(exports.get_cursor, "regional") == 0 and store.call(exports.list_targets) == {}
+    store.close()
