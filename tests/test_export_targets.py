@@ -1,17 +1,24 @@
 """Export targets at run time: the admin API adds, changes, pauses and removes them,
 the changes outlive a restart, and config-file targets stay read-only."""
 
+import datetime
 import json
 
+import pytest
 import pytest_twisted
-from twisted.internet import task
+from twisted.internet import reactor, task
 
+from stationd import cli
+from stationd.client import Client, ClientError
 from stationd.store import exports, users
 
 from conftest import call, make_node, serve
 
 ADMIN_KEY = {}  # database -> key
-CONFIG = "[node]\nname = station-7\n[export:central]\ntarget_url = http://127.0.0.1:9\nwindow = 03-04\n"
+# Closed for the next 11 hours (the node's zone is UTC): no round tries to reach the upstream.
+_HOUR = (datetime.datetime.now(datetime.UTC).hour + 12) % 24
+WINDOW = f"{_HOUR:02d}-{(_HOUR + 1) % 24:02d}"
+CONFIG = f"[node]\nname = station-7\n[export:central]\ntarget_url = http://127.0.0.1:9\nwindow = {WINDOW}\n"
 
 
 async def start(tmp_path, database_url):
@@ -41,11 +48,11 @@ async def test_targets_are_added_changed_paused_and_removed_and_outlive_a_restar
     try:
         code, answer = await admin(node, "POST", "", {"name": "regional", "target_url": "http://127.0.0.1:9",
                                                       "api_key": "secret", "stations": ["501", "502"],
-                                                      "batch_size": 1000, "window": "03-04"})
+                                                      "batch_size": 1000, "window": WINDOW})
         assert code == 201, answer
         assert answer["target"] == {"name": "regional", "source": "api", "paused": False, "api_key_set": True,
                                     "settings": {"target_url": "http://127.0.0.1:9", "stations": "501 502",
-                                                 "batch_size": "1000", "window": "03-04"},
+                                                 "batch_size": "1000", "window": WINDOW},
                                     "status": answer["target"]["status"]}
         running = node.exports.exporters["regional"]
         assert running.running and running.target["batch_size"] == 1000 and running.target["api_key"] == "secret"
@@ -101,3 +108,37 @@ def test_a_changed_target_keeps_its_cursor_a_new_one_starts_from_the_beginning(t
     store.call(exports.remove_target, "regional")
     assert store.call(exports.get_cursor, "regional") == 0 and store.call(exports.list_targets) == {}
     store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stationd_client_manages_targets(tmp_path, database_url, capsys):
+    node = await start(tmp_path, database_url)
+    key = node.store.call(users.add_user, "root", "admin")[1]
+    client = Client("http://n", api_key=key, http_client=node.stub, reactor=reactor)
+
+    async def run(*argv):
+        await cli.exports(client, cli.parser().parse_args(["--url", "http://n", "exports", *argv]))
+        return capsys.readouterr().out
+
+    try:
+        assert await run("add", "regional", "target_url=http://127.0.0.1:9", "stations=501 502",
+                         f"window={WINDOW}") == "regional: ok\n"
+        assert node.exports.exporters["regional"].target["stations"] == ["501", "502"]
+        assert await run("pause", "regional") == "regional: paused\n"
+        assert await run() == ("central: ok -> http://127.0.0.1:9, lag 0.0 s\n"
+                               "regional: paused -> http://127.0.0.1:9\n")
+        assert await run("resume", "regional") == "regional: ok\n"
+        await run("change", "regional", "stations=", "batch_size=50")
+        assert await run("list") == (f"central (config): ok; target_url=http://127.0.0.1:9 window={WINDOW}\n"
+                                     f"regional (api): ok; target_url=http://127.0.0.1:9 window={WINDOW} "
+                                     "batch_size=50\n")
+        with pytest.raises(ClientError, match="configuration file"):
+            await run("change", "central", "batch_size=50")
+        with pytest.raises(SystemExit):
+            await run("change", "regional", "batch_size")
+        assert "expected KEY=VALUE" in capsys.readouterr().err
+        assert await run("remove", "regional") == "regional: removed\n"
+        assert await client.export_targets() == [dict((await client.export_targets())[0], name="central")]
+    finally:
+        await client.close()
+        await stop(node)

@@ -242,7 +242,7 @@ async def test_stationd_client_exports_lists_target_states(capsys):
             return {"central": {"state": "backing_off", "target_url": "https://c:8443", "lag_seconds": 12.5,
                                 "failing_since": "2024-05-01T00:00:00.000000000Z", "last_error": "refused"}}
 
-    await cli.exports(Fake(), argparse.Namespace(json=False))
+    await cli.exports(Fake(), argparse.Namespace(json=False, action=None, name=None))
     assert capsys.readouterr().out == ("central: backing_off -> https://c:8443, lag 12.5 s, "
                                        "failing since 2024-05-01T00:00:00.000000000Z: refused\n")
 

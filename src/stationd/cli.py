@@ -117,11 +117,55 @@ def default_name(name):
 
 
 async def exports(client, args):
+    """Without an action, each target's state; with one, the admin operations on targets."""
+    if args.action in ("add", "change", "pause", "resume", "remove") and not args.name:
+        fail(f"exports {args.action}: name the target")
+    if args.action == "list":
+        targets = await client.export_targets()
+        if args.json:
+            print(json.dumps(targets, indent=2))
+        for target in [] if args.json else targets:
+            settings = " ".join(f"{k}={v}" for k, v in target["settings"].items())
+            paused = ", paused" if target["paused"] else ""
+            print(f"{target['name']} ({target['source']}{paused}): {target['status']['state']}; {settings}")
+        return
+    if args.action in ("add", "change"):
+        settings = _settings(args.settings)
+        function = client.add_export if args.action == "add" else client.change_export
+        target = await function(args.name, settings)
+    elif args.action in ("pause", "resume"):
+        target = await client.change_export(args.name, paused=args.action == "pause")
+    elif args.action == "remove":
+        await client.remove_export(args.name)
+        print(json.dumps({"removed": args.name}) if args.json else f"{args.name}: removed")
+        return
+    else:
+        await _export_states(client, args)
+        return
+    print(json.dumps(target, indent=2) if args.json else
+          f"{target['name']}: {'paused' if target['paused'] else target['status']['state']}")
+
+
+def _settings(pairs):
+    """KEY=VALUE arguments; an empty value sets the key back to its default."""
+    settings = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            fail(f"{pair!r}: expected KEY=VALUE")
+        settings[key] = value or None
+    return settings
+
+
+async def _export_states(client, args):
     targets = await client.exports()
     if args.json:
         print(json.dumps(targets, indent=2))
         return
     for name, state in sorted(targets.items()):
+        if state["state"] == "paused":
+            print(f"{name}: paused -> {state['target_url']}")
+            continue
         failing = f", failing since {state['failing_since']}: {state['last_error']}" if state["failing_since"] else ""
         print(f"{name}: {state['state']} -> {state['target_url']}, lag {state['lag_seconds']:.1f} s{failing}")
 
@@ -295,8 +339,13 @@ def parser():
     command.set_defaults(function=stations)
     command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
 
-    command = sub.add_parser("exports", help="export targets and their state")
+    command = sub.add_parser("exports", help="export targets: their state, or (role admin) list, add, change, "
+                             "pause, resume or remove one")
     command.set_defaults(function=exports)
+    command.add_argument("action", nargs="?", choices=("list", "add", "change", "pause", "resume", "remove"))
+    command.add_argument("name", nargs="?")
+    command.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+                         help="settings as in an [export:NAME] section (add, change; KEY= sets the default)")
     command.add_argument("--json", action="store_true", help="as JSON")
 
     command = sub.add_parser("get-config", help="an instrument configuration as valid at a date "

@@ -263,6 +263,28 @@ class Client:
         """The node's export targets and their state ({name: {...}})."""
         return (await self.status()).get("exports", {})
 
+    async def export_targets(self):
+        """Every export target with its settings (not the API key), source and state (role admin)."""
+        return (await self.get_json("/api/v1/admin/exports"))["targets"]
+
+    async def add_export(self, name, settings, paused=False):
+        """Add a target; settings as in an [export:NAME] section (lists of words allowed)."""
+        return await self._export_change("POST", "", dict(settings, name=name, paused=paused))
+
+    async def change_export(self, name, settings=(), paused=None):
+        """Change an API-added target: settings given replace the stored (None: the default)."""
+        body = dict(settings)
+        if paused is not None:
+            body["paused"] = paused
+        return await self._export_change("PATCH", f"/{_segment(name)}", body)
+
+    async def remove_export(self, name):
+        await self.request("DELETE", f"/api/v1/admin/exports/{_segment(name)}")
+
+    async def _export_change(self, method, path, body):
+        _, answer = await self.request(method, "/api/v1/admin/exports" + path, json=body)
+        return json.loads(answer)["target"]
+
     async def import_events(self, origin, events):
         """Hand a batch to the node's import API: {"accepted", "duplicates", "need": [file ids], "node"}."""
         _, body = await self.request("POST", "/api/v1/import", data=jsoncodec.dumps({"origin": origin,
