@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import pytest_twisted
+from sqlalchemy import select
 from twisted.internet import reactor, task
 
 from stationd import config as configuration
@@ -15,6 +16,7 @@ from stationd.client import Client, ClientError
 from stationd.exporter import Exporter, backoff_delay, seconds_until_open
 from stationd.store import exports, files, stations, users
 from stationd.store.events import digest, store_batches
+from stationd.store.schema import events
 
 from conftest import call, make_node, serve
 
@@ -263,3 +265,27 @@ async def test_a_store_error_is_retried_with_backoff_not_given_up(node, monkeypa
     assert "database is locked" in job.status()["last_error"]
     monkeypatch.undo()
     assert await job.run_round() == 10.0 and len(sent_ids(upstream)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_attached_after_its_event_was_sent_follows_it_up_the_chain(pair, node):
+    """Attaching renumbers the event (a new seq), here and, on import, upstream too."""
+    up, key = pair
+    clock = task.Clock()
+    first, second = add_events(node, 2)
+    client = Client("http://central", api_key=key, http_client=FileBodies(up.stub), reactor=reactor)
+    job = Exporter(target(), node, clock, client=client)
+    await job.run_round()
+    up_seq = {row.id: row.seq for row in up.store.call(lambda c: c.execute(select(events.c.id, events.c.seq)))}
+    content = b"late frame" * 100
+    sha256, size = node.files.put(io.BytesIO(content))
+    node.store.call(files.attach_file, first, name="late.png", mime_type="image/png", sha256=sha256, size=size,
+                    now_ns=T0, origin="station-7")
+    assert await job.run_round() == 10.0, job.status()["last_error"]
+    _, body = await call(up.stub, "GET", f"http://central/api/v1/events/{first}")
+    assert [f["sha256"] for f in json.loads(body)["files"]] == [sha256]
+    assert open(up.files.path(sha256), "rb").read() == content
+    renumbered = {row.id: row.seq for row in up.store.call(lambda c: c.execute(select(events.c.id, events.c.seq)))}
+    assert renumbered[second] == up_seq[second] and renumbered[first] > max(up_seq.values())
+    assert up.metrics.count(up.metrics.import_events)[("duplicate",)] == 1
+    await client.close()

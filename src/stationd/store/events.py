@@ -45,11 +45,25 @@ def insert_events(conn, rows):
     time; on PostgreSQL a transaction lock makes inserting transactions take
     turns from here to their commit.
     """
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(74658)")
-    first = (conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0) + 1
+    first = _next_seq(conn)
     numbered = [row + (first + index,) for index, row in enumerate(rows)]
     return conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], numbered).rowcount
+
+
+def renumber(conn, event_ids):
+    """Give stored events the next ``seq``s: something was added to them (a file), and the
+    exporters, which may have sent them already, must send them again."""
+    if not event_ids:
+        return
+    first = _next_seq(conn)
+    conn.execute(events.update().where(events.c.id == bindparam("event_id")).values(seq=bindparam("new_seq")),
+                 [{"event_id": event_id, "new_seq": first + index} for index, event_id in enumerate(event_ids)])
+
+
+def _next_seq(conn):
+    if conn.dialect.name == "postgresql":  # held until commit: numbers are handed out in commit order
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(74658)")
+    return (conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0) + 1
 
 
 def store_batches(conn, records, origin):

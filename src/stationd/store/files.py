@@ -4,6 +4,7 @@ import uuid
 
 from sqlalchemy import select
 
+from stationd.store.events import renumber
 from stationd.store.query import get_file
 from stationd.store.schema import event_files, events, files
 
@@ -27,6 +28,7 @@ def attach_file(conn, event_id, *, name, mime_type, sha256, size, now_ns, origin
         name=name, mime_type=mime_type, semantic_type=semantic_type, size=size, sha256=sha256,
         meta=meta or {}, created_ns=now_ns, origin=origin))
     conn.execute(event_files.insert().values(event_id=event_id, file_id=file_id))
+    renumber(conn, [event_id])  # exported already, perhaps: it goes again, with its file
     return get_file(conn, file_id)
 
 

@@ -11,7 +11,7 @@ import datetime
 from sqlalchemy import select
 
 from stationd import jsoncodec
-from stationd.store.events import _insert, insert_events
+from stationd.store.events import _insert, insert_events, renumber
 from stationd.store.schema import event_files, files, stations
 
 def import_batch(conn, batch):
@@ -29,8 +29,13 @@ def import_batch(conn, batch):
     records = [dict(f, station=e["station"]) for e in batch for f in e["files"]]
     links = [{"event_id": e["id"], "file_id": f["id"]} for e in batch for f in e["files"]]
     if records:
+        linked = set(conn.execute(select(event_files.c.event_id, event_files.c.file_id).where(
+            event_files.c.event_id.in_({link["event_id"] for link in links}))).tuples())
         conn.execute(_insert(conn, files), [{k: r[k] for k in (
             "id", "station", "time_ns", "name", "mime_type", "semantic_type", "size", "sha256", "meta",
             "created_ns", "origin")} for r in records])
         conn.execute(_insert(conn, event_files), links)
+        # An event stored before that gained a file goes up the chain again, with it.
+        renumber(conn, sorted({link["event_id"] for link in links
+                               if (link["event_id"], link["file_id"]) not in linked}))
     return {"accepted": inserted, "duplicates": len(rows) - inserted, "stations_added": len(new_stations)}, records
