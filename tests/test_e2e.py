@@ -687,3 +687,97 @@ timeout = 5s
     with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen(f"https://localhost:{central.https}/api/v1/import", context=context, timeout=10).read()
     assert station.stop() == 0 and central.stop() == 0
+
+
+def test_a_three_node_chain_with_a_target_added_and_paused_at_run_time(tmp_path):
+    """station -> regional (a config-file target) -> central (a target added with
+    stationd-client while the nodes run, paused and resumed, kept across a
+    restart): what is ingested at the bottom arrives at the top once."""
+    import hashlib
+
+    for name in ("station", "regional", "central"):
+        (tmp_path / name).mkdir()
+    central = Node(tmp_path / "central", "[node]\nname = central\n")
+    regional = Node(tmp_path / "regional", "[node]\nname = regional\n")
+    central_key = admin_cli(central.config, "add-user", "regional", "--role", "importer").strip().splitlines()[-1]
+    regional_key = admin_cli(regional.config, "add-user", "station-7", "--role", "importer").strip().splitlines()[-1]
+    regional_admin = admin_cli(regional.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
+    central.start()
+    regional.start()  # its certificate exists from here on: the station's exporter trusts it
+    station = Node(tmp_path / "station", f"""[node]
+name = station-7
+[export:regional]
+target_url = https://localhost:{regional.https}
+api_key = {regional_key}
+ca = {regional.cert}
+interval = 200ms
+max_backoff = 1s
+""")
+    admin_cli(station.config, "add-station", "501")
+    station_key = admin_cli(station.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
+    station.start()
+
+    def exports_cli(*argv):
+        out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", f"https://localhost:{regional.https}",
+                              "--ca", regional.cert, "--api-key", regional_admin, "exports", *argv],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def ingest(first, n):
+        body = {"events": [{"type": "CIC", "time_ns": 1714564800 * 10**9 + i, "data": {"n": i}}
+                           for i in range(first, first + n)]}
+        request = urllib.request.Request(f"http://127.0.0.1:{station.http}/api/v1/stations/501/events",
+                                         data=json.dumps(body).encode(), headers={
+                                             "Authorization": f"Bearer {station_key}",
+                                             "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["accepted"] == n
+
+    def events_at(node):
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/api/v1/events?limit=10000&order=asc",
+                                    timeout=30) as response:
+            return json.loads(response.read())["events"]
+
+    def wait_for(node, n, limit=60):
+        deadline = time.monotonic() + limit
+        while len(events_at(node)) < n:
+            assert time.monotonic() < deadline, f"{len(events_at(node))} of {n} events at {node.tmp_path.name}"
+            time.sleep(0.2)
+
+    ingest(0, 200)
+    wait_for(station, 200)  # acknowledged on the spool; in the store a moment later
+    first_event = events_at(station)[0]["id"]
+    content = os.urandom(50_000)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{station.http}/api/v1/admin/events/{first_event}/files?name=trace.bin",
+        data=content, headers={"Authorization": f"Bearer {station_key}"})
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+    wait_for(regional, 200)
+    assert events_at(central) == []
+
+    assert exports_cli("add", "central", f"target_url=https://localhost:{central.https}", f"api_key={central_key}",
+                       f"ca={central.cert}", "interval=200ms", "max_backoff=1s") == "central: ok\n"
+    wait_for(central, 200)
+    assert exports_cli("pause", "central") == "central: paused\n"
+    ingest(200, 100)
+    wait_for(regional, 300)
+    time.sleep(1)  # a paused target sends nothing
+    assert len(events_at(central)) == 200
+    assert regional.stop() == 0  # the paused target is stored: it comes back paused
+    regional.start()
+    assert "central (api, paused)" in exports_cli("list")
+    assert exports_cli("resume", "central") == "central: ok\n"
+    wait_for(central, 300)
+
+    events = events_at(central)
+    assert len(events) == len({e["id"] for e in events}) == 300
+    assert sorted(e["data"]["n"] for e in events) == list(range(300))
+    assert {e["origin"] for e in events} == {"station-7"}
+    [with_file] = [e for e in events if e["id"] == first_event]
+    with urllib.request.urlopen(f"http://127.0.0.1:{central.http}/api/v1/files/{with_file['files'][0]}"
+                                "/content", timeout=30) as response:
+        assert hashlib.sha256(response.read()).digest() == hashlib.sha256(content).digest()
+    assert len(events_at(regional)) == 300  # and nothing came back down the chain
+    assert station.stop() == 0 and regional.stop() == 0 and central.stop() == 0
