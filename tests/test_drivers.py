@@ -1,14 +1,19 @@
 """Sensor drivers against fakes: a fake /proc and /sys tree, little scripts,
 a task.Clock, and fake Pimoroni modules in sys.modules."""
 
+import configparser
 import os
+import pathlib
+import re
 import statistics
 import sys
+import textwrap
 import types
 
 import pytest
 from twisted.internet import task
 
+from stationd import config as configuration
 from stationd.sensors import drivers
 from stationd.sensors.drivers import DriverError, ReadError
 
@@ -534,3 +539,23 @@ def test_enviroplus_option_errors(tmp_path, monkeypatch, pi_root, options, key):
     with pytest.raises(DriverError) as e:
         drivers.make("enviroplus", dict({"root": str(pi_root)}, **options), context(tmp_path))
     assert e.value.key == key
+
+
+# -- the documentation --------------------------------------------------------
+
+def test_the_examples_in_the_docs_make_drivers(tmp_path, monkeypatch):
+    text = (pathlib.Path(__file__).parent.parent / "docs/sensors.rst").read_text()
+    parser = configparser.ConfigParser(interpolation=None)
+    for block in re.findall(r"::\n\n((?:    .*\n|\n)+)", text):
+        if block.lstrip().startswith("[sensor:"):
+            parser.read_string(textwrap.dedent(block))
+    fake_pimoroni(monkeypatch)
+    monkeypatch.setattr(drivers, "cpu_temperature", lambda root="/": 50.0)
+    monkeypatch.setattr(drivers, "shutil", types.SimpleNamespace(which=lambda name: name))
+    kinds = set()
+    for section in parser.sections():
+        values = dict(parser[section])
+        options = {key: value for key, value in values.items() if key not in configuration.SENSOR}
+        assert drivers.make(values["driver"], options, context(tmp_path)) is not None, section
+        kinds.add(values["driver"])
+    assert kinds == {"system", "sysfs", "command", "simulated", "enviroplus", "dbus"}
