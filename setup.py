@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.11",
     # The dropin folder twisted/plugins has no __init__.py on purpose: one
     # there would shadow Twisted's own twisted.plugins package.
-    packages=["stationd", "stationd.store", "stationd.web", "twisted.plugins"],
+    packages=["stationd", "stationd.store", "stationd.web", "stationd.sensors", "twisted.plugins"],
     package_dir={"": "src", "twisted.plugins": "twisted/plugins"},
     package_data={"stationd": ["default.ini"]},
     install_requires=[
@@ -25,6 +25,7 @@ setup(
         "zope.interface>=6",
         "prometheus-client==0.26.0",
         "orjson==3.13.0",
+        "txdbus==1.1.2",
     ],
     extras_require={
         # numpy only to build the pickles real stations send; stationd never imports it.

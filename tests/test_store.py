@@ -112,7 +112,7 @@ def test_the_dedupe_lookup_uses_station_and_time_on_sqlite(tmp_path):
 
 def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     """Version 3 added query indexes and the files and station status tables; 4 configs;
-    5 export state; 6 export targets."""
+    5 export state; 6 export targets; 7 sensor readings."""
     from sqlalchemy import text
 
     fresh = Store(f"sqlite:///{tmp_path}/fresh.sqlite")
@@ -121,7 +121,7 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     old.migrate()
     with old.engine.begin() as conn:  # back to version 2's shape
         for table in ("files", "event_files", "station_status", "config_versions", "export_state",
-                      "export_targets"):
+                      "export_targets", "sensor_readings"):
             conn.execute(text(f"DROP TABLE {table}"))
         for index in schema.events.indexes:
             conn.execute(text(f"DROP INDEX {index.name}"))

@@ -24,7 +24,7 @@ class FakeNode:
 
         self.store = store
         self.auth = Authenticator(store, public_read)
-        self.files, self.reactor, self.name = None, reactor, "test"
+        self.files, self.reactor, self.name, self.exports = None, reactor, "test", None
 
     def status(self):
         return {"node": "test", "components": {}}

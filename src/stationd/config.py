@@ -13,7 +13,7 @@ import zoneinfo
 from importlib import resources
 
 DEFAULTS_NAME = "<defaults>"
-COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "import", "metrics")
+COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "import", "sensors", "metrics")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
@@ -180,6 +180,8 @@ SCHEMA = {
     "writer": {"spool_dir": optional_path, "max_spool_bytes": size},
     "files": {"dir": optional_path},
     "ingest": {"station_list": optional_path, "min_event_time": timestamp, "max_future_skew": duration},
+    "display": {"driver": choice("log", "file", "dbus", "st7735"), "path": optional_path, "max_length": integer},
+    "dbus": {"bus": text, "name": text},
     "log": {
         "level": choice(*LOG_LEVELS, fold_case=True),
         "path": optional_path,
@@ -211,6 +213,40 @@ EXPORT = {
 EXPORT_DEFAULTS = {"api_key": "", "ca": "", "client_cert": "", "client_key": "", "stations": "", "types": "",
                    "semantic_types": "", "after": "", "before": "", "window": "", "interval": "10s",
                    "batch_size": "500", "max_backoff": "1h", "timeout": "30s"}
+
+
+def field_numbers(value):
+    """``temperature=70 load1=4`` -> {"temperature": 70.0, "load1": 4.0}; a bare number is for every field ("*")."""
+    numbers = {}
+    for word in words(value):
+        field, equals, number = word.rpartition("=")
+        try:
+            numbers[field if equals else "*"] = float(number)
+        except ValueError:
+            raise ValueError(f"expected FIELD=NUMBER words, not {word!r}") from None
+    return numbers
+
+
+# [sensor:NAME] sections: one polled sensor each (see docs/sensors.rst).  Keys
+# not named here are the driver's own (sensors.drivers.make checks them).
+SENSOR = {
+    "driver": choice("system", "sysfs", "dbus", "command", "simulated", "enviroplus"),
+    "enabled": boolean,
+    "interval": duration,
+    "align": boolean,
+    "jitter": duration,
+    "timeout": duration,
+    "fields": words,
+    "retention": duration,
+    "horizon": duration,
+    "resolution": duration,
+    "alarm_above": field_numbers,
+    "alarm_below": field_numbers,
+    "hysteresis": field_numbers,
+}
+SENSOR_DEFAULTS = {"enabled": "yes", "interval": "10s", "align": "no", "jitter": "0", "timeout": "5s", "fields": "",
+                   "retention": "7d", "horizon": "1d", "resolution": "5m", "alarm_above": "", "alarm_below": "",
+                   "hysteresis": "0"}
 
 
 class Config:
@@ -265,14 +301,21 @@ def load(path=None, environ=None):
         raise ConfigError(errors)
 
     raw, origin = {}, {}
+    sensors = {}  # section -> {key: (value, file)}: the defaults' sensors, overlaid by the user's
     for section in defaults.sections():
         for key, value in defaults.items(section):
+            if section.startswith("sensor:"):
+                sensors.setdefault(section, {})[key] = (value, DEFAULTS_NAME)
+                continue
             raw[section, key] = value
             origin[section, key] = DEFAULTS_NAME
     exports = {}
     for section in user.sections():
         if section.startswith("export:"):
             exports[section] = _export(section, user, path, errors)
+            continue
+        if section.startswith("sensor:"):
+            sensors.setdefault(section, {}).update((key, (value, path)) for key, value in user.items(section))
             continue
         if section not in SCHEMA:
             errors.append(f"{path}:{section}:: unknown section")
@@ -300,6 +343,11 @@ def load(path=None, environ=None):
         key = "tls_key" if tls.get("tls_cert") else "tls_cert"
         errors.append(f"{path}:web:{key}: tls_cert and tls_key must be set together")
     values["exports"] = {section.split(":", 1)[1]: export for section, export in exports.items()}
+    values["sensors"] = {}
+    for section, settings in sensors.items():
+        sensor = _sensor(section, settings, data_dir, errors)
+        if sensor.get("enabled"):
+            values["sensors"][sensor["name"]] = sensor
     if errors:
         raise ConfigError(errors)
     return Config(values, path, origin)
@@ -310,6 +358,28 @@ def _export(section, user, path, errors):
     export, problems = parse_export(section.split(":", 1)[1], dict(user.items(section)))
     errors.extend(f"{path}:{section}:{key}: {message}" for key, message in problems)
     return export
+
+
+def _sensor(section, settings, data_dir, errors):
+    """One [sensor:NAME] section: the keys of SENSOR parsed, the driver's own kept as text in
+    "options"; "origin" says which file set each key (for the driver's errors, found later)."""
+    name = section.split(":", 1)[1]
+    if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
+        errors.append(f"{settings.get('driver', ('', '?'))[1]}:{section}:: sensor names are letters, digits, "
+                      "_ and - (at most 64)")
+    sensor = {"name": name, "options": {}, "origin": {key: where for key, (_, where) in settings.items()}}
+    for key, value in dict({k: (v, DEFAULTS_NAME) for k, v in SENSOR_DEFAULTS.items()}, **settings).items():
+        value, where = value[0].replace("{data_dir}", data_dir), value[1]
+        if key not in SENSOR:
+            sensor["options"][key] = value
+            continue
+        try:
+            sensor[key] = SENSOR[key](value)
+        except ValueError as e:
+            errors.append(f"{where}:{section}:{key}: {e}")
+    if "driver" not in settings:
+        errors.append(f"{next(iter(settings.values()))[1]}:{section}:driver: required")
+    return sensor
 
 
 def parse_export(name, settings):

@@ -35,6 +35,16 @@ class Metrics:
             "stationd_import_events", "Events imported from other nodes, by result (accepted, duplicate).",
             ["result"], registry=r)
 
+        self.sensor_value = Gauge(
+            "stationd_sensor_value", "The last reading of each sensor field.", ["sensor", "field", "unit"],
+            registry=r)
+        self.sensor_errors = Counter(
+            "stationd_sensor_errors", "Failed sensor polls (errors, timeouts, a read still busy).", ["sensor"],
+            registry=r)
+        self.sensor_poll_lateness = Histogram(
+            "stationd_sensor_poll_lateness_seconds", "How late polls start after they are due.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
+
     def count(self, counter):
         """A counter's current values, {label values: value} (key () when it has no labels)."""
         values = {}

@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import sys
+import types
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
@@ -21,11 +22,13 @@ from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
 from stationd.configs import Configs
+from stationd.display import Display
 from stationd.exporter import ExportTargets
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
 from stationd.metrics import Metrics
+from stationd.sensors import Sensors, drivers
 from stationd.store import Store, StoreError, exports
 from stationd.tls import ServerTLS
 from stationd.web import make_site
@@ -92,6 +95,9 @@ class NodeService(service.MultiService):
         self.files = None
         self.configs = None
         self.exports = None
+        self.sensors = None
+        self.display = None
+        self.bus = None
         self.station_list = None
         self.log_observer = make_observer(config["log"])
 
@@ -159,6 +165,8 @@ class NodeService(service.MultiService):
                 "stored": int(self.metrics.count(self.metrics.store_events).get((), 0)),
             },
             "exports": self.exports.status(),
+            "sensors": {name: {k: v for k, v in self.sensors.describe(name).items() if k in ("state", "last_error")}
+                        for name in self.sensors.names()},
         }
 
 
@@ -187,6 +195,22 @@ def build_node(config, reactor):
     node.exports = ExportTargets(node, reactor)
     node.exports.load(node.store.call_read(exports.list_targets))
     node.exports.setServiceParent(node)
+
+    try:
+        node.display = Display(config["display"], node)
+    except ValueError as e:
+        raise config.error("display", "driver", str(e)) from None
+    node.sensors = Sensors(node, reactor)
+    for sensor in config["sensors"].values():
+        context = types.SimpleNamespace(name=sensor["name"], data_dir=config["node"]["data_dir"], reactor=reactor,
+                                        bus=node.bus, timeout=sensor["timeout"])
+        try:
+            node.sensors.add(sensor, drivers.make(sensor["driver"], sensor["options"], context))
+        except drivers.DriverError as e:
+            key = e.key or "driver"
+            origin = sensor["origin"].get(key, sensor["origin"].get("driver"))
+            raise configuration.ConfigError([f"{origin}:sensor:{sensor['name']}:{key}: {e}"]) from None
+    node.sensors.setServiceParent(node)
 
     site = make_site(node, reactor)
     for description in config["web"]["http"]:

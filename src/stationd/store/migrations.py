@@ -9,7 +9,7 @@ from sqlalchemy import inspect, select, text
 
 from stationd.store import schema
 
-LATEST = 6
+LATEST = 7
 
 
 def _index(table, name):
@@ -56,7 +56,13 @@ def _v6_export_targets(conn):
     schema.export_targets.create(conn)
 
 
-UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets}
+def _v7_sensor_readings(conn):
+    """Version 7: sensor readings."""
+    schema.sensor_readings.create(conn)
+
+
+UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets,
+            7: _v7_sensor_readings}
 
 
 class SchemaError(Exception):

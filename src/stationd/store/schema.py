@@ -184,3 +184,19 @@ export_targets = Table(
     Column("paused", Boolean, nullable=False),
     Column("updated_ns", BigInteger, nullable=False),
 )
+
+# Sensor readings: raw (step 0) for a sensor's horizon, then one row a field
+# and bucket of ``step`` seconds (the mean, with min and max), until its
+# retention (stationd.sensors.history).
+sensor_readings = Table(
+    "sensor_readings",
+    metadata,
+    Column("sensor", String(64), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("min", Float),
+    Column("max", Float),
+    Index("ix_sensor_readings", "sensor", "time_ns"),
+)

@@ -7,6 +7,7 @@ from stationd.web.imports import Import
 from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
 from stationd.web.query import Query
+from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.http import make_app, mount
 from stationd.web.site import CORS, NodeSite
@@ -20,6 +21,7 @@ COMPONENTS = {
     "query": Query,
     "configs": Configs,
     "import": Import,
+    "sensors": SensorRoutes,
     "metrics": MetricsRoutes,
 }
 

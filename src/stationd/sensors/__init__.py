@@ -1,0 +1,204 @@
+"""Sensors: polled on timers, their readings kept, alarms raised (docs/sensors.rst).
+
+Every [sensor:NAME] section becomes a Poller with its driver.  A reading
+sets the Prometheus gauges at once (fresh values whether or not anyone asks
+over HTTP), is remembered as the sensor's latest, checked against the
+field's alarm thresholds, and queued for the store, which gets the queue
+every FLUSH_SECONDS in one transaction (a write a second per sensor would
+wear an SD card for nothing).  Every COMPACT_SECONDS old readings are
+downsampled and expired.
+"""
+
+import math
+import random
+import uuid
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from stationd.sensors.poller import Poller, SensorThread
+from stationd.store import sensors as history
+from stationd.store.events import digest, store_batches
+
+log = Logger()
+FLUSH_SECONDS = 10.0
+COMPACT_SECONDS = 600.0
+
+
+class Alarms:
+    """Per field: above ``alarm_above`` raises, below it minus the hysteresis clears
+    (and the mirror image for ``alarm_below``), so a value hovering at a
+    threshold raises once, not at every poll."""
+
+    def __init__(self, sensor):
+        self.sensor = sensor
+        self.raised = set()  # (field, "above" | "below")
+
+    def check(self, field, value):
+        """[(kind, threshold, "raised" | "cleared")] for this value."""
+        changes = []
+        hysteresis = self.sensor["hysteresis"].get(field, self.sensor["hysteresis"].get("*", 0.0))
+        for kind, thresholds in (("above", self.sensor["alarm_above"]), ("below", self.sensor["alarm_below"])):
+            threshold = thresholds.get(field, thresholds.get("*"))
+            if threshold is None:
+                continue
+            sign = 1 if kind == "above" else -1
+            key = (field, kind)
+            if key not in self.raised and sign * (value - threshold) > 0:
+                self.raised.add(key)
+                changes.append((kind, threshold, "raised"))
+            elif key in self.raised and sign * (value - threshold) < -hysteresis:
+                self.raised.discard(key)
+                changes.append((kind, threshold, "cleared"))
+        return changes
+
+
+class Sensors(Service):
+    name = "sensors"
+
+    def __init__(self, node, clock, rng=random.random, run_blocking=None):
+        self.node, self.clock, self.rng = node, clock, rng
+        self.store, self.metrics = node.store, node.metrics
+        self._run_blocking = run_blocking  # tests: run reads in-line; else one thread a sensor
+        self.sensors, self.pollers, self.threads, self.alarms = {}, {}, {}, {}
+        self.latest = {}  # name -> (time_ns, {field: (value, unit)})
+        self.failing = {}  # name -> the error while it fails
+        self.pending = []  # (sensor, field, time_ns, value) not yet in the store
+        self.alarm_listeners = []  # f(sensor, field, value, kind, threshold, state)
+        self._flusher = _loop(self.flush, clock)
+        self._compactor = _loop(self.compact, clock)
+
+    def add(self, sensor, driver):
+        name = sensor["name"]
+        self.sensors[name] = sensor
+        self.alarms[name] = Alarms(sensor)
+        self.pollers[name] = Poller(sensor, driver, self.clock, self._runner(name, driver), self._reading,
+                                    self._failed, self.rng, self.metrics.sensor_poll_lateness.observe)
+
+    def _runner(self, name, driver):
+        if self._run_blocking is not None or not driver.blocking:
+            return self._run_blocking
+        return lambda function: self.threads[name](function)
+
+    def startService(self):
+        super().startService()
+        for name, poller in self.pollers.items():
+            if poller.driver.blocking and self._run_blocking is None:
+                self.threads[name] = SensorThread(name, self.node.reactor)
+            poller.start()
+        if self.sensors:
+            self._flusher.start(FLUSH_SECONDS, now=False).addErrback(self._stopped_by, "flush")
+            self._compactor.start(COMPACT_SECONDS, now=True).addErrback(self._stopped_by, "compact")
+
+    def _stopped_by(self, failure, what):
+        log.failure("Sensor readings: {what} loop stopped", failure, what=what)
+
+    def stopService(self):
+        super().stopService()
+        for poller in self.pollers.values():
+            poller.stop()
+        for thread in self.threads.values():
+            thread.stop()
+        for loop in (self._flusher, self._compactor):
+            if loop.running:
+                loop.stop()
+        return defer.ensureDeferred(self.flush())
+
+    # ---- readings
+
+    def _reading(self, name, seconds, values):
+        sensor = self.sensors[name]
+        kept = {field: (float(value), unit) for field, (value, unit) in values.items()
+                if (not sensor["fields"] or field in sensor["fields"]) and _finite(value)}
+        if not kept:
+            return self._failed(name, ValueError("the driver returned no numeric field"))
+        if name in self.failing:
+            log.info("Sensor {name}: reading again after {error}", name=name, error=self.failing.pop(name))
+        time_ns = round(seconds * 1e6) * 1000  # microseconds: what a float of seconds holds exactly
+        self.latest[name] = (time_ns, kept)
+        for field, (value, unit) in kept.items():
+            self.metrics.sensor_value.labels(name, field, unit).set(value)
+            self.pending.append((name, field, time_ns, value))
+            for kind, threshold, state in self.alarms[name].check(field, value):
+                self._alarm(name, field, value, kind, threshold, state, time_ns)
+        return None
+
+    def _failed(self, name, error):
+        self.metrics.sensor_errors.labels(name).inc()
+        reason = f"{type(error).__name__}: {error}"
+        if name not in self.failing:
+            log.warn("Sensor {name}: read failed ({reason}); polling goes on", name=name, reason=reason)
+        self.failing[name] = reason
+
+    def _alarm(self, name, field, value, kind, threshold, state, time_ns):
+        (log.warn if state == "raised" else log.info)(
+            "Sensor {name}: {field} = {value:g} {state} the {kind} {threshold:g} alarm", name=name, field=field,
+            value=value, kind=kind, threshold=threshold,
+            state="raises" if state == "raised" else "clears")
+        data = {"sensor": name, "field": field, "value": value, "kind": kind, "threshold": threshold,
+                "state": state}
+        event = {"id": None, "type": "sensor_alarm", "time_ns": time_ns, "data": data, "digest": digest(data),
+                 "quarantine": None}
+        self.store.run(_store_alarm, self.node.name, event, self.node.name).addErrback(
+            lambda failure: log.failure("Sensor {name}: alarm event not stored", failure, name=name))
+        for listener in self.alarm_listeners:
+            listener(name, field, value, kind, threshold, state)
+
+    async def flush(self):
+        rows, self.pending = self.pending, []
+        if rows:
+            try:
+                await self.store.run(history.add_readings, rows)
+            except Exception:
+                log.failure("Sensor readings: {n} not stored", n=len(rows))
+
+    async def compact(self):
+        now_ns = int(self.clock.seconds() * 1e9)
+        for name, sensor in self.sensors.items():
+            try:
+                await self.store.run(history.compact, name, now_ns, sensor["horizon"], sensor["resolution"],
+                                     sensor["retention"])
+            except Exception:
+                log.failure("Sensor {name}: old readings not compacted", name=name)
+
+    # ---- what the routes, D-Bus and the status ask
+
+    def names(self):
+        return sorted(self.sensors)
+
+    def latest_values(self, name):
+        """{field: value} of the last reading ({} before the first); KeyError for an unknown sensor."""
+        if name not in self.sensors:
+            raise KeyError(name)
+        return {field: value for field, (value, _) in self.latest.get(name, (0, {}))[1].items()}
+
+    def describe(self, name):
+        sensor = self.sensors[name]
+        time_ns, values = self.latest.get(name, (None, {}))
+        return {"name": name, "driver": sensor["driver"], "interval": sensor["interval"], "time_ns": time_ns,
+                "fields": {field: {"value": value, "unit": unit} for field, (value, unit) in values.items()},
+                "state": "failing" if name in self.failing else "ok" if time_ns is not None else "waiting",
+                "last_error": self.failing.get(name),
+                "alarms": sorted(f"{field} {kind}" for field, kind in self.alarms[name].raised)}
+
+    async def readings(self, name, since_ns, until_ns, step_s=None):
+        if name not in self.sensors:
+            raise KeyError(name)
+        await self.flush()  # what was read a moment ago is in the answer too
+        return await self.store.read(history.readings, name, since_ns, until_ns, step_s)
+
+
+def _loop(function, clock):
+    loop = task.LoopingCall(lambda: defer.ensureDeferred(function()))
+    loop.clock = clock
+    return loop
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _store_alarm(conn, station, event, origin):
+    event = dict(event, id=str(uuid.uuid4()))
+    return store_batches(conn, [{"station": station, "received_ns": event["time_ns"], "events": [event]}], origin)

@@ -1,0 +1,107 @@
+"""Sensor routes: QIoT-compatible (/api/sensors, /api/lcd) and the node's own
+(/api/v1/sensors...): current values, history, the display."""
+
+from stationd.display import MessageTooLong
+from stationd.store.sensors import TooManyReadings
+from stationd.times import format_ns, parse_query_time
+from stationd.web.auth import require
+from stationd.web.http import HTTPError, json_body, read_json, route
+
+MAX_SPAN_STEP = 1.0  # seconds: the smallest step a readings query may ask for
+
+
+class SensorRoutes:
+    def __init__(self, node):
+        self.auth = node.auth
+        self.sensors = node.sensors
+        self.display = node.display
+        self.prefix = node.config["web"]["request_path"]
+        self.reactor = node.reactor
+
+    def _sensor(self, name):
+        if name not in self.sensors.sensors:
+            raise HTTPError(404, f"no sensor {name!r}; GET /api/v1/sensors lists them", code="no_such_sensor")
+        return self.sensors.describe(name)
+
+    # ---- QIoT-compatible
+
+    @route("GET", "/api/sensors")
+    @require(read=True)
+    def qiot_list(self, request):
+        return json_body(request, {"result": [f"{self.prefix}api/sensors/{name}" for name in self.sensors.names()]})
+
+    @route("GET", "/api/sensors/<name>")
+    @require(read=True)
+    def qiot_sensor(self, request, name):
+        sensor = self._sensor(name)
+        if sensor["time_ns"] is None:
+            raise HTTPError(503, f"sensor {name!r} has no reading yet", code="no_reading",
+                            headers={"Retry-After": str(max(1, round(sensor["interval"])))})
+        values = {field: reading["value"] for field, reading in sensor["fields"].items()}
+        return json_body(request, {"result": {"instant": format_ns(sensor["time_ns"]), **values}})
+
+    @route("POST", "/api/lcd")
+    @require("editor")
+    async def qiot_lcd(self, request):
+        message = read_json(request).get("message")
+        if not isinstance(message, str):
+            raise HTTPError(400, "message: required, a string", code="bad_message")
+        try:
+            shown = await self.display.show(message)
+        except MessageTooLong as e:
+            raise HTTPError(413, str(e), code="message_too_long") from None
+        return json_body(request, {"result": {"message posted": shown}})
+
+    # ---- stationd's own
+
+    @route("GET", "/api/v1/sensors")
+    @require(read=True)
+    def list_sensors(self, request):
+        return json_body(request, {"sensors": [_public(self.sensors.describe(n)) for n in self.sensors.names()]})
+
+    @route("GET", "/api/v1/sensors/<name>")
+    @require(read=True)
+    def sensor(self, request, name):
+        return json_body(request, _public(self._sensor(name)))
+
+    @route("GET", "/api/v1/sensors/<name>/readings")
+    @require(read=True)
+    async def readings(self, request, name):
+        """since (default an hour before until), until (default now), step (seconds; averages)."""
+        self._sensor(name)
+        until = _time_arg(request, "until", int(self.reactor.seconds() * 1e9) + 1)
+        since = _time_arg(request, "since", until - 3600 * 10**9)
+        step = request.args.get(b"step", [None])[0]
+        try:
+            step = None if step is None else float(step)
+        except ValueError:
+            step = -1
+        if step is not None and not MAX_SPAN_STEP <= step <= 366 * 86400:
+            raise HTTPError(400, f"step: seconds, from {MAX_SPAN_STEP:g}", code="bad_parameter")
+        try:
+            rows = await self.sensors.readings(name, since, until, step)
+        except TooManyReadings as e:
+            raise HTTPError(400, f"step: {e}", code="bad_parameter") from None
+        readings = []
+        for time_ns, values, low, high in rows:
+            reading = {"time": format_ns(time_ns), "values": values}
+            if low:
+                reading["min"], reading["max"] = low, high
+            readings.append(reading)
+        return json_body(request, {"sensor": name, "since": format_ns(since), "until": format_ns(until),
+                                   "step": step, "readings": readings})
+
+
+def _public(sensor):
+    time_ns = sensor.pop("time_ns")
+    return dict(sensor, time=None if time_ns is None else format_ns(time_ns))
+
+
+def _time_arg(request, name, default):
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    try:
+        return parse_query_time(values[0].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPError(400, f"{name}: {e}", code="bad_parameter") from None

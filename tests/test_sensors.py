@@ -1,0 +1,264 @@
+"""Sensors on a task.Clock: schedule, timeouts, failures, history, alarms; and their routes."""
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, task
+
+from stationd import config as configuration
+from stationd.sensors import Alarms, Sensors
+from stationd.store import sensors as history
+from stationd.store.query import Query, find_events
+
+from conftest import call, make_node, serve
+
+NO_SYSTEM = "[sensor:system]\nenabled = no\n"
+
+
+def sensor(name="s", **overrides):
+    values = dict(configuration.SENSOR_DEFAULTS, driver="simulated", **overrides)
+    parsed = {key: configuration.SENSOR[key](value) for key, value in values.items()}
+    return dict(parsed, name=name, options={}, origin={})
+
+
+class Fake:
+    """A driver: answers from ``values`` (a value or an exception each call); records when it was called."""
+
+    def __init__(self, clock, *values, blocking=True):
+        self.clock, self.values, self.blocking = clock, list(values), blocking
+        self.calls = []
+
+    def read(self):
+        self.calls.append(self.clock.seconds())
+        value = self.values.pop(0) if len(self.values) > 1 else self.values[0]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+@pytest.fixture
+def node(tmp_path, database_url):
+    node = make_node(tmp_path, database_url, NO_SYSTEM)
+    yield node
+    node.store.close()
+
+
+def sensors_on(node, clock, run_blocking=lambda f: defer.maybeDeferred(f), rng=lambda: 0.5):
+    return Sensors(node, clock, rng=rng, run_blocking=run_blocking)
+
+
+def test_polls_keep_their_schedule_aligned_and_jittered(node):
+    clock = task.Clock()
+    clock.advance(1003.0)
+    jitter = iter([0.0, 0.5, 1.0, 0.25, 0.0])
+    aligned = Fake(clock, {"t": (20.0, "°C")})
+    sensors = sensors_on(node, clock, rng=lambda: next(jitter))
+    sensors.add(sensor("aligned", interval="10s", align="yes", jitter="2s"), aligned)
+    free = Fake(clock, {"t": (1.0, "")})
+    others = sensors_on(node, clock)
+    others.add(sensor("free", interval="3s"), free)
+    sensors.pollers["aligned"].start()
+    others.pollers["free"].start()
+    clock.pump([0.1] * 400)
+    # aligned: multiples of 10 s, each plus its share of 2 s of jitter
+    assert aligned.calls == pytest.approx([1010.0, 1021.0, 1032.0, 1040.5], abs=0.11)
+    # not aligned: at once, then every 3 s (no jitter), never drifting
+    assert free.calls == pytest.approx([1003.0 + 3 * i for i in range(14)], abs=0.11)
+
+
+def test_a_hanging_driver_times_out_without_delaying_the_others(node):
+    clock = task.Clock()
+    hung, released = [], []
+
+    def run_blocking(function):  # the stuck sensor's thread does not return (until released)
+        if function.__self__.name == "stuck" and not released:
+            hung.append(defer.Deferred())
+            return hung[-1]
+        return defer.maybeDeferred(function)
+
+    sensors = sensors_on(node, clock, run_blocking=run_blocking)
+    stuck, fine = Fake(clock, {"v": (1.0, "")}), Fake(clock, {"v": (2.0, "")})
+    stuck.name, fine.name = "stuck", "fine"
+    sensors.add(sensor("stuck", interval="1s", timeout="500ms"), stuck)
+    sensors.add(sensor("fine", interval="1s"), fine)
+    for poller in sensors.pollers.values():
+        poller.start()
+    clock.advance(0)
+    clock.pump([0.25] * 18)
+    assert fine.calls == pytest.approx([float(i) for i in range(5)])
+    assert len(hung) == 1  # later polls do not start a second read while the first hangs
+    errors = node.metrics.count(node.metrics.sensor_errors)
+    assert errors[("stuck",)] == 5 and ("fine",) not in errors  # 1 timeout, then 4 polls "busy"
+    assert sensors.failing["stuck"] == "PollTimeout: the previous read has not returned yet"
+    released.append(True)
+    hung[0].callback({"v": (9.0, "")})  # the read returns late: its answer is dropped, the next poll works
+    clock.advance(1)
+    assert sensors.latest_values("stuck") == {"v": 1.0} and "stuck" not in sensors.failing
+
+
+def test_a_raising_driver_keeps_its_loop_and_logs_once_a_state_change(node, capsys):
+    from twisted.logger import globalLogPublisher
+
+    clock = task.Clock()
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        sensors = sensors_on(node, clock)
+        flaky = Fake(clock, OSError("i2c bus error"), OSError("i2c bus error"), OSError("again"), {"h": (40.0, "%")})
+        sensors.add(sensor("flaky", interval="1s"), flaky)
+        sensors.pollers["flaky"].start()
+        clock.advance(0)
+        clock.pump([1] * 5)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert len(flaky.calls) == 6
+    assert node.metrics.count(node.metrics.sensor_errors)[("flaky",)] == 3
+    assert sensors.latest_values("flaky") == {"h": 40.0}
+    lines = [e["log_format"] for e in logged if e.get("name") == "flaky"]
+    assert lines == ["Sensor {name}: read failed ({reason}); polling goes on",
+                     "Sensor {name}: reading again after {error}"]
+
+
+def test_readings_are_downsampled_past_the_horizon_and_dropped_past_the_retention(node):
+    store = node.store
+    minute = 60 * 10**9
+    now = 1_000_020 * minute  # on the hour
+    # one reading a minute for 3 hours: values 0..179
+    store.call(history.add_readings, [("t", "v", now - (180 - i) * minute, float(i)) for i in range(180)])
+    store.call(history.compact, "t", now, 3600, 600, 2 * 3600)  # raw 1 h, then 10 min buckets, kept 2 h
+    rows = store.call(history.readings, "t", 0, now + 1)
+    times = [(now - t) // minute for t, *_ in rows]
+    # 2 h back, whole 10-minute buckets up to the horizon (cut at a bucket edge), then raw minutes
+    assert [t for t, _, low, _ in rows if low] == [t for t, *_ in rows[:6]]
+    assert times[:6] == [120, 110, 100, 90, 80, 70] and times[6:] == list(range(60, 0, -1))
+    first_bucket = rows[0]
+    assert first_bucket[1] == {"v": 64.5} and first_bucket[2] == {"v": 60.0} and first_bucket[3] == {"v": 69.0}
+    # a query with a step averages what is there, buckets or raw
+    hourly = store.call(history.readings, "t", now - 2 * 3600 * 10**9, now, 3600)
+    assert [values["v"] for _, values, _, _ in hourly] == [pytest.approx(89.5), pytest.approx(149.5)]
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([69, 71, 70.5, 69.5, 68.9, 71], ["raised", "cleared", "raised"]),
+    ([71, 71, 72], ["raised"]),
+])
+def test_alarms_raise_once_and_clear_past_the_hysteresis(values, expected):
+    alarms = Alarms(sensor(alarm_above="t=70", hysteresis="1"))
+    changes = [state for value in values for _, _, state in alarms.check("t", value)]
+    assert changes == expected
+
+
+def test_a_low_alarm_uses_the_mirror_hysteresis():
+    alarms = Alarms(sensor(alarm_below="battery=10", hysteresis="battery=5 2"))
+    assert [alarms.check("battery", v) for v in (12, 9, 14, 15.5)] == [
+        [], [("below", 10.0, "raised")], [], [("below", 10.0, "cleared")]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_alarm_is_stored_as_an_event_logged_and_signalled(node):
+    clock = task.Clock()
+    sensors = sensors_on(node, clock)
+    heard = []
+    sensors.alarm_listeners.append(lambda *args: heard.append(args))
+    sensors.add(sensor("cpu", interval="1s", alarm_above="temperature=80"),
+                Fake(clock, {"temperature": (85.0, "°C")}))
+    node.store.startService()
+    try:
+        sensors.pollers["cpu"].start()
+        clock.advance(0)
+        await sensors.flush()
+        await node.store.run(lambda conn: None)  # the alarm's insert ran before this
+        page = await node.store.read(find_events, Query(types=["sensor_alarm"]))
+    finally:
+        node.store.stopService()
+    assert heard == [("cpu", "temperature", 85.0, "above", 80.0, "raised")]
+    [event], _ = page
+    assert event["station"] == node.name
+
+
+@pytest_twisted.async_yield_fixture()
+async def served(tmp_path, database_url):
+    node = make_node(tmp_path, database_url, NO_SYSTEM + "[display]\ndriver = file\nmax_length = 20\n")
+    from twisted.internet import reactor
+
+    node.sensors.add(sensor("weather", interval="1h"), Fake(reactor, {"temperature": (21.5, "°C")}, blocking=False))
+    node.sensors.add(sensor("quiet", interval="1h"), Fake(reactor, OSError("no device"), blocking=False))
+    from stationd.store import users
+
+    node.editor_key = node.store.call(users.add_user, "ed", "editor")[1]
+    serve(node)
+    pump = task.LoopingCall(node.stub.flush)
+    pump.start(0.001)
+    yield node
+    pump.stop()
+    await node.stopService()
+
+
+async def get(node, path, **kwargs):
+    response, body = await call(node.stub, "GET", f"http://n{path}", **kwargs)
+    return response.code, json.loads(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_qiot_routes_answer_as_the_qiot_app_did(served):
+    node = served
+    node.sensors._reading("weather", 1714564800.25, {"temperature": (22.0, "°C"), "humidity": (40, "%")})
+    assert await get(node, "/api/sensors") == (200, {"result": ["/api/sensors/quiet", "/api/sensors/weather"]})
+    assert await get(node, "/api/sensors/weather") == (200, {"result": {
+        "instant": "2024-05-01T12:00:00.250000000Z", "temperature": 22.0, "humidity": 40.0}})
+    assert (await get(node, "/api/sensors/nowhere"))[0] == 404
+
+    async def lcd(body, key=node.editor_key):
+        response, answer = await call(node.stub, "POST", "http://n/api/lcd", data=body,
+                                      headers={"Authorization": f"Bearer {key}",
+                                               "Content-Type": "application/json"})
+        return response.code, json.loads(answer)
+
+    assert await lcd(json.dumps({"message": "Hello\tstation"}).encode()) == (
+        200, {"result": {"message posted": "Hello station"}})
+    assert open(node.config["display"]["path"]).read() == "Hello station"
+    code, answer = await lcd(b'{"text": "hi"}')
+    assert code == 400 and answer["error"]["code"] == "bad_message"
+    assert (await lcd(b'{"message": 5}'))[0] == 400
+    assert (await lcd(b'{"message": "' + b"x" * 21 + b'"}'))[0] == 413
+    assert open(node.config["display"]["path"]).read() == "Hello station"  # nothing shown
+    assert (await lcd(b'{"message": "hi"}', key="wrong"))[0] == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_sensor_list_detail_and_readings(served):
+    node = served
+    t0 = 1714564800
+    for i in range(6):
+        node.sensors._reading("weather", t0 + 10 * i, {"temperature": (20.0 + i, "°C")})
+    node.sensors._failed("quiet", OSError("no device"))
+    code, answer = await get(node, "/api/v1/sensors")
+    assert code == 200 and [s["name"] for s in answer["sensors"]] == ["quiet", "weather"]
+    quiet, weather = answer["sensors"]
+    assert quiet["state"] == "failing" and quiet["last_error"] == "OSError: no device"
+    assert weather["fields"] == {"temperature": {"value": 25.0, "unit": "°C"}}
+    assert weather["time"] == "2024-05-01T12:00:50.000000000Z"
+    since = "2024-05-01T12:00:00Z"
+    code, answer = await get(node, f"/api/v1/sensors/weather/readings?since={since}&until={t0 + 60}")
+    assert code == 200 and [r["values"]["temperature"] for r in answer["readings"]] == [20, 21, 22, 23, 24, 25]
+    code, answer = await get(node, f"/api/v1/sensors/weather/readings?since={since}&until={t0 + 60}&step=30")
+    assert [(r["values"]["temperature"], r["min"]["temperature"], r["max"]["temperature"])
+            for r in answer["readings"]] == [(21.0, 20.0, 22.0), (24.0, 23.0, 25.0)]
+    assert (await get(node, "/api/v1/sensors/weather/readings?step=0"))[0] == 400
+    assert (await get(node, "/api/v1/sensors/weather/readings?since=yesterday"))[0] == 400
+    assert (await get(node, "/api/v1/sensors/none/readings"))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_carry_sensor_values_and_errors(served):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    node = served
+    node.sensors._reading("weather", 1714564800, {"temperature": (22.5, "°C")})
+    node.sensors._failed("quiet", OSError("no device"))
+    response, body = await call(node.stub, "GET", "http://n/metrics")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert samples[("stationd_sensor_value", (("field", "temperature"), ("sensor", "weather"), ("unit", "°C")))] == 22.5
+    assert samples[("stationd_sensor_errors_total", (("sensor", "quiet"),))] >= 1
