@@ -1,0 +1,516 @@
+"""The node on D-Bus (org.stationd.Node1 at /org/stationd/Node) and the `dbus` sensor driver.
+
+The bus is a convenience for the local machine, never a dependency: with no
+bus the node runs on, says so once, and keeps trying with capped backoff.
+See docs/dbus.rst for the interface, the system-bus policy and examples.
+
+txdbus 1.1.2 is used below its ``client.connect``: that Deferred never fires
+when the bus hangs up before answering Hello (a refused authentication, a
+daemon going down), and its call timeouts run on the global reactor.  So
+connections are opened by ``open_connection`` here, bounded by a timeout on
+an injectable clock, and the interface's introspection XML is written here
+too (txdbus's has no argument names and no "const" properties).
+"""
+
+import os
+import random
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectError
+from twisted.logger import Logger
+from txdbus import client, endpoints, interface, marshal, objects
+from txdbus.error import MarshallingError
+
+from stationd import __version__
+from stationd.exporter import backoff_delay
+
+log = Logger()
+
+INTERFACE = "org.stationd.Node1"
+OBJECT_PATH = "/org/stationd/Node"
+PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"  # where DBUS_SYSTEM_BUS_ADDRESS is unset
+
+# The interface, once: txdbus dispatches on the signatures, introspection
+# also shows the argument names.  (name, D-Bus signature) pairs.
+METHODS = {  # name: (in, out)
+    "ShowMessage": ([("message", "s")], [("shown", "s")]),
+    "ReadSensor": ([("sensor", "s")], [("fields", "a{sd}")]),
+    "ListSensors": ([], [("sensors", "as")]),
+}
+SIGNALS = {
+    "SensorAlarm": [("sensor", "s"), ("field", "s"), ("value", "d")],
+    "MessageShown": [("message", "s")],
+}
+# name: (signature, org.freedesktop.DBus.Property.EmitsChangedSignal).  Uptime
+# changes every instant: announcing it would be one signal a tick saying what
+# any reader can compute, so it is "false" (read it when needed), as systemd
+# does for its timestamps.  Version and Name never change while running.
+PROPERTIES = {
+    "Version": ("s", "const"),
+    "Name": ("s", "const"),
+    "Uptime": ("d", "false"),
+    "SpoolDepth": ("t", "true"),
+    "ExportLag": ("d", "true"),
+}
+WATCHED = [name for name, (_, emits) in PROPERTIES.items() if emits == "true"]
+
+
+def _export_lag(node):
+    lags = [status["lag_seconds"] for status in node.exports.status().values()
+            if status.get("lag_seconds") is not None]
+    return float(max(lags, default=0.0))
+
+
+VALUES = {  # name: the value now, of the property's D-Bus type
+    "Version": lambda node: __version__,
+    "Name": lambda node: node.name,
+    "Uptime": lambda node: 0.0 if node.started_at is None else float(node.reactor.seconds() - node.started_at),
+    "SpoolDepth": lambda node: marshal.UInt64(node.spool.bytes),
+    "ExportLag": _export_lag,
+}
+
+
+def _signature(args):
+    return "".join(sig for _, sig in args)
+
+
+def _introspection_xml():
+    lines = [f'  <interface name="{INTERFACE}">']
+    for name, (ins, outs) in METHODS.items():
+        lines.append(f'    <method name="{name}">')
+        lines += [f'      <arg name="{arg}" type="{sig}" direction="in"/>' for arg, sig in ins]
+        lines += [f'      <arg name="{arg}" type="{sig}" direction="out"/>' for arg, sig in outs]
+        lines.append("    </method>")
+    for name, args in SIGNALS.items():
+        lines.append(f'    <signal name="{name}">')
+        lines += [f'      <arg name="{arg}" type="{sig}"/>' for arg, sig in args]
+        lines.append("    </signal>")
+    for name, (sig, emits) in PROPERTIES.items():
+        lines += [f'    <property name="{name}" type="{sig}" access="read">',
+                  f'      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="{emits}"/>',
+                  "    </property>"]
+    lines.append("  </interface>")
+    return "\n".join(lines)
+
+
+class _NodeInterface(interface.DBusInterface):
+    """txdbus's interface description, introspected with names and "const" (see _introspection_xml)."""
+
+    introspectionXml = property(lambda self: self._named_xml)
+
+    def __init__(self):
+        members = [interface.Method(name, _signature(ins), _signature(outs)) for name, (ins, outs) in METHODS.items()]
+        members += [interface.Signal(name, _signature(args)) for name, args in SIGNALS.items()]
+        members += [interface.Property(name, sig) for name, (sig, _) in PROPERTIES.items()]
+        super().__init__(INTERFACE, *members, noRegister=True)
+        self._named_xml = _introspection_xml()
+
+
+class _Live(objects.DBusProperty):
+    """A read-only property computed when read (txdbus's DBusProperty returns a stored value)."""
+
+    def __init__(self, name):
+        super().__init__(name, INTERFACE)
+
+    def __get__(self, instance, owner):
+        return self if instance is None else VALUES[self.pname](instance.node)
+
+    def __set__(self, instance, value):
+        raise AttributeError(f"{self.pname} is read-only")
+
+
+class NodeError(Exception):
+    """What a D-Bus caller sees as the error org.stationd.Node1.Error.<kind>."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.dbusErrorName = f"{INTERFACE}.Error.{kind}"  # the attribute txdbus looks for
+
+
+class NodeObject(objects.DBusObject):
+    """/org/stationd/Node: the node's state and its display and sensors, for local programs."""
+
+    dbusInterfaces = [_NodeInterface()]
+    Version, Name, Uptime = _Live("Version"), _Live("Name"), _Live("Uptime")
+    SpoolDepth, ExportLag = _Live("SpoolDepth"), _Live("ExportLag")
+
+    def __init__(self, node):
+        super().__init__(OBJECT_PATH)
+        self.node = node
+
+    def dbus_ShowMessage(self, message):
+        display = getattr(self.node, "display", None)
+        if display is None:
+            raise NodeError("NoDisplay", "this node has no display")
+        d = defer.maybeDeferred(display.show, message)
+        d.addCallbacks(str, self._show_failed)
+        return d
+
+    def _show_failed(self, failure):
+        if failure.check(ValueError):  # the display's word on a message it cannot show
+            raise NodeError("InvalidMessage", failure.getErrorMessage())
+        log.failure("D-Bus ShowMessage: the display failed", failure)
+        raise NodeError("Failed", f"the display failed: {failure.getErrorMessage()}")
+
+    def dbus_ReadSensor(self, name):
+        sensors = getattr(self.node, "sensors", None)
+        try:
+            if sensors is None:
+                raise KeyError(name)
+            fields = sensors.latest(name)
+        except KeyError:
+            raise NodeError("UnknownSensor", f"no sensor {name!r}") from None
+        return {str(field): float(value) for field, value in fields.items() if value is not None}
+
+    def dbus_ListSensors(self):
+        sensors = getattr(self.node, "sensors", None)
+        return [str(name) for name in sensors.names()] if sensors is not None else []
+
+
+# ---- connections
+
+
+class NoBus(Exception):
+    """No bus could be connected to (or none would give us the name): the reasons, joined."""
+
+
+class _Connection(client.DBusClientConnection):
+    """txdbus's connection, whose connect Deferred also fails when the bus hangs up before Hello."""
+
+    def connectionLost(self, reason):
+        if self.busName is None:  # txdbus would return here and leave its factory's Deferred unfired
+            if not self.factory.d.called:
+                self.factory._failed(reason)
+            return
+        super().connectionLost(reason)
+
+
+class _Factory(client.DBusClientFactory):
+    protocol = _Connection
+    connection = None  # the protocol, once connected: to hang up if the handshake does not finish
+
+    def buildProtocol(self, addr):
+        self.connection = super().buildProtocol(addr)
+        return self.connection
+
+
+def bus_address(bus):
+    """``system``/``session`` as the environment says (as txdbus reads them), or ``bus`` itself."""
+    if bus == "system":
+        return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS
+    if bus == "session":
+        address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+        if not address:
+            raise NoBus("no session bus (DBUS_SESSION_BUS_ADDRESS is not set)")
+        return address
+    return bus
+
+
+def _reason(e):
+    return str(e) or type(e).__name__
+
+
+def open_connection(reactor, address, timeout, clock=None):
+    """A Deferred DBusClientConnection (authenticated, with its unique name) to ``address``,
+    failing within ``timeout`` seconds of ``clock`` whatever the peer does."""
+    d = defer.ensureDeferred(_open_connection(reactor, address))
+    return d.addTimeout(timeout, clock or reactor)
+
+
+async def _open_connection(reactor, address):
+    problems = []
+    for endpoint in endpoints.getDBusEndpoints(reactor, address):  # an address may list several
+        factory = _Factory()
+        try:
+            await endpoint.connect(factory)
+            return await factory.getConnection()
+        except BaseException as e:  # also a cancellation (the timeout): hang up, then give up
+            if factory.connection is not None and factory.connection.transport is not None:
+                factory.connection.transport.loseConnection()
+            if isinstance(e, defer.CancelledError):
+                raise
+            problems.append(_reason(e))
+    raise ConnectError(string="; ".join(problems) or f"no usable address in {address!r}")
+
+
+# ---- the node's side
+
+
+class NodeBus(service.Service):
+    """Exports NodeObject on the configured bus and owns the bus name there, come what may.
+
+    ``config`` is the [dbus] section.  With no bus (or no way to own the name)
+    the node runs on: one warning, then attempts with full-jitter backoff up
+    to ``max_backoff`` seconds; a lost bus is the same.  Log lines are one a
+    state change (connected / unavailable), not one an attempt.
+    """
+
+    def __init__(self, node, config, reactor, clock=None, rng=random.random, interval=5.0, timeout=10.0,
+                 max_backoff=60.0):
+        self.node, self.reactor, self.clock = node, reactor, clock or reactor
+        self.bus, self.bus_name = config["bus"], config["name"]
+        self.rng, self.interval, self.timeout, self.max_backoff = rng, interval, timeout, max_backoff
+        self.object = NodeObject(node)
+        self.connection = None  # a DBusClientConnection, while exported and owning the name
+        self.where = None  # e.g. "session bus (unix:path=...)", while connected
+        self.state = "stopped"  # "connected", "unavailable" or "off"
+        self.failures = 0  # attempts failed since the last success
+        self._attempt = None  # Deferred of the attempt in progress
+        self._retry = None  # IDelayedCall of the next attempt
+        self._announced = {}  # the WATCHED properties as last announced
+        self._watch = task.LoopingCall(self._check_properties)
+        self._watch.clock = self.clock
+
+    # ---- for the rest of the node
+
+    def alarm(self, sensor, field, value):
+        """Emit SensorAlarm (nothing while disconnected): a threshold crossed."""
+        self._emit("SensorAlarm", lambda: (str(sensor), str(field), float(value)))
+
+    def message_shown(self, text):
+        """Emit MessageShown (nothing while disconnected): the display's new message."""
+        self._emit("MessageShown", lambda: (str(text),))
+
+    def _emit(self, signal, args):
+        if self.connection is None:
+            return
+        try:
+            self.object.emitSignal(signal, *args(), interface=INTERFACE)
+        except Exception:
+            log.failure("D-Bus: cannot emit {signal}", signal=signal)
+
+    # ---- service
+
+    def startService(self):
+        super().startService()
+        if self.bus == "none":
+            self.state = "off"
+            log.info("D-Bus: off ([dbus] bus = none)")
+            return
+        self._watch.start(self.interval, now=False)
+        self._connect()
+
+    def stopService(self):
+        super().stopService()
+        if self._watch.running:
+            self._watch.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self._attempt is not None:
+            self._attempt.cancel()
+        connection, self.connection, self.state = self.connection, None, "stopped"
+        if connection is None:
+            return defer.succeed(None)
+        # Released before hanging up, so that a node started right after can own the name.
+        d = connection.releaseBusName(self.bus_name).addTimeout(2, self.clock)
+        d.addBoth(lambda _: connection.disconnect())
+        return d
+
+    # ---- connecting
+
+    def _candidates(self):
+        """[(description, address or NoBus)] in the order to try them."""
+        buses = ["system", "session"] if self.bus == "auto" else [self.bus]
+        found = []
+        for bus in buses:
+            try:
+                address = bus_address(bus)
+            except NoBus as e:
+                found.append((f"{bus} bus", e))
+                continue
+            found.append((f"{bus} bus ({address})" if bus in ("system", "session") else f"bus {address}", address))
+        return found
+
+    def _connect(self):
+        self._retry = None
+        self._attempt = defer.ensureDeferred(self._open())
+        self._attempt.addCallbacks(self._connected, self._failed)
+
+    async def _open(self):
+        """The first bus that takes the object and gives us the name: (connection, description)."""
+        problems = []
+        for where, address in self._candidates():
+            if isinstance(address, NoBus):
+                problems.append(str(address))
+                continue
+            try:
+                connection = await open_connection(self.reactor, address, self.timeout, self.clock)
+            except defer.CancelledError:
+                raise
+            except Exception as e:
+                problems.append(f"{where}: {_reason(e)}")
+                continue
+            try:
+                connection.notifyOnDisconnect(self._lost)
+                connection.exportObject(self.object)
+                await connection.requestBusName(self.bus_name).addTimeout(self.timeout, self.clock)
+            except BaseException as e:
+                connection.disconnect()
+                if isinstance(e, defer.CancelledError):
+                    raise
+                problems.append(f"{where}: cannot own {self.bus_name}: {_reason(e)}")
+                continue
+            return connection, where
+        raise NoBus("; ".join(problems))
+
+    def _connected(self, result):
+        self._attempt = None
+        self.connection, self.where = result
+        self._announced = {name: VALUES[name](self.node) for name in WATCHED}
+        log.info("D-Bus: {name} exported on the {where}{again}", name=self.bus_name, where=self.where,
+                 again=" again" if self.state == "unavailable" else "")
+        self.state, self.failures = "connected", 0
+
+    def _failed(self, failure):
+        self._attempt = None
+        if failure.check(defer.CancelledError) or not self.running:
+            return
+        self.failures += 1
+        if self.state != "unavailable":
+            self.state = "unavailable"
+            if not failure.check(NoBus):  # a bug: in full, then carried on with like an outage
+                log.failure("D-Bus: connection attempt failed", failure)
+            log.warn("D-Bus: no bus for {name} ({reason}); the node runs without it and retries with backoff "
+                     "up to {cap:.0f} s", name=self.bus_name, reason=failure.getErrorMessage(), cap=self.max_backoff)
+        else:
+            log.debug("D-Bus: attempt {n} failed: {reason}", n=self.failures, reason=failure.getErrorMessage())
+        self._schedule()
+
+    def _lost(self, connection, reason):
+        if connection is not self.connection:  # an attempt's, or one we hung up on
+            return
+        self.connection = self.where = None
+        self.state, self.failures = "unavailable", 1
+        log.warn("D-Bus: lost the bus ({reason}); reconnecting with backoff up to {cap:.0f} s",
+                 reason=reason.getErrorMessage(), cap=self.max_backoff)
+        self._schedule()
+
+    def _schedule(self):
+        if self.running:
+            self._retry = self.clock.callLater(backoff_delay(self.failures, self.max_backoff, self.rng),
+                                               self._connect)
+
+    # ---- PropertiesChanged
+
+    def _check_properties(self):
+        """Announce the WATCHED properties that changed since last time (the LoopingCall's job)."""
+        if self.connection is None:
+            return
+        try:
+            now = {name: VALUES[name](self.node) for name in WATCHED}
+            changed = {name: value for name, value in now.items() if self._announced.get(name) != value}
+            self._announced = now
+            if changed:
+                self.object.emitSignal("PropertiesChanged", INTERFACE, changed, [], interface=PROPERTIES_INTERFACE)
+        except Exception:  # a LoopingCall stops for good on an exception
+            log.failure("D-Bus: cannot announce property changes")
+
+
+# ---- the `dbus` sensor driver
+
+DRIVER_OPTIONS = ("bus", "service", "object", "interface", "property", "method", "field", "unit", "scale",
+                  "offset")
+CALL_TIMEOUT = 10.0  # seconds; the sensor's own timeout is usually shorter and cancels the read first
+
+
+class DBusReadError(Exception):
+    """A reading the driver cannot turn into numbers."""
+
+
+def _context(context, key):
+    # The sensors service passes a mapping or an object with these attributes.
+    return context[key] if isinstance(context, dict) else getattr(context, key)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float))  # bool too: 1.0 / 0.0
+
+
+class DBusDriver:
+    """[sensor:NAME] driver = dbus: a property (Properties.Get) or a no-argument method of
+    another service, e.g. UPower's battery percentage.  Its own connection, opened at the
+    first read and again at the read after it was lost."""
+
+    blocking = False
+
+    def __init__(self, options, context):
+        from stationd.sensors.drivers import DriverError  # here: drivers.make imports this module
+
+        unknown = sorted(set(options) - set(DRIVER_OPTIONS))
+        if unknown:
+            raise DriverError(unknown[0], f"unknown option (the dbus driver has {', '.join(DRIVER_OPTIONS)})")
+        for key in ("service", "object", "interface"):
+            if not options.get(key):
+                raise DriverError(key, "required")
+        if bool(options.get("property")) == bool(options.get("method")):
+            raise DriverError("property", "set one of property or method")
+        self.bus = options.get("bus") or "system"
+        if self.bus not in ("system", "session") and ":" not in self.bus:
+            raise DriverError("bus", "system, session or a D-Bus address such as unix:path=/run/bus")
+        self.service, self.object, self.interface = options["service"], options["object"], options["interface"]
+        self.property, self.method = options.get("property"), options.get("method")
+        for key, check in (("service", marshal.validateBusName), ("object", marshal.validateObjectPath),
+                           ("interface", marshal.validateInterfaceName),
+                           ("property" if self.property else "method", marshal.validateMemberName)):
+            try:
+                check(options[key])
+            except MarshallingError as e:
+                raise DriverError(key, str(e)) from None
+        self.member = self.property or self.method
+        self.field = options.get("field") or self.member.lower()
+        self.unit = options.get("unit", "")
+        for key, default in (("scale", "1"), ("offset", "0")):
+            try:
+                setattr(self, key, float(options.get(key, default)))
+            except ValueError:
+                raise DriverError(key, f"not a number: {options[key]!r}") from None
+        self.reactor = _context(context, "reactor")
+        self.timeout = CALL_TIMEOUT
+        self.connection = None
+
+    def read(self):
+        return defer.ensureDeferred(self._read())
+
+    async def _read(self):
+        connection = await self._connect()
+        if self.property:
+            value = await connection.callRemote(self.object, "Get", interface=PROPERTIES_INTERFACE,
+                                                destination=self.service, signature="ss",
+                                                body=[self.interface, self.property], timeout=self.timeout)
+        else:
+            value = await connection.callRemote(self.object, self.method, interface=self.interface,
+                                                destination=self.service, timeout=self.timeout)
+        return self._fields(value)
+
+    async def _connect(self):
+        if self.connection is None:
+            connection = await open_connection(self.reactor, bus_address(self.bus), self.timeout)
+            if self.connection is None:
+                connection.notifyOnDisconnect(self._lost)
+                self.connection = connection
+            else:  # a read that overlapped this one connected first
+                connection.disconnect()
+        return self.connection
+
+    def _lost(self, connection, reason):
+        if connection is self.connection:
+            self.connection = None
+
+    def _fields(self, value):
+        if isinstance(value, dict):  # a{sv}, a{sd}...: its numeric entries
+            numbers = {str(key): item for key, item in value.items() if _is_number(item)}
+            if not numbers:
+                raise DBusReadError(f"{self.member}: no numeric entries in {sorted(map(str, value))}")
+        elif _is_number(value):
+            numbers = {self.field: value}
+        else:
+            raise DBusReadError(f"{self.member} is {value!r}, not a number")
+        return {field: (float(number) * self.scale + self.offset, self.unit) for field, number in numbers.items()}
+
+    def close(self):
+        """Hang up (for the sensors service's stop; a later read would connect again)."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.disconnect()
