@@ -1,0 +1,82 @@
+"""The real daemon's sensors: polled with nobody asking, exposed to Prometheus and HTTP."""
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+from test_e2e import Node, admin_cli, no_node_left_running  # noqa: F401 - the fixture stops strays
+
+SENSORS = """
+[sensor:system]
+interval = 1s
+[sensor:wave]
+driver = simulated
+interval = 1s
+waveform = sawtooth
+period = 7s
+amplitude = 10
+unit = celsius
+field = temperature
+alarm_above = temperature=5
+hysteresis = 2
+[display]
+driver = file
+"""
+
+
+def scrape(node):
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/metrics", timeout=30) as response:
+        return response.read().decode()
+
+
+def sensor_values(text):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.labels["sensor"], s.labels["field"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "stationd_sensor_value"}
+
+
+def test_metrics_are_fresh_without_anyone_asking_and_pass_promtool(tmp_path):
+    node = Node(tmp_path, SENSORS)
+    key = admin_cli(node.config, "add-user", "ed", "--role", "editor").strip().splitlines()[-1]
+    node.start()
+    time.sleep(1.5)
+    first = scrape(node)
+    time.sleep(2.2)
+    second = scrape(node)
+    before, after = sensor_values(first), sensor_values(second)
+    # the system sensor is on by default; both change between scrapes with no sensor route called
+    assert {("wave", "temperature"), ("system", "uptime"), ("system", "load1")} <= set(before)
+    assert before[("wave", "temperature")] != after[("wave", "temperature")]
+    assert after[("system", "uptime")] > before[("system", "uptime")]
+    for name in ("stationd_ingest_events_total", "stationd_spool_bytes", "stationd_sensor_errors_total",
+                 "process_resident_memory_bytes", "stationd_sensor_poll_lateness_seconds_bucket"):
+        assert name in second or name.replace("_total", "") in second, name
+    promtool = shutil.which("promtool")
+    if promtool:
+        check = subprocess.run([promtool, "check", "metrics"], input=second, capture_output=True, text=True,
+                               timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/api/sensors/wave", timeout=30) as response:
+        result = json.loads(response.read())["result"]
+    assert set(result) == {"instant", "temperature"}
+    request = urllib.request.Request(f"http://127.0.0.1:{node.http}/api/lcd", data=b'{"message": "clear skies"}',
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.loads(response.read()) == {"result": {"message posted": "clear skies"}}
+    assert (tmp_path / "var" / "display.txt").read_text() == "clear skies"
+    # the sawtooth passes 5 each period: an alarm event is in the store
+    deadline = time.monotonic() + 15
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/api/v1/events?type=sensor_alarm",
+                                    timeout=30) as response:
+            alarms = json.loads(response.read())["events"]
+        if alarms:
+            break
+        assert time.monotonic() < deadline, "no alarm event"
+        time.sleep(0.5)
+    assert alarms[-1]["data"]["sensor"] == "wave" and alarms[-1]["data"]["state"] == "raised"
+    assert node.stop() == 0
