@@ -13,16 +13,18 @@ import re
 import shutil
 import subprocess
 import time
+import types
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, task, threads, utils
 from twisted.logger import formatEvent, globalLogPublisher
 from txdbus import client, interface, objects
+from txdbus.error import RemoteError
 
 from stationd import __version__
-from stationd.dbus import INTERFACE, OBJECT_PATH, DBusDriver, DBusReadError, NodeBus, open_connection
-from stationd.sensors.drivers import DriverError
+from stationd.dbus import INTERFACE, OBJECT_PATH, DBusDriver, NodeBus, open_connection
+from stationd.sensors.drivers import DriverError, ReadError
 
 pytestmark = pytest.mark.skipif(not shutil.which("dbus-daemon"), reason="needs dbus-daemon (Debian: dbus)")
 GDBUS = shutil.which("gdbus")
@@ -147,16 +149,17 @@ async def round_trip(connection):
 
 
 class FakeDisplay:
-    """Shows the first 16 characters (what a small LCD shows), refuses empty messages."""
+    """A coroutine like stationd.display.Display's: shows the first 16 characters (a small
+    LCD), refuses empty messages with a ValueError."""
 
     def __init__(self):
         self.shown = []
 
-    def show(self, text):
+    async def show(self, text):
         if not text:
-            return defer.fail(ValueError("the message is empty"))
+            raise ValueError("the message is empty")
         self.shown.append(text)
-        return defer.succeed(text[:16])
+        return text[:16]
 
 
 class FakeSensors:
@@ -301,6 +304,37 @@ async def test_properties_are_read_when_asked(node_bus, bus_address):
     assert "'SpoolDepth': <uint64 5497558138880>" in out and "'ExportLag': <3.25>" in out
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_real_sensors_and_display_services(node_bus, listener):
+    """stationd.sensors.Sensors and stationd.display.Display as NodeObject calls them; the
+    display's dbus driver answers with MessageShown through node.bus."""
+    from stationd.display import Display
+    from stationd.sensors import Sensors
+
+    node = node_bus.node
+    node.sensors = Sensors(types.SimpleNamespace(store=None, metrics=None), node.reactor)
+    node.sensors.sensors["bme280"] = {"name": "bme280"}
+    node.sensors.latest["bme280"] = (0, {"temperature": (21.5, "celsius"), "pressure": (1013.2, "hPa")})
+    node.bus, node.display = node_bus, Display({"driver": "dbus", "path": None, "max_length": 20}, node)
+    remote = await listener.getRemoteObject(NAME, OBJECT_PATH)
+    shown = []
+    await remote.notifyOnSignal("MessageShown", shown.append)
+
+    assert await remote.callRemote("ListSensors", timeout=5) == ["bme280"]
+    assert await remote.callRemote("ReadSensor", "bme280", timeout=5) == {"temperature": 21.5, "pressure": 1013.2}
+    with pytest.raises(RemoteError) as raised:
+        await remote.callRemote("ReadSensor", "nope", timeout=5)
+    assert raised.value.errName == "org.stationd.Node1.Error.UnknownSensor"
+
+    assert await remote.callRemote("ShowMessage", "tab\there", timeout=5) == "tab here"
+    await until(lambda: shown)
+    assert shown == ["tab here"]
+    with pytest.raises(RemoteError) as raised:
+        await remote.callRemote("ShowMessage", "x" * 21, timeout=5)
+    assert raised.value.errName == "org.stationd.Node1.Error.InvalidMessage"
+    assert "the display takes 20" in raised.value.message
+
+
 # ---- signals, through a txdbus client
 
 
@@ -407,21 +441,22 @@ async def upower(bus_address):
 def driver(address, **options):
     options = dict({"bus": address, "service": "org.freedesktop.UPower", "object": BATTERY,
                     "interface": UPOWER_DEVICE}, **options)
-    return DBusDriver(options, {"reactor": reactor, "name": "battery", "data_dir": "/nonexistent", "bus": None})
+    context = types.SimpleNamespace(reactor=reactor, name="battery", data_dir="/nonexistent", bus=None, timeout=5.0)
+    return DBusDriver(options, context)
 
 
 @pytest_twisted.ensureDeferred
 async def test_driver_reads_a_property_and_methods(upower, bus_address):
-    battery = driver(bus_address, property="Percentage", unit="%")
+    battery = driver(bus_address, property="Percentage", unit="percent")
     assert battery.blocking is False
-    assert await battery.read() == {"percentage": (87.5, "%")}
-    assert await battery.read() == {"percentage": (87.5, "%")}  # the same connection
+    assert await battery.read() == {"percentage": (87.5, "percent")}
+    assert await battery.read() == {"percentage": (87.5, "percent")}  # the same connection
     battery.close()
 
-    temperature = driver(bus_address, method="Temperature", field="temperature", unit="C", scale="0.1",
+    temperature = driver(bus_address, method="Temperature", field="temperature", unit="celsius", scale="0.1",
                          offset="-273.15")
     (value, unit), = (await temperature.read()).values()
-    assert (round(value, 6), unit) == (24.95, "C")
+    assert (round(value, 6), unit) == (24.95, "celsius")
     temperature.close()
 
     readings = driver(bus_address, method="Readings", unit="")  # a dict: its numeric entries are the fields
@@ -432,15 +467,15 @@ async def test_driver_reads_a_property_and_methods(upower, bus_address):
 @pytest_twisted.ensureDeferred
 async def test_driver_read_errors(upower, bus_address):
     model = driver(bus_address, property="Model")
-    with pytest.raises(DBusReadError, match="'BAT-42', not a number"):
+    with pytest.raises(ReadError, match="'BAT-42', not a number"):
         await model.read()
     model.close()
     gone = driver(bus_address, property="Percentage", service="org.freedesktop.NoSuchService")
-    with pytest.raises(Exception, match="ServiceUnknown"):
+    with pytest.raises(ReadError, match="org.freedesktop.DBus.Error.ServiceUnknown"):
         await gone.read()
     gone.close()
     nowhere = driver("unix:path=/nonexistent/bus", property="Percentage")
-    with pytest.raises(Exception, match="No such file"):
+    with pytest.raises(ReadError, match="cannot connect to the unix:path=/nonexistent/bus bus: .*No such file"):
         await nowhere.read()
 
 
@@ -452,6 +487,7 @@ async def test_driver_read_errors(upower, bus_address):
     ({"property": "Percentage", "object": "no/slash"}, "object"),
     ({"method": "Bad-Name"}, "method"),
     ({"property": "Percentage", "scale": "x"}, "scale"),
+    ({"property": "Percentage", "offset": "nan"}, "offset"),
     ({"property": "Percentage", "bus": "nonsense"}, "bus"),
 ])
 def test_driver_options_are_checked_at_construction(options, key):
@@ -464,17 +500,17 @@ def test_driver_options_are_checked_at_construction(options, key):
 async def test_driver_reconnects_at_the_read_after_the_bus_went_away(tmp_path, start_daemon):
     daemon = await start_daemon(tmp_path / "bus")
     await export_battery(daemon.address)
-    battery = driver(daemon.address, property="Percentage", unit="%")
-    assert await battery.read() == {"percentage": (87.5, "%")}
+    battery = driver(daemon.address, property="Percentage", unit="percent")
+    assert await battery.read() == {"percentage": (87.5, "percent")}
 
     await stop_daemon(daemon, "kill")
     await until(lambda: battery.connection is None)
-    with pytest.raises(Exception, match="No such file|refused"):
+    with pytest.raises(ReadError, match="No such file|refused"):
         await battery.read()
 
     daemon = await start_daemon(tmp_path / "bus")
     provider = await export_battery(daemon.address)
-    assert await battery.read() == {"percentage": (87.5, "%")}
+    assert await battery.read() == {"percentage": (87.5, "percent")}
     battery.close()
     provider.disconnect()
     await stop_daemon(daemon)

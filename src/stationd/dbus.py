@@ -24,6 +24,7 @@ from txdbus.error import MarshallingError
 
 from stationd import __version__
 from stationd.exporter import backoff_delay
+from stationd.sensors.drivers import DriverError, Options, ReadError, number
 
 log = Logger()
 
@@ -155,11 +156,13 @@ class NodeObject(objects.DBusObject):
         raise NodeError("Failed", f"the display failed: {failure.getErrorMessage()}")
 
     def dbus_ReadSensor(self, name):
+        # stationd.sensors.Sensors has latest_values() (its `latest` is a dict); latest() was the agreed name.
         sensors = getattr(self.node, "sensors", None)
+        latest = getattr(sensors, "latest_values", None) or getattr(sensors, "latest", None)
         try:
-            if sensors is None:
+            if not callable(latest):
                 raise KeyError(name)
-            fields = sensors.latest(name)
+            fields = latest(name)
         except KeyError:
             raise NodeError("UnknownSensor", f"no sensor {name!r}") from None
         return {str(field): float(value) for field, value in fields.items() if value is not None}
@@ -410,18 +413,24 @@ class NodeBus(service.Service):
 
 # ---- the `dbus` sensor driver
 
-DRIVER_OPTIONS = ("bus", "service", "object", "interface", "property", "method", "field", "unit", "scale",
-                  "offset")
-CALL_TIMEOUT = 10.0  # seconds; the sensor's own timeout is usually shorter and cancels the read first
+CALL_TIMEOUT = 10.0  # seconds, when the sensor gives none (its timeout also cancels the read)
 
 
-class DBusReadError(Exception):
-    """A reading the driver cannot turn into numbers."""
+def _valid(check):
+    """An Options parser from a txdbus name check."""
+    def parse(text):
+        try:
+            check(text)
+        except MarshallingError as e:
+            raise ValueError(str(e)) from None
+        return text
+    return parse
 
 
-def _context(context, key):
-    # The sensors service passes a mapping or an object with these attributes.
-    return context[key] if isinstance(context, dict) else getattr(context, key)
+def _bus_option(text):
+    if text in ("system", "session") or ":" in text:
+        return text
+    raise ValueError(f"system, session or a D-Bus address such as unix:path=/run/bus, not {text!r}")
 
 
 def _is_number(value):
@@ -430,58 +439,50 @@ def _is_number(value):
 
 class DBusDriver:
     """[sensor:NAME] driver = dbus: a property (Properties.Get) or a no-argument method of
-    another service, e.g. UPower's battery percentage.  Its own connection, opened at the
-    first read and again at the read after it was lost."""
+    another service, e.g. UPower's battery percentage.  It keeps a connection of its own,
+    opened at the first read and again at the read after it was lost.  Calls go by
+    name, without introspecting the peer (txdbus would otherwise ask for its XML first)."""
 
     blocking = False
 
     def __init__(self, options, context):
-        from stationd.sensors.drivers import DriverError  # here: drivers.make imports this module
-
-        unknown = sorted(set(options) - set(DRIVER_OPTIONS))
-        if unknown:
-            raise DriverError(unknown[0], f"unknown option (the dbus driver has {', '.join(DRIVER_OPTIONS)})")
-        for key in ("service", "object", "interface"):
-            if not options.get(key):
-                raise DriverError(key, "required")
-        if bool(options.get("property")) == bool(options.get("method")):
-            raise DriverError("property", "set one of property or method")
-        self.bus = options.get("bus") or "system"
-        if self.bus not in ("system", "session") and ":" not in self.bus:
-            raise DriverError("bus", "system, session or a D-Bus address such as unix:path=/run/bus")
-        self.service, self.object, self.interface = options["service"], options["object"], options["interface"]
-        self.property, self.method = options.get("property"), options.get("method")
-        for key, check in (("service", marshal.validateBusName), ("object", marshal.validateObjectPath),
-                           ("interface", marshal.validateInterfaceName),
-                           ("property" if self.property else "method", marshal.validateMemberName)):
-            try:
-                check(options[key])
-            except MarshallingError as e:
-                raise DriverError(key, str(e)) from None
+        opts = Options(options)
+        self.bus = opts.get("bus", _bus_option, "system")
+        self.service = opts.required("service", _valid(marshal.validateBusName))
+        self.object = opts.required("object", _valid(marshal.validateObjectPath))
+        self.interface = opts.required("interface", _valid(marshal.validateInterfaceName))
+        self.property = opts.get("property", _valid(marshal.validateMemberName))
+        self.method = opts.get("method", _valid(marshal.validateMemberName))
+        if (self.property is None) == (self.method is None):
+            raise DriverError("property", "give one of property or method")
         self.member = self.property or self.method
-        self.field = options.get("field") or self.member.lower()
-        self.unit = options.get("unit", "")
-        for key, default in (("scale", "1"), ("offset", "0")):
-            try:
-                setattr(self, key, float(options.get(key, default)))
-            except ValueError:
-                raise DriverError(key, f"not a number: {options[key]!r}") from None
-        self.reactor = _context(context, "reactor")
-        self.timeout = CALL_TIMEOUT
+        self.field = opts.get("field", default=self.member.lower())
+        self.unit = opts.get("unit", default="")
+        self.scale = opts.get("scale", number, 1.0)
+        self.offset = opts.get("offset", number, 0.0)
+        opts.done()
+        self.reactor = context.reactor
+        self.timeout = getattr(context, "timeout", None) or CALL_TIMEOUT
         self.connection = None
 
     def read(self):
         return defer.ensureDeferred(self._read())
 
     async def _read(self):
-        connection = await self._connect()
-        if self.property:
-            value = await connection.callRemote(self.object, "Get", interface=PROPERTIES_INTERFACE,
-                                                destination=self.service, signature="ss",
-                                                body=[self.interface, self.property], timeout=self.timeout)
-        else:
-            value = await connection.callRemote(self.object, self.method, interface=self.interface,
-                                                destination=self.service, timeout=self.timeout)
+        try:
+            connection = await self._connect()
+        except Exception as e:  # a cancellation (the sensor's timeout) is a BaseException and goes through
+            raise ReadError(f"cannot connect to the {self.bus} bus: {_reason(e)}") from e
+        try:
+            if self.property:
+                value = await connection.callRemote(self.object, "Get", interface=PROPERTIES_INTERFACE,
+                                                    destination=self.service, signature="ss",
+                                                    body=[self.interface, self.property], timeout=self.timeout)
+            else:
+                value = await connection.callRemote(self.object, self.method, interface=self.interface,
+                                                    destination=self.service, timeout=self.timeout)
+        except Exception as e:
+            raise ReadError(f"{self.service} {self.object} {self.member}: {_reason(e)}") from e
         return self._fields(value)
 
     async def _connect(self):
@@ -502,11 +503,11 @@ class DBusDriver:
         if isinstance(value, dict):  # a{sv}, a{sd}...: its numeric entries
             numbers = {str(key): item for key, item in value.items() if _is_number(item)}
             if not numbers:
-                raise DBusReadError(f"{self.member}: no numeric entries in {sorted(map(str, value))}")
+                raise ReadError(f"{self.member}: no numeric entries in {sorted(map(str, value))}")
         elif _is_number(value):
             numbers = {self.field: value}
         else:
-            raise DBusReadError(f"{self.member} is {value!r}, not a number")
+            raise ReadError(f"{self.member} is {value!r}, not a number")
         return {field: (float(number) * self.scale + self.offset, self.unit) for field, number in numbers.items()}
 
     def close(self):
