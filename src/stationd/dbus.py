@@ -212,7 +212,10 @@ def bus_address(bus):
 
 
 def _reason(e):
-    return str(e) or type(e).__name__
+    """An exception in words for a log line, without Twisted's "An error occurred while connecting"."""
+    if isinstance(e, ConnectError) and e.args and e.args[0]:
+        return str(e.args[0]).rstrip(".")
+    return str(e).rstrip(".") or type(e).__name__
 
 
 def open_connection(reactor, address, timeout, clock=None):
@@ -387,7 +390,7 @@ class NodeBus(service.Service):
         self.connection = self.where = None
         self.state, self.failures = "unavailable", 1
         log.warn("D-Bus: lost the bus ({reason}); reconnecting with backoff up to {cap:.0f} s",
-                 reason=reason.getErrorMessage(), cap=self.max_backoff)
+                 reason=_reason(reason.value), cap=self.max_backoff)
         self._schedule()
 
     def _schedule(self):
