@@ -42,7 +42,7 @@ def sensors_config(workdir):
         with open(path, "w") as f:
             f.write(f"{40000 + i * 1000}\n")
         parts.append(f"[sensor:hwmon{i}]\ndriver = sysfs\npath = {path}\nscale = 0.001\nunit = celsius\n{common}")
-    for i, waveform in zip(range(SIMULATED), ("sine", "square", "sawtooth", "triangle")):
+    for i, waveform in enumerate(("sine", "square", "sawtooth", "triangle")[:SIMULATED]):
         parts.append(f"[sensor:sim{i}]\ndriver = simulated\nwaveform = {waveform}\nperiod = 60s\n{common}")
     return "".join(parts)
 
@@ -115,8 +115,9 @@ def main():
                     end = time.time()
                     args.seconds = args.seconds_saved
                     busy = 100 * (cpu_seconds(node.pid) - cpu_before) / (end - start)
+                    late = describe(lateness(port, names, start, end))
                     print(f"under {label} load ({len(result['latency']) / result['elapsed']:.0f} req/s, "
-                          f"node at {busy:.0f} % of a core): poll lateness {describe(lateness(port, names, start, end))}")
+                          f"node at {busy:.0f} % of a core): poll lateness {late}")
         finally:
             stop_node(node, log_path)
             shutil.rmtree(workdir, ignore_errors=True)

@@ -166,7 +166,7 @@ class FakeSensors:
     def __init__(self):
         self.readings = {"bme280": {"temperature": 21.5, "humidity": 40.0}, "system": {"load1": 0.25}}
 
-    def latest(self, name):
+    def latest_values(self, name):
         return dict(self.readings[name])
 
     def names(self):

@@ -6,6 +6,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from test_e2e import Node, admin_cli, no_node_left_running  # noqa: F401 - the fixture stops strays
 
 SENSORS = """
@@ -80,3 +82,40 @@ def test_metrics_are_fresh_without_anyone_asking_and_pass_promtool(tmp_path):
         time.sleep(0.5)
     assert alarms[-1]["data"]["sensor"] == "wave" and alarms[-1]["data"]["state"] == "raised"
     assert node.stop() == 0
+
+
+@pytest.mark.skipif(not (shutil.which("dbus-daemon") and shutil.which("gdbus")),
+                    reason="needs dbus-daemon and gdbus (Debian: dbus, libglib2.0-bin)")
+def test_the_node_on_a_private_bus_answers_gdbus(tmp_path):
+    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1",
+                            f"--address=unix:path={tmp_path}/bus"], stdout=subprocess.PIPE, text=True)
+    try:
+        address = bus.stdout.readline().strip()
+        node = Node(tmp_path, SENSORS + f"[dbus]\nbus = {address}\n")
+        node.start()
+
+        def gdbus(*args):
+            out = subprocess.run(["gdbus", *args, "--address", address, "--dest", "org.stationd.Node1",
+                                  "--object-path", "/org/stationd/Node"], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+
+        deadline = time.monotonic() + 15
+        while "org.stationd.Node1" not in subprocess.run(
+                ["gdbus", "call", "--address", address, "--dest", "org.freedesktop.DBus", "--object-path",
+                 "/org/freedesktop/DBus", "--method", "org.freedesktop.DBus.ListNames"],
+                capture_output=True, text=True, timeout=30).stdout:
+            assert time.monotonic() < deadline, "the node did not take its name on the bus"
+            time.sleep(0.2)
+        introspection = gdbus("introspect")
+        for member in ("ShowMessage", "ReadSensor", "ListSensors", "SensorAlarm", "SpoolDepth", "ExportLag"):
+            assert member in introspection
+        assert gdbus("call", "--method", "org.stationd.Node1.ListSensors") == "(['system', 'wave'],)\n"
+        assert "'temperature':" in gdbus("call", "--method", "org.stationd.Node1.ReadSensor", "wave")
+        assert gdbus("call", "--method", "org.stationd.Node1.ShowMessage", "dew warning") == "('dew warning',)\n"
+        assert (tmp_path / "var" / "display.txt").read_text() == "dew warning"
+        assert node.stop() == 0
+    finally:
+        bus.terminate()
+        bus.wait(10)
+        bus.stdout.close()

@@ -147,6 +147,15 @@ def request_path(value):
     return "/" + value.strip("/") + "/" if value.strip("/") else "/"
 
 
+def bus(value):
+    """auto, session, system, none, or a D-Bus address (transport:key=value,...)."""
+    value = value.strip()
+    if value in ("auto", "session", "system", "none") or re.match(r"^[a-z-]+:\S*=", value):
+        return value
+    raise ValueError(f"expected auto, session, system, none or an address such as unix:path=/run/bus, "
+                     f"not {value!r}")
+
+
 def words(value):
     return value.replace(",", " ").split()
 
@@ -181,7 +190,7 @@ SCHEMA = {
     "files": {"dir": optional_path},
     "ingest": {"station_list": optional_path, "min_event_time": timestamp, "max_future_skew": duration},
     "display": {"driver": choice("log", "file", "dbus", "st7735"), "path": optional_path, "max_length": integer},
-    "dbus": {"bus": text, "name": text},
+    "dbus": {"bus": bus, "name": text},
     "log": {
         "level": choice(*LOG_LEVELS, fold_case=True),
         "path": optional_path,

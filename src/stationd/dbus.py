@@ -156,20 +156,14 @@ class NodeObject(objects.DBusObject):
         raise NodeError("Failed", f"the display failed: {failure.getErrorMessage()}")
 
     def dbus_ReadSensor(self, name):
-        # stationd.sensors.Sensors has latest_values() (its `latest` is a dict); latest() was the agreed name.
-        sensors = getattr(self.node, "sensors", None)
-        latest = getattr(sensors, "latest_values", None) or getattr(sensors, "latest", None)
         try:
-            if not callable(latest):
-                raise KeyError(name)
-            fields = latest(name)
+            fields = self.node.sensors.latest_values(name)
         except KeyError:
             raise NodeError("UnknownSensor", f"no sensor {name!r}") from None
         return {str(field): float(value) for field, value in fields.items() if value is not None}
 
     def dbus_ListSensors(self):
-        sensors = getattr(self.node, "sensors", None)
-        return [str(name) for name in sensors.names()] if sensors is not None else []
+        return [str(name) for name in self.node.sensors.names()]
 
 
 # ---- connections
@@ -274,6 +268,11 @@ class NodeBus(service.Service):
     def alarm(self, sensor, field, value):
         """Emit SensorAlarm (nothing while disconnected): a threshold crossed."""
         self._emit("SensorAlarm", lambda: (str(sensor), str(field), float(value)))
+
+    def sensor_alarm(self, sensor, field, value, kind, threshold, state):
+        """A Sensors alarm listener: raised alarms become SensorAlarm signals."""
+        if state == "raised":
+            self.alarm(sensor, field, value)
 
     def message_shown(self, text):
         """Emit MessageShown (nothing while disconnected): the display's new message."""

@@ -22,6 +22,7 @@ from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
 from stationd.configs import Configs
+from stationd.dbus import NodeBus
 from stationd.display import Display
 from stationd.exporter import ExportTargets
 from stationd.filestore import FileStore
@@ -196,6 +197,8 @@ def build_node(config, reactor):
     node.exports.load(node.store.call_read(exports.list_targets))
     node.exports.setServiceParent(node)
 
+    node.bus = NodeBus(node, config["dbus"], reactor)
+    node.bus.setServiceParent(node)
     try:
         node.display = Display(config["display"], node)
     except ValueError as e:
@@ -210,6 +213,7 @@ def build_node(config, reactor):
             key = e.key or "driver"
             origin = sensor["origin"].get(key, sensor["origin"].get("driver"))
             raise configuration.ConfigError([f"{origin}:sensor:{sensor['name']}:{key}: {e}"]) from None
+    node.sensors.alarm_listeners.append(node.bus.sensor_alarm)
     node.sensors.setServiceParent(node)
 
     site = make_site(node, reactor)
