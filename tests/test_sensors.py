@@ -44,8 +44,13 @@ def node(tmp_path, database_url):
     node.store.close()
 
 
-def sensors_on(node, clock, run_blocking=lambda f: defer.maybeDeferred(f), rng=lambda: 0.5):
-    return Sensors(node, clock, rng=rng, run_blocking=run_blocking)
+def in_line(clock):
+    """Blocking reads run at once, here (instead of in the sensor's thread)."""
+    return lambda read, due: defer.maybeDeferred(lambda: (clock.seconds(), read()))
+
+
+def sensors_on(node, clock, run_blocking=None, rng=lambda: 0.5):
+    return Sensors(node, clock, rng=rng, run_blocking=run_blocking or in_line(clock))
 
 
 def test_polls_keep_their_schedule_aligned_and_jittered(node):
@@ -71,11 +76,11 @@ def test_a_hanging_driver_times_out_without_delaying_the_others(node):
     clock = task.Clock()
     hung, released = [], []
 
-    def run_blocking(function):  # the stuck sensor's thread does not return (until released)
+    def run_blocking(function, due):  # the stuck sensor's thread does not return (until released)
         if function.__self__.name == "stuck" and not released:
             hung.append(defer.Deferred())
             return hung[-1]
-        return defer.maybeDeferred(function)
+        return in_line(clock)(function, due)
 
     sensors = sensors_on(node, clock, run_blocking=run_blocking)
     stuck, fine = Fake(clock, {"v": (1.0, "")}), Fake(clock, {"v": (2.0, "")})
@@ -92,7 +97,7 @@ def test_a_hanging_driver_times_out_without_delaying_the_others(node):
     assert errors[("stuck",)] == 5 and ("fine",) not in errors  # 1 timeout, then 4 polls "busy"
     assert sensors.failing["stuck"] == "PollTimeout: the previous read has not returned yet"
     released.append(True)
-    hung[0].callback({"v": (9.0, "")})  # the read returns late: its answer is dropped, the next poll works
+    hung[0].callback((clock.seconds(), {"v": (9.0, "")}))  # the read returns late: its answer is dropped, the next poll works
     clock.advance(1)
     assert sensors.latest_values("stuck") == {"v": 1.0} and "stuck" not in sensors.failing
 
@@ -262,3 +267,22 @@ async def test_metrics_carry_sensor_values_and_errors(served):
                for family in text_string_to_metric_families(body.decode()) for s in family.samples}
     assert samples[("stationd_sensor_value", (("field", "temperature"), ("sensor", "weather"), ("unit", "°C")))] == 22.5
     assert samples[("stationd_sensor_errors_total", (("sensor", "quiet"),))] >= 1
+
+
+def test_a_sensor_thread_gets_its_poll_early_and_starts_it_on_time(node):
+    """With a lead, the reactor may be up to the lead late and the read still starts when due."""
+    clock = task.Clock()
+    clock.advance(100.0)
+    handed = []
+
+    def thread(read, due):  # what SensorThread does: wait for the wall clock to reach due, then read
+        handed.append((clock.seconds(), due))
+        return defer.succeed((due + 0.001, read()))
+
+    sensors = Sensors(node, clock, rng=lambda: 0.0, run_blocking=thread)
+    sensors.add(sensor("t", interval="1s", align="yes"), Fake(clock, {"v": (1.0, "")}))
+    sensors.pollers["t"].lead = 0.25
+    sensors.pollers["t"].start()
+    clock.pump([0.25] * 12)
+    assert handed == [(100.75, 101.0), (101.75, 102.0), (102.75, 103.0)]
+    assert sensors.latest["t"][0] == 103_001_000_000  # the reading carries the time the thread started it

@@ -24,6 +24,7 @@ from stationd.store.events import digest, store_batches
 log = Logger()
 FLUSH_SECONDS = 10.0
 COMPACT_SECONDS = 600.0
+LEAD_SECONDS = 0.25  # a sensor thread gets its poll this early and starts it on time (poller.py)
 
 
 class Alarms:
@@ -60,7 +61,7 @@ class Sensors(Service):
     def __init__(self, node, clock, rng=random.random, run_blocking=None):
         self.node, self.clock, self.rng = node, clock, rng
         self.store, self.metrics = node.store, node.metrics
-        self._run_blocking = run_blocking  # tests: run reads in-line; else one thread a sensor
+        self._run_blocking = run_blocking  # tests: f(read, due) -> Deferred (started, values); else a thread a sensor
         self.sensors, self.pollers, self.threads, self.alarms = {}, {}, {}, {}
         self.latest = {}  # name -> (time_ns, {field: (value, unit)})
         self.failing = {}  # name -> the error while it fails
@@ -73,13 +74,10 @@ class Sensors(Service):
         name = sensor["name"]
         self.sensors[name] = sensor
         self.alarms[name] = Alarms(sensor)
-        self.pollers[name] = Poller(sensor, driver, self.clock, self._runner(name, driver), self._reading,
-                                    self._failed, self.rng, self.metrics.sensor_poll_lateness.observe)
-
-    def _runner(self, name, driver):
-        if self._run_blocking is not None or not driver.blocking:
-            return self._run_blocking
-        return lambda function: self.threads[name](function)
+        threaded = self._run_blocking is None
+        runner = (lambda function, due: self.threads[name](function, due)) if threaded else self._run_blocking
+        self.pollers[name] = Poller(sensor, driver, self.clock, runner, self._reading, self._failed, self.rng,
+                                    self.metrics.sensor_poll_lateness.observe, lead=LEAD_SECONDS if threaded else 0)
 
     def startService(self):
         super().startService()

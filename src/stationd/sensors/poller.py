@@ -8,10 +8,16 @@ is still running when its ``timeout`` passes fails the poll, and while it
 hangs on, later polls of that sensor fail at once ("busy") instead of piling
 up threads.  Blocking drivers run in the sensor's own thread, so one that
 hangs delays no other sensor and no reactor work.
+
+The reactor can be busy for tens of milliseconds (a burst of uploads), so
+for a sensor thread the reactor hands over each poll ``lead`` seconds early
+and the thread starts it on time by the wall clock: a poll is then late only
+by the thread's wake-up, not by whatever the reactor was doing.
 """
 
 import queue
 import threading
+import time
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -22,7 +28,7 @@ class PollTimeout(Exception):
 
 
 class SensorThread:
-    """A daemon thread that runs one sensor's blocking reads, one at a time.
+    """A daemon thread that runs one sensor's blocking reads, one at a time, each when due.
 
     A daemon, so a driver stuck in a read cannot keep the node from exiting.
     """
@@ -30,27 +36,31 @@ class SensorThread:
     def __init__(self, name, reactor):
         self.reactor = reactor
         self.jobs = queue.SimpleQueue()
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._work, name=f"stationd-sensor-{name}", daemon=True)
         self.thread.start()
 
-    def __call__(self, function):
+    def __call__(self, function, due):
+        """A Deferred of (the time the read started, its result), started at ``due`` (epoch seconds)."""
         d = defer.Deferred()
-        self.jobs.put((function, d))
+        self.jobs.put((function, due, d))
         return d
 
     def _work(self):
         while True:
-            function, d = self.jobs.get()
-            if function is None:
+            function, due, d = self.jobs.get()
+            if function is None or self.stopping.wait(max(0.0, due - time.time())):
                 return
+            started = time.time()
             try:
-                result = function()
+                result = (started, function())
             except BaseException:
                 result = Failure()
             self.reactor.callFromThread(_fire, d, result)
 
     def stop(self):
-        self.jobs.put((None, None))
+        self.stopping.set()
+        self.jobs.put((None, None, None))
 
 
 def _fire(d, result):
@@ -61,8 +71,9 @@ def _fire(d, result):
 
 
 class Poller:
-    def __init__(self, sensor, driver, clock, run_blocking, on_reading, on_failure, rng, on_late=None):
+    def __init__(self, sensor, driver, clock, run_blocking, on_reading, on_failure, rng, on_late=None, lead=0.0):
         self.sensor, self.driver, self.clock = sensor, driver, clock
+        self.lead = min(lead, sensor["interval"] / 4) if driver.blocking else 0.0
         self.run_blocking, self.on_reading, self.on_failure = run_blocking, on_reading, on_failure
         self.on_late = on_late or (lambda seconds: None)
         self.rng = rng
@@ -83,29 +94,28 @@ class Poller:
 
     def _schedule(self, now):
         due = self._base + self.rng() * self.sensor["jitter"]
-        self._call = self.clock.callLater(max(0.0, due - now), self._poll, due)
+        self._call = self.clock.callLater(max(0.0, due - self.lead - now), self._poll, due)
 
     def _poll(self, due):
         now = self.clock.seconds()
-        self.on_late(now - due)
         interval = self.sensor["interval"]
-        while self._base <= now:  # a poll missed (the machine slept) is skipped, not made up
+        while self._base <= max(now, due):  # a poll missed (the machine slept) is skipped, not made up
             self._base += interval
         self._schedule(now)
         if self.busy:
             self.on_failure(self.sensor["name"], PollTimeout("the previous read has not returned yet"))
             return None
-        return self.poll(now)
+        return self.poll(due)
 
-    def poll(self, now):
-        """One read with its timeout; reports to on_reading or on_failure.  Returns a Deferred."""
+    def poll(self, due):
+        """One read, due at ``due``, with its timeout; reports to on_reading or on_failure."""
         self.busy = True
         if self.driver.blocking:
-            read = self.run_blocking(self.driver.read)
+            read = self.run_blocking(self.driver.read, due)
         else:
-            read = defer.maybeDeferred(self.driver.read)
+            read = defer.maybeDeferred(self.driver.read).addCallback(lambda values: (self.clock.seconds(), values))
         result = defer.Deferred()
-        timeout = self.sensor["timeout"]
+        timeout = self.sensor["timeout"] + max(0.0, due - self.clock.seconds())
 
         def settle(outcome):
             self.busy = False
@@ -118,10 +128,15 @@ class Poller:
             if not self.driver.blocking:
                 read.cancel()  # a Deferred read can be abandoned; a thread cannot
             if not result.called:
-                result.errback(PollTimeout(f"no answer within {timeout:g} s"))
+                result.errback(PollTimeout(f"no answer within {self.sensor['timeout']:g} s"))
 
         timer = self.clock.callLater(timeout, expire)
         read.addBoth(settle)
-        result.addCallbacks(lambda values: self.on_reading(self.sensor["name"], now, values),
-                            lambda failure: self.on_failure(self.sensor["name"], failure.value))
+        result.addCallbacks(self._read, lambda failure: self.on_failure(self.sensor["name"], failure.value),
+                            callbackArgs=(due,))
         return result
+
+    def _read(self, started_values, due):
+        started, values = started_values
+        self.on_late(max(0.0, started - due))
+        self.on_reading(self.sensor["name"], started, values)
