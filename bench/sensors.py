@@ -67,6 +67,14 @@ def lateness(port, names, since, until):
     return np.array(late)
 
 
+def late(port, since, until):
+    """Lateness of the polls started in threads (system, sysfs) and on the reactor (simulated)."""
+    threaded = ["system"] + [f"hwmon{i}" for i in range(SYSFS)]
+    on_reactor = [f"sim{i}" for i in range(SIMULATED)]
+    return (f"threads {describe(lateness(port, threaded, since, until))}; "
+            f"reactor {describe(lateness(port, on_reactor, since, until))}")
+
+
 def _late(iso):
     fraction = iso.split(".")[1].rstrip("Z")
     return int(fraction) / 1e9
@@ -104,15 +112,8 @@ def main():
             results[case] = idle(node, args.seconds)
             print(f"{case}: idle {results[case][0]:.2f} % of a core, RSS {results[case][1]:.1f} MiB")
             if case == "sensors":
-                threaded = ["system"] + [f"hwmon{i}" for i in range(SYSFS)]
-                on_reactor = [f"sim{i}" for i in range(SIMULATED)]
-
-                def late(since, until):
-                    return (f"threads {describe(lateness(port, threaded, since, until))}; "
-                            f"reactor {describe(lateness(port, on_reactor, since, until))}")
-
                 now = time.time()
-                print(f"idle poll lateness: {late(now - args.seconds, now)}")
+                print(f"idle poll lateness: {late(port, now - args.seconds, now)}")
                 for label, templates in (("native 100-event", [native_template(t, BATCH, key, 3)
                                                               for t in range(TEMPLATES)]),
                                          ("hisparc", [hisparc_template(t) for t in range(TEMPLATES)])):
@@ -123,7 +124,7 @@ def main():
                     args.seconds = args.seconds_saved
                     busy = 100 * (cpu_seconds(node.pid) - cpu_before) / (end - start)
                     print(f"under {label} load ({len(result['latency']) / result['elapsed']:.0f} req/s, "
-                          f"node at {busy:.0f} % of a core): poll lateness {late(start, end)}")
+                          f"node at {busy:.0f} % of a core): poll lateness {late(port, start, end)}")
         finally:
             stop_node(node, log_path)
             shutil.rmtree(workdir, ignore_errors=True)

@@ -97,7 +97,8 @@ def test_a_hanging_driver_times_out_without_delaying_the_others(node):
     assert errors[("stuck",)] == 5 and ("fine",) not in errors  # 1 timeout, then 4 polls "busy"
     assert sensors.failing["stuck"] == "PollTimeout: the previous read has not returned yet"
     released.append(True)
-    hung[0].callback((clock.seconds(), {"v": (9.0, "")}))  # the read returns late: its answer is dropped, the next poll works
+    # the read returns late: its answer is dropped, the next poll works
+    hung[0].callback((clock.seconds(), {"v": (9.0, "")}))
     clock.advance(1)
     assert sensors.latest_values("stuck") == {"v": 1.0} and "stuck" not in sensors.failing
 
