@@ -781,3 +781,48 @@ max_backoff = 1s
         assert hashlib.sha256(response.read()).digest() == hashlib.sha256(content).digest()
     assert len(events_at(regional)) == 300  # and nothing came back down the chain
     assert station.stop() == 0 and regional.stop() == 0 and central.stop() == 0
+
+
+def test_stationd_client_sync_sends_a_directory_once_over_https(tmp_path):
+    node = Node(tmp_path)
+    admin_cli(node.config, "add-station", "501", "--password", "s3cret")
+    key = admin_cli(node.config, "add-user", "box501", "--role", "station", "--station", "501").splitlines()[-1]
+    node.start()
+    box = tmp_path / "box"
+    box.mkdir()
+
+    def event(n):
+        return {"type": "WTR", "time": f"2024-05-01T22:00:{n:02d}.123456789Z", "data": {"n": n}}
+
+    for i in range(3):
+        (box / f"{i}.json").write_text(json.dumps([event(4 * i + j) for j in range(4)]))
+
+    def client(*argv):
+        return subprocess.run([os.path.join(BIN, "stationd-client"), "--url", f"https://localhost:{node.https}",
+                               "--ca", node.cert, f"--api-key={key}", *argv],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    try:
+        out = client("sync", str(box), "--station", "501")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[-1] == ("sent 3 file(s) (12 events: 12 accepted, 0 duplicates, "
+                                               "0 quarantined); skipped 0 already sent; failed 0")
+        (box / "3.json").write_text(json.dumps(event(30)))
+        out = client("sync", str(box), "--station", "501", "--json")
+        assert out.returncode == 0, out.stderr
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [line.get("result") for line in lines[:4]] == ["skipped", "skipped", "skipped", "sent"]
+        assert (lines[-1]["summary"]["sent"], lines[-1]["summary"]["skipped"]) == (1, 3)
+
+        deadline = time.monotonic() + 30
+        while True:  # the writer stores acknowledged batches within moments
+            out = client("query", "--station", "501", "--order", "asc", "--limit", "0", "--json")
+            assert out.returncode == 0, out.stderr
+            events = [json.loads(line) for line in out.stdout.splitlines()]
+            if len(events) >= 13 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert [e["data"]["n"] for e in events] == [*range(12), 30]
+        assert events[0]["time"] == "2024-05-01T22:00:00.123456789Z"
+    finally:
+        assert node.stop() == 0

@@ -6,13 +6,25 @@ $STATIOND_API_KEY, $STATIOND_CA.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import sys
 
 from twisted.internet import defer, task
 
-from stationd.client import MAX_PAGE, Client, ClientError, parse_constraint
+from stationd.client import (
+    MAX_PAGE,
+    SYNC_BATCH,
+    SYNC_STATE,
+    Client,
+    ClientError,
+    is_rejection,
+    parse_constraint,
+    read_events,
+    send_events,
+    sync_directory,
+)
 
 DATA_WIDTH = 100  # characters of an event's data in the table; --json shows it all
 
@@ -285,6 +297,127 @@ def _paging_options(command, what):
     command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
 
 
+# Uploads: the node's two ingest protocols, and a directory kept in sync
+
+
+async def upload(client, args):
+    """Each FILE as a batch; a file refused for its content is reported and the others still go."""
+    if args.hisparc and not args.password:
+        fail("--hisparc needs the station's --password (or $STATIOND_STATION_PASSWORD)")
+    failed = 0
+    for path in args.files:
+        try:
+            outcome = await _upload_file(client, args, path)
+        except (OSError, ValueError) as e:
+            outcome = {"file": path, "result": "failed",
+                       "error": f"cannot read it: {e.strerror}" if isinstance(e, OSError) else str(e)}
+        except ClientError as e:
+            if not is_rejection(e):
+                fail(f"{path}: {e}")
+            outcome = {"file": path, "result": "failed", "error": str(e), "status": e.status}
+        failed += outcome["result"] == "failed"
+        _report_file(args, outcome)
+    if failed:
+        raise SystemExit(1)
+
+
+async def _upload_file(client, args, path):
+    data = _read_input(path)
+    if not args.hisparc:
+        totals = await send_events(client, args.station, read_events(data), hashlib.sha256(data).hexdigest(),
+                                   args.batch_size)
+        return {"file": path, "result": "sent", **totals}
+    try:
+        json.loads(data)
+    except ValueError:  # not JSON: a pickle as a station's upload holds it, sent as it is
+        code = await client.upload_hisparc(args.station, args.password, data, "pickle")
+        return {"file": path, "result": "sent", "code": code}
+    events = read_events(data)
+    code = await client.upload_hisparc(args.station, args.password, events, "pickle" if args.pickle else "json")
+    return {"file": path, "result": "sent", "code": code, "events": len(events)}
+
+
+def _read_input(path):
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _report_file(args, outcome):
+    if args.json:
+        print(_compact(outcome))
+    elif outcome["result"] == "failed":
+        sys.stderr.write(f"stationd-client: {outcome['file']}: {outcome['error']}\n")
+    elif outcome["result"] == "sent":
+        print(f"{outcome['file']}: {_totals(outcome)}")
+
+
+def _totals(outcome):
+    if "code" in outcome:  # HiSPARC
+        events = f", {outcome['events']} events" if "events" in outcome else ""
+        return f"{outcome['code']} (stored{events})"
+    replayed = f"; {outcome['replayed']} batch(es) answered as before" if outcome.get("replayed") else ""
+    return (f"{outcome['events']} events ({outcome['accepted']} accepted, {outcome['duplicates']} duplicates, "
+            f"{outcome['quarantined']} quarantined{replayed})")
+
+
+async def sync(client, args):
+    try:
+        summary = await sync_directory(client, args.directory, args.station, args.state, args.pattern,
+                                       args.batch_size, report=lambda outcome: _report_file(args, outcome))
+    except OSError as e:
+        fail(f"{e.filename or args.directory}: {e.strerror}")
+    except ValueError as e:
+        fail(str(e))
+    if args.json:
+        print(_compact({"summary": summary}))
+    else:
+        print(f"sent {summary['sent']} file(s) ({summary['events']} events: {summary['accepted']} accepted, "
+              f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined); "
+              f"skipped {summary['skipped']} already sent; failed {summary['failed']}")
+    if summary["stopped"]:
+        sys.stderr.write(f"stationd-client: stopped at {summary['stopped']}; run it again to resume\n")
+    if summary["failed"] or summary["stopped"]:
+        raise SystemExit(1)
+
+
+def _upload_commands(sub):
+    command = sub.add_parser("upload", help="send files of events (native JSON ingest, or --hisparc)")
+    command.set_defaults(function=upload)
+    command.add_argument("files", nargs="+", metavar="FILE",
+                         help="JSON: one event {\"type\", \"time\" or \"time_ns\", \"data\"}, a list of them, or "
+                              "{\"events\": [...]}; with --hisparc also HiSPARC events, or a pickle (not JSON) "
+                              "sent as it is; - for standard input")
+    command.add_argument("--station", required=True, metavar="ID", help="the station the events are of")
+    command.add_argument("--hisparc", action="store_true",
+                         help="the HiSPARC form upload (POST /upload) with the station's password, "
+                              "instead of the native ingest with the API key")
+    command.add_argument("--password", default=os.environ.get("STATIOND_STATION_PASSWORD"),
+                         help="the station's upload password, for --hisparc ($STATIOND_STATION_PASSWORD)")
+    command.add_argument("--pickle", action="store_true",
+                         help="with --hisparc: send JSON files' events pickled (as Python 3 stations do), "
+                              "not as format=json")
+    command.add_argument("--batch-size", type=_count(1), default=SYNC_BATCH, metavar="N",
+                         help=f"native: events a request, for larger files (default {SYNC_BATCH})")
+    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines), a file each")
+
+    command = sub.add_parser("sync", help="send the event files of a directory not sent before "
+                                          "(remembered in a state file)")
+    command.set_defaults(function=sync)
+    command.add_argument("directory", metavar="DIRECTORY",
+                         help="its JSON event files (as upload's FILE) are sent by native ingest")
+    command.add_argument("--station", required=True, metavar="ID", help="the station the events are of")
+    command.add_argument("--state", metavar="FILE",
+                         help=f"what was sent, per node and station (default DIRECTORY/{SYNC_STATE})")
+    command.add_argument("--pattern", default="*.json", metavar="GLOB",
+                         help="which files (default *.json; hidden files never)")
+    command.add_argument("--batch-size", type=_count(1), default=SYNC_BATCH, metavar="N",
+                         help=f"events a request, for larger files (default {SYNC_BATCH})")
+    command.add_argument("--json", action="store_true",
+                         help="one JSON object a line (JSON Lines): a file each, then {\"summary\": ...}")
+
+
 def parser():
     env = os.environ.get
     top = argparse.ArgumentParser(prog="stationd-client", description="Talk to a stationd node.")
@@ -371,6 +504,8 @@ def parser():
     command.set_defaults(function=station)
     command.add_argument("id")
     command.add_argument("--json", action="store_true", help="the station as JSON")
+
+    _upload_commands(sub)
     return top
 
 
