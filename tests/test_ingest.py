@@ -280,3 +280,23 @@ async def test_times_beyond_what_the_store_holds_are_refused(node, keys):
                                 data=b'{"events": [{"type": "CIC", "time": 1e400}]}',
                                 headers={"Authorization": f"Bearer {keys['station']}"})
     assert response.code == 422 and b"not a finite number" in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_nul_character_is_refused_on_every_backend_not_acknowledged_and_lost(node, keys):
+    """PostgreSQL cannot keep U+0000 in jsonb: refused up front (SQLite too, so replication never jams)."""
+    batch = {"events": [{"type": "CIC", "time": "2024-05-01T12:00:00Z", "data": {"note": "a\x00b"}},
+                        {"type": "CIC", "time": "2024-05-01T12:00:01Z", "data": {"k\x00": 1}},
+                        {"type": "CIC", "time": "2024-05-01T12:00:02Z", "data": {"path": "C:\\u0000"}}]}
+    response, body = await native(node, "501", batch, keys["station"])
+    assert response.code == 422
+    assert [(d["index"], "NUL" in d["message"]) for d in json.loads(body)["error"]["details"]] == [
+        (0, True), (1, True)]
+    events = [{"header": {"eventtype_uploadcode": "WTR", "datetime": "2024-05-01T12:00:00", "nanoseconds": 5},
+               "datalist": [{"data_uploadcode": "T", "data": "x\x00"}]}]
+    assert await upload(node, upload_body(json.dumps(events), format="json")) == "208"
+    batch["events"] = batch["events"][2:]  # a backslash and "u0000" is text like any other
+    response, _ = await native(node, "501", batch, keys["station"])
+    assert response.code == 200
+    await drained(node)
+    assert [r["data"] for r in stored(node)] == [{"path": "C:\\u0000"}]

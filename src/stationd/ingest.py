@@ -12,8 +12,30 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from stationd import jsoncodec
 from stationd.store import stations
 from stationd.store.events import digest
+
+# PostgreSQL cannot keep U+0000 in jsonb text: such an event would be
+# acknowledged and then refused by the store (or by an upstream node on
+# PostgreSQL), so it is refused at ingest, on every backend alike.
+NUL_MESSAGE = "data holds a NUL character (U+0000), which the store cannot keep"
+
+
+def has_nul(data):
+    # The JSON text shows a NUL as \u0000: one fast scan; the walk settles the
+    # rare text that only looks like one (a backslash, then "u0000").
+    return b"\\u0000" in jsoncodec.dumps(data) and _walk_nul(data)
+
+
+def _walk_nul(value):
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_walk_nul(k) or _walk_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_walk_nul(v) for v in value)
+    return False
 
 log = Logger()
 

@@ -7,6 +7,7 @@ Answered 200 {"accepted", "duplicates", "quarantined"} once durable; a retry
 with the same Idempotency-Key gets the first answer again.
 """
 
+from stationd.ingest import NUL_MESSAGE, has_nul
 from stationd.store import events as store_events
 from stationd.times import parse_time
 from stationd.web.auth import require
@@ -35,6 +36,8 @@ def parse_event(event):
     data = event.get("data", {})
     if not isinstance(data, dict):
         raise ValueError("data must be a JSON object")
+    if has_nul(data):
+        raise ValueError(NUL_MESSAGE)
     return {"type": kind, "time_ns": time_ns, "data": data}
 
 

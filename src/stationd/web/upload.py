@@ -13,6 +13,7 @@ import hashlib
 from twisted.internet.threads import deferToThread
 
 from stationd.hisparc import DecodeError, decode_upload
+from stationd.ingest import has_nul
 from stationd.store import stations
 from stationd.web.http import parse_form, route
 from stationd.writer import SpoolError, SpoolFull
@@ -74,6 +75,9 @@ class Upload:
         except DecodeError:
             self.metrics.ingest_events.labels("hisparc", "rejected").inc()
             return "208"
+        if any(has_nul(event["data"]) or "\x00" in event["type"] for event in events):
+            self.metrics.ingest_events.labels("hisparc", "rejected").inc()
+            return "208"  # NUL_MESSAGE: the store could not keep it
         record = self.ingest.record("hisparc", station_id, events)
         try:
             await self.ingest.spool.append(record)
