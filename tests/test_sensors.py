@@ -287,3 +287,39 @@ def test_a_sensor_thread_gets_its_poll_early_and_starts_it_on_time(node):
     clock.pump([0.25] * 12)
     assert handed == [(100.75, 101.0), (101.75, 102.0), (102.75, 103.0)]
     assert sensors.latest["t"][0] == 103_001_000_000  # the reading carries the time the thread started it
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_client_and_stationd_client_read_sensors_and_post_to_the_display(served, capsys):
+    from twisted.internet import reactor
+
+    from stationd import cli
+    from stationd.client import Client, ClientError
+
+    node = served
+    t0 = 1714564800
+    for i in range(3):
+        node.sensors._reading("weather", t0 + 10 * i, {"temperature": (20.0 + i, "°C")})
+    client = Client("http://n", api_key=node.editor_key, http_client=node.stub, reactor=reactor)
+
+    async def run(*argv):
+        args = cli.parser().parse_args(["--url", "http://n", *argv])
+        await args.function(client, args)
+        return capsys.readouterr().out
+
+    try:
+        assert [s["name"] for s in await client.sensors()] == ["quiet", "weather"]
+        readings = await client.readings("weather", since=t0, until=t0 + 30, step=20)
+        assert [r["values"]["temperature"] for r in readings] == [20.5, 22.0]
+        assert await client.display("rain\x07") == "rain "
+        lines = (await run("sensors")).splitlines()
+        assert lines[0].split() == ["SENSOR", "STATE", "TIME", "VALUES"]
+        assert lines[2].split() == ["weather", "ok", "2024-05-01T12:00:20.000000000Z", "temperature=22", "°C"]
+        assert await run("sensors", "weather", "--since", str(t0), "--until", str(t0 + 30)) == (
+            "2024-05-01T12:00:00.000000000Z temperature=20\n2024-05-01T12:00:10.000000000Z temperature=21\n"
+            "2024-05-01T12:00:20.000000000Z temperature=22\n")
+        assert await run("display", "hello") == "hello\n"
+        with pytest.raises(ClientError, match="no sensor"):
+            await client.sensor("none")
+    finally:
+        await client.close()

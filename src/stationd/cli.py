@@ -240,6 +240,39 @@ async def station(client, args):
                   for h in station["history"]], indent="  ")
 
 
+async def sensors(client, args):
+    """Without a name, every sensor's last reading; with one, its readings over a time range."""
+    if args.name is None:
+        found = await client.sensors()
+        if args.json:
+            for sensor in found:
+                print(_compact(sensor))
+            return
+        rows = [("SENSOR", "STATE", "TIME", "VALUES")]
+        for sensor in found:
+            values = " ".join(f"{field}={_number(r['value'])}{' ' + r['unit'] if r['unit'] else ''}"
+                              for field, r in sensor["fields"].items())
+            state = sensor["state"] + (f" ({', '.join(sensor['alarms'])})" if sensor["alarms"] else "")
+            rows.append((sensor["name"], state, sensor["time"] or "-", values or sensor["last_error"] or "-"))
+        _table(rows)
+        return
+    readings = await client.readings(args.name, args.since, args.until, args.step)
+    for reading in readings:
+        if args.json:
+            print(_compact(reading))
+        else:
+            print(reading["time"], " ".join(f"{k}={_number(v)}" for k, v in reading["values"].items()))
+
+
+def _number(value):
+    return f"{value:.6g}"
+
+
+async def display(client, args):
+    shown = await client.display(args.message)
+    print(json.dumps({"shown": shown}) if args.json else shown)
+
+
 def _location(location):
     values = [(location or {}).get(k) for k in ("lat", "lon", "alt")]
     return "-" if all(v is None for v in values) else ", ".join("-" if v is None else f"{v:g}" for v in values)
@@ -471,6 +504,19 @@ def parser():
     command = sub.add_parser("stations", help="stations and their current status")
     command.set_defaults(function=stations)
     command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+
+    command = sub.add_parser("sensors", help="sensors and their last readings, or one sensor's readings")
+    command.set_defaults(function=sensors)
+    command.add_argument("name", nargs="?", help="a sensor: list its readings (default: the last hour)")
+    command.add_argument("--since", help="ISO 8601 or epoch seconds")
+    command.add_argument("--until", help="ISO 8601 or epoch seconds")
+    command.add_argument("--step", type=float, help="average over buckets of this many seconds")
+    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+
+    command = sub.add_parser("display", help="show a message on the node's display (role editor)")
+    command.set_defaults(function=display)
+    command.add_argument("message")
+    command.add_argument("--json", action="store_true", help="as JSON")
 
     command = sub.add_parser("exports", help="export targets: their state, or (role admin) list, add, change, "
                              "pause, resume or remove one")

@@ -241,6 +241,25 @@ class Client:
         """One station with its status "history" and event "counts"."""
         return await self.get_json(f"/api/v1/stations/{_segment(station_id)}")
 
+    # Sensors and the display
+
+    async def sensors(self):
+        """Every sensor with its last reading, state and raised alarms."""
+        return (await self.get_json("/api/v1/sensors"))["sensors"]
+
+    async def sensor(self, name):
+        return await self.get_json(f"/api/v1/sensors/{_segment(name)}")
+
+    async def readings(self, name, since=None, until=None, step=None):
+        """A sensor's readings, oldest first ({"time", "values"} and, for averages, "min" and "max")."""
+        params = [(k, _time(k, v)) for k, v in (("since", since), ("until", until), ("step", step)) if v is not None]
+        return (await self.get_json(f"/api/v1/sensors/{_segment(name)}/readings", params))["readings"]
+
+    async def display(self, message):
+        """Show ``message`` on the node's display (role editor); the text as shown."""
+        _, answer = await self.request("POST", "/api/lcd", json={"message": message})
+        return json.loads(answer)["result"]["message posted"]
+
     # Instrument configurations
 
     async def get_config(self, datestr="", name="fplane", short=False, actual=False):
