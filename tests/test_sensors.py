@@ -323,3 +323,40 @@ async def test_the_client_and_stationd_client_read_sensors_and_post_to_the_displ
             await client.sensor("none")
     finally:
         await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_st7735_display_draws_the_message_through_pimoronis_library(monkeypatch):
+    """Fake st7735 and Pillow modules, with the calls Pimoroni's examples make."""
+    import sys
+    import types
+
+    from stationd.display import Display
+
+    drawn, shown = [], []
+
+    class LCD:
+        width, height = 160, 80
+
+        def __init__(self, **options):
+            self.options = options
+
+        def begin(self):
+            pass
+
+        def display(self, image):
+            shown.append(image)
+
+    image_module = types.SimpleNamespace(new=lambda mode, size, color: ("image", mode, size))
+    draw_module = types.SimpleNamespace(Draw=lambda image: types.SimpleNamespace(
+        multiline_text=lambda xy, text, fill: drawn.append((image, xy, text))))
+    monkeypatch.setitem(sys.modules, "st7735", types.SimpleNamespace(ST7735=LCD))
+    monkeypatch.setitem(sys.modules, "PIL", types.SimpleNamespace(Image=image_module, ImageDraw=draw_module))
+    display = Display({"driver": "st7735", "path": None, "max_length": 40}, node=None)
+    assert await display.show("fog\nexpected") == "fog\nexpected"
+    assert drawn == [(("image", "RGB", (160, 80)), (2, 2), "fog\nexpected")]
+    assert shown == [("image", "RGB", (160, 80))]
+    monkeypatch.delitem(sys.modules, "st7735")
+    monkeypatch.setitem(sys.modules, "ST7735", None)
+    with pytest.raises(ValueError, match="st7735 library"):
+        Display({"driver": "st7735", "path": None, "max_length": 40}, node=None)
