@@ -6,7 +6,8 @@ numbers them by ``seq``): the HiSPARC-like events of ``bench/query.py`` (50
 stations over 10 days, five types, 235-370 bytes of JSON each, 0.05%
 quarantined), and attaches --files contents (default 200) of 100 KiB to 1 MiB
 of random bytes to events spread over the backlog (``FileStore.put`` +
-``attach_file``).  Certificates come from ``stationd-admin make-cert``: a CA,
+``attach_file``, right after the batch of the event: attaching renumbers an
+event, so it stays where it was in the backlog).  Certificates come from ``stationd-admin make-cert``: a CA,
 a server certificate for "localhost" and a client certificate for the
 station.
 
@@ -19,8 +20,9 @@ the CA, the client certificate and key, ``batch_size``), its export cursor
 reset to 0, and samples the station's ``/api/v1/status`` (plain HTTP, from
 this process) once a second until ``exports.up.cursor`` reaches the newest
 ``seq`` -- the cursor moves only after the upstream has acknowledged a batch
-and received the files it asked for, and the backlog is numbered 1..N, so it
-is the count of events delivered.  It prints the catch-up time (from
+and received the files it asked for, and the backlog is numbered 1..N plus
+one number an attached file (the event's old number is left unused), so it
+is the count of events delivered, to within --files.  It prints the catch-up time (from
 launching the station node), events/s overall, per second (median, min, max)
 and by tenth of the backlog (the upstream's database grows meanwhile), and
 the CPU seconds of each node (user + system, all threads).  Then it stops both nodes (SIGTERM) and checks
@@ -77,9 +79,10 @@ def load(store, count, file_count, files_dir, seed=5):
     {file id: (sha256, size)})."""
     start, sizes, stored, rng = time.monotonic(), [], 0, random.Random(seed)
     wanted = set(rng.sample(range(count), file_count))  # positions of the events that get a file
-    chosen = []
+    content_store, attached = FileStore(files_dir), {}
     for batch in records(count):
         store.call(store_batches, batch, DOWN)
+        chosen = []
         for record in batch:
             for event in record["events"]:
                 if stored in wanted:
@@ -87,16 +90,15 @@ def load(store, count, file_count, files_dir, seed=5):
                 if stored % 50 == 0:
                     sizes.append(len(json.dumps(event["data"], separators=(",", ":"))))
                 stored += 1
+        for event_id, received_ns in chosen:  # now: attaching renumbers the event (the next seq)
+            content = rng.randbytes(rng.randrange(100 * KIB, 1024 * KIB + 1))
+            sha256, size = content_store.put(io.BytesIO(content))
+            record = store.call(attach_file, event_id, name=f"frame-{event_id[:8]}.fits", mime_type="image/fits",
+                                semantic_type="camera-frame", sha256=sha256, size=size,
+                                now_ns=received_ns + 10**9, origin=DOWN, meta={"exposure_s": 2.5})
+            attached[record["id"]] = (sha256, size)
         print(f"\rloaded {stored:,} events in {time.monotonic() - start:.0f} s", end="", file=sys.stderr)
     print(file=sys.stderr)
-    content_store, attached = FileStore(files_dir), {}
-    for event_id, received_ns in chosen:
-        content = rng.randbytes(rng.randrange(100 * KIB, 1024 * KIB + 1))
-        sha256, size = content_store.put(io.BytesIO(content))
-        record = store.call(attach_file, event_id, name=f"frame-{event_id[:8]}.fits", mime_type="image/fits",
-                            semantic_type="camera-frame", sha256=sha256, size=size, now_ns=received_ns + 10**9,
-                            origin=DOWN, meta={"exposure_s": 2.5})
-        attached[record["id"]] = (sha256, size)
     return time.monotonic() - start, sum(sizes) / len(sizes), attached
 
 
@@ -367,7 +369,7 @@ def main():
         print(f"loaded {args.events:,} events in {seconds:.0f} s ({args.events / seconds:,.0f} events/s);"
               f" data {size:.0f} B of JSON an event on average; {len(attached)} files, {mib:.0f} MiB;"
               f" station database {os.path.getsize(down_url[10:]) / KIB / KIB:.0f} MiB")
-        assert down_print[0] == down_print[1] == down_print[2] == args.events, down_print
+        assert down_print[0] == down_print[1] == args.events == down_print[2] - len(attached), down_print
 
         for number, batch_size in enumerate(batch_sizes):
             figures = run_case(args, workdir, down_url, attached, down_print, batch_size,
@@ -398,7 +400,7 @@ def main():
         print("events/s by tenth of the backlog (the upstream's database grows from empty to full):")
         for f in results:
             print(f"  batch_size {f['batch_size']:5}: " + " ".join(f"{r:7,.0f}" for r in tenths(f["samples"],
-                                                                                          args.events)))
+                                                                                          down_print[2])))
         best = max(args.events / f["catch_up"] for f in results)
         print(f"target: {TARGET_RATE:,} events/s: " + ("met" if best >= TARGET_RATE else
                                                          f"missed ({best:,.0f} at best)"))
