@@ -185,6 +185,41 @@ async def test_filters_and_no_echo_to_the_origin(node):
     assert only.cursor == node.store.call(exports.get_cursor, "central")  # passed over, not rescanned
 
 
+def test_a_batch_carries_the_files_of_its_own_events_dense_or_sparse(node):
+    """Batches of most events (by seq range) and of few (a filter passes one in four: by id) alike."""
+    node.store.call(stations.add_station, "502", None)
+    sha256, size = node.files.put(io.BytesIO(b"frame"))
+    stored, attached = [], {}
+    for i in range(80):
+        event = {"id": str(uuid.uuid4()), "type": "CIC", "time_ns": T0 + i, "data": {"n": i},
+                 "digest": digest({"n": i}), "quarantine": None}
+        station = "502" if i % 4 == 3 else "501"
+        node.store.call(store_batches, [{"station": station, "received_ns": T0, "events": [event]}], "station-7")
+        stored.append((event["id"], station))
+        for kind in ("image", "spectrum") if i % 5 in (0, 3) else ():
+            record = node.store.call(files.attach_file, event["id"], name=f"{kind}.bin", mime_type="x/y",
+                                     semantic_type=kind, sha256=sha256, size=size, now_ns=T0 + i,
+                                     origin="station-7", meta={"kind": kind})
+            attached.setdefault(event["id"], []).append(record)
+    keys = ("id", "name", "mime_type", "semantic_type", "size", "sha256", "meta", "time_ns", "created_ns", "origin")
+    for settings in ({}, {"stations": "502"}, {"semantic_types": "spectrum"},
+                     {"stations": "502", "semantic_types": "spectrum"}):
+        for limit in (1, 3, 7, 100):
+            cursor, sent, batch = 0, [], True
+            while batch:
+                batch, cursor = node.store.call_read(exports.next_batch, target(**settings), cursor, limit)
+                sent += batch
+            assert sorted(e["id"] for e in sent) == sorted(
+                i for i, station in stored if settings.get("stations", station) == station)
+            for event in sent:
+                assert event["files"] == sorted(
+                    ({k: r[k] for k in keys} for r in attached.get(event["id"], [])
+                     if settings.get("semantic_types", r["semantic_type"]) == r["semantic_type"]),
+                    key=lambda r: r["id"]), (settings, limit)
+            assert sum(len(e["files"]) for e in sent) == {0: 64, 1: 16 if "stations" in settings else 32, 2: 8}[
+                len(settings)]
+
+
 class FileBodies:
     """StubTreq takes only bytes bodies; the real client streams files (the end-to-end test checks that)."""
 
