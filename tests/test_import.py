@@ -5,8 +5,11 @@ import json
 import uuid
 
 import pytest_twisted
+from sqlalchemy import select
 
 from stationd.store import query, stations, users
+from stationd.store.events import digest
+from stationd.store.schema import events
 
 from conftest import call, make_node, serve
 
@@ -118,3 +121,20 @@ async def test_the_origin_defaults_to_the_sending_node(node):
     await post(node, batch, origin="station-node-3")
     stored, _ = node.store.call(query.find_events, query.Query())
     assert stored[0]["origin"] == "station-node-3"
+
+
+@pytest_twisted.ensureDeferred
+async def test_integers_beyond_64_bits_are_stored_exactly(node):
+    """The import body is decoded with orjson, which reads such integers as floats: not these."""
+    batch = exported(2)
+    batch[0]["data"] = {"big": 123456789012345678901234567890, "low": -9223372036854775809,
+                        "edge": 18446744073709551615, "f": 1.5}
+    batch[1]["data"] = {"n": 18446744073709551616}
+    response, answer = await post(node, batch)
+    assert response.code == 200 and answer["accepted"] == 2
+    for event in batch:
+        _, body = await call(node.stub, "GET", f"http://n/api/v1/events/{event['id']}")
+        assert json.loads(body)["data"] == event["data"]
+        stored = node.store.call(lambda conn, i=event["id"]: conn.execute(
+            select(events.c.digest).where(events.c.id == i)).scalar())
+        assert stored == digest(event["data"])  # of the exact value: a float would give another

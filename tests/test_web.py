@@ -10,10 +10,11 @@ from treq.testing import StubTreq
 
 from conftest import call
 
+from stationd import jsoncodec
 from stationd.store import users
 from stationd.web import COMPONENTS, make_resource
 from stationd.web.auth import Authenticator
-from stationd.web.http import parse_form, route
+from stationd.web.http import _no_constants, parse_form, route
 
 
 class FakeNode:
@@ -193,3 +194,45 @@ def test_parse_form_matches_the_stdlib_on_random_input():
     for _ in range(20000):
         value = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
         assert parse_form(b"a=" + value) == {b"a": [unquote_to_bytes(value.replace(b"+", b" "))]}, value
+
+
+def _stdlib(body):
+    try:
+        return repr(json.loads(body, parse_constant=_no_constants))
+    except ValueError as e:
+        return f"ValueError: {e}"
+
+
+def _ours(body):
+    try:
+        return repr(jsoncodec.loads(body, parse_constant=_no_constants))
+    except ValueError as e:
+        return f"ValueError: {e}"
+
+
+def _number(rng):
+    sign = rng.choice(["", "", "-"])
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 2, 18, 19, 19, 20, 20, 21, 40])))
+    digits = digits.lstrip("0") or "0"
+    return sign + digits + rng.choice(["", "", "", ".5", ".0", "e3", "E-2", "e400", ".123456789012345678901"])
+
+
+def test_read_json_decodes_as_the_stdlib_does():
+    """orjson where it gives the stdlib's value (repr: int or float, -0.0, key order), the stdlib
+    where it would not: integers beyond 64 bits, NaN, 1e400, lone surrogates, UTF-16, a BOM."""
+    for body in (b'{"n": 123456789012345678901234567890}', b'{"n": 18446744073709551615}',
+                 b'{"n": 18446744073709551616}', b'{"n": -9223372036854775808}', b'{"n": -9223372036854775809}',
+                 b'[1e400, -1e400, 1.5e308, -0.0, 0.1e-400]', b'{"n": NaN}', b'[Infinity]', b'"\\ud800"',
+                 b'"\xed\xa0\x80"', "[1, 2]".encode("utf-16"), b'\xef\xbb\xbf{"a": 1}', b'{"a": 1, "a": 2}',
+                 b'"a\x01b"', b"[1,]", b"01", b"", b"\xff", b'{"id": "8827-3478-4038-9856-c6c0db149a6d"}'):
+        assert _ours(body) == _stdlib(body), body
+    rng = random.Random(11)
+    for _ in range(3000):
+        value = {"k": [_number(rng) for _ in range(rng.randint(1, 6))], "t": _number(rng).join('""')}
+        body = f'{{"k": [{", ".join(value["k"])}], "t": {value["t"]}}}'.encode()
+        assert _ours(body) == _stdlib(body), body
+    big = b'{"events": [%s]}' % b", ".join(b'{"time_ns": 1714780716942781670, "n": %d}' % i for i in range(500))
+    assert jsoncodec.loads(big) == json.loads(big)
+    assert jsoncodec.loads(big.replace(b"1714780716942781670", b"17147807169427816701", 1)) == json.loads(
+        big.replace(b"1714780716942781670", b"17147807169427816701", 1))  # exact, not a float
+

@@ -1,7 +1,6 @@
 """What every route group shares: JSON bodies, JSON errors, route declarations."""
 
 import binascii
-import json
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -87,7 +86,7 @@ def read_json(request):
     if content_type not in (b"application/json", b""):
         raise HTTPError(415, "send the body as application/json")
     try:
-        value = json.loads(request.content.read() or b"null", parse_constant=_no_constants)
+        value = jsoncodec.loads(request.content.read() or b"null", parse_constant=_no_constants)
     except ValueError as e:
         raise HTTPError(400, f"body is not valid JSON: {e}", code="bad_json") from None
     if not isinstance(value, dict):
