@@ -235,4 +235,3 @@ def test_read_json_decodes_as_the_stdlib_does():
     assert jsoncodec.loads(big) == json.loads(big)
     assert jsoncodec.loads(big.replace(b"1714780716942781670", b"17147807169427816701", 1)) == json.loads(
         big.replace(b"1714780716942781670", b"17147807169427816701", 1))  # exact, not a float
-
