@@ -11,7 +11,10 @@ Runs `twistd -n stationd` (plain HTTP, temp data_dir) three ways:
 
 Polls are aligned to whole seconds with no jitter, so each reading's time
 (from /api/v1/sensors/NAME/readings) minus its whole second is exactly how
-late that poll started.  Blocking drivers (system, sysfs) start their polls
+late that poll started; all ten are then due at the same instant, the worst
+case.  A second run spreads them with ``jitter = 1s``; its lateness comes
+from the node's own histogram (stationd_sensor_poll_lateness_seconds), as
+the share of polls that started within 5 and 10 ms.  Blocking drivers (system, sysfs) start their polls
 in their own threads; non-blocking ones (simulated) on the reactor: their
 lateness is shown apart.
 
@@ -35,9 +38,9 @@ from nodes import HOST, admin, cpu_seconds, free_port, rss_mib, start_node, stop
 SYSFS, SIMULATED = 6, 3
 
 
-def sensors_config(workdir):
+def sensors_config(workdir, jitter):
     """[sensor:...] sections: system and SYSFS + SIMULATED more, all every second, aligned."""
-    common = "interval = 1s\nalign = yes\n"
+    common = f"interval = 1s\nalign = yes\njitter = {jitter}\n"
     parts = [f"[sensor:system]\n{common}"]
     for i in range(SYSFS):
         path = os.path.join(workdir, f"temp{i}_input")
@@ -87,6 +90,22 @@ def run(workdir, port, extra, log):
     return start_node(workdir, config, port, log), key
 
 
+def histogram(port):
+    """{upper bound: polls at most that late} of the node's lateness histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=60) as response:
+        text = response.read().decode()
+    return {float(s.labels["le"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "stationd_sensor_poll_lateness_seconds_bucket"}
+
+
+def shares(before, after):
+    n = after[float("inf")] - before[float("inf")]
+    within = {le: (after[le] - before[le]) / n for le in (0.005, 0.01)} if n else {}
+    return f"{n:.0f} polls: " + ", ".join(f"{share:.1%} within {le * 1000:.0f} ms" for le, share in within.items())
+
+
 def describe(late):
     if not len(late):
         return "no polls"
@@ -103,28 +122,32 @@ def main():
     args.procs = 1
     print(f"cores: {os.cpu_count()}; command: {sys.executable} {' '.join(sys.argv)}")
     results = {}
-    for case, extra in (("baseline", "[sensor:system]\nenabled = no\n"), ("sensors", None)):
+    cases = (("baseline", "[sensor:system]\nenabled = no\n"), ("sensors", "0"), ("sensors, jitter 1 s", "1s"))
+    for case, extra in cases:
         workdir, port = tempfile.mkdtemp(prefix="stationd-bench-"), free_port()
         log_path, node = os.path.join(workdir, "node.log"), None
         try:
             with open(log_path, "wb") as log:
-                node, key = run(workdir, port, extra if extra is not None else sensors_config(workdir), log)
+                node, key = run(workdir, port, extra if case == "baseline" else sensors_config(workdir, extra), log)
             results[case] = idle(node, args.seconds)
             print(f"{case}: idle {results[case][0]:.2f} % of a core, RSS {results[case][1]:.1f} MiB")
-            if case == "sensors":
+            if case == "baseline":
+                continue
+            if extra == "0":
                 now = time.time()
-                print(f"idle poll lateness: {late(port, now - args.seconds, now)}")
-                for label, templates in (("native 100-event", [native_template(t, BATCH, key, 3)
-                                                              for t in range(TEMPLATES)]),
-                                         ("hisparc", [hisparc_template(t) for t in range(TEMPLATES)])):
-                    args.seconds_saved, args.seconds = args.seconds, args.load_seconds
-                    start, cpu_before = time.time(), cpu_seconds(node.pid)
-                    result = load(port, templates, args)
-                    end = time.time()
-                    args.seconds = args.seconds_saved
-                    busy = 100 * (cpu_seconds(node.pid) - cpu_before) / (end - start)
-                    print(f"under {label} load ({len(result['latency']) / result['elapsed']:.0f} req/s, "
-                          f"node at {busy:.0f} % of a core): poll lateness {late(port, start, end)}")
+                print(f"  idle poll lateness: {late(port, now - args.seconds, now)}")
+            for label, templates in (("native 100-event", [native_template(t, BATCH, key, 3)
+                                                          for t in range(TEMPLATES)]),
+                                     ("hisparc", [hisparc_template(t) for t in range(TEMPLATES)])):
+                args.seconds_saved, args.seconds = args.seconds, args.load_seconds
+                start, cpu_before, counts = time.time(), cpu_seconds(node.pid), histogram(port)
+                result = load(port, templates, args)
+                end = time.time()
+                args.seconds = args.seconds_saved
+                busy = 100 * (cpu_seconds(node.pid) - cpu_before) / (end - start)
+                exact = f"; {late(port, start, end)}" if extra == "0" else ""
+                print(f"  under {label} load ({len(result['latency']) / result['elapsed']:.0f} req/s, node at "
+                      f"{busy:.0f} % of a core): {shares(counts, histogram(port))}{exact}")
         finally:
             stop_node(node, log_path)
             shutil.rmtree(workdir, ignore_errors=True)

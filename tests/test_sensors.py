@@ -360,3 +360,20 @@ async def test_the_st7735_display_draws_the_message_through_pimoronis_library(mo
     monkeypatch.setitem(sys.modules, "ST7735", None)
     with pytest.raises(ValueError, match="st7735 library"):
         Display({"driver": "st7735", "path": None, "max_length": 40}, node=None)
+
+
+def test_jittered_polls_handed_over_early_do_not_count_as_busy(node):
+    """With jitter a poll may be handed to the thread before the one before it is due."""
+    clock = task.Clock()
+    jitter = iter([0.9, 0.0] * 20)
+
+    def thread(read, due):  # starts each read when due, as SensorThread does
+        return task.deferLater(clock, max(0.0, due - clock.seconds()), lambda: (clock.seconds(), read()))
+
+    sensors = Sensors(node, clock, rng=lambda: next(jitter), run_blocking=thread)
+    driver = Fake(clock, {"v": (1.0, "")})
+    sensors.add(sensor("t", interval="1s", align="yes", jitter="1s"), driver)
+    sensors.pollers["t"].lead = 0.25
+    sensors.pollers["t"].start()
+    clock.pump([0.05] * 200)
+    assert len(driver.calls) == 10 and ("t",) not in node.metrics.count(node.metrics.sensor_errors)

@@ -5,9 +5,9 @@ Polls are due every ``interval`` seconds (on wall-clock multiples of it with
 do not hit a shared bus at once.  The next poll is scheduled before the
 driver is called, so a slow driver never shifts the schedule; a read that
 is still running when its ``timeout`` passes fails the poll, and while it
-hangs on, later polls of that sensor fail at once ("busy") instead of piling
-up threads.  Blocking drivers run in the sensor's own thread, so one that
-hangs delays no other sensor and no reactor work.
+hangs on, later polls of that sensor fail at once instead of piling up.
+Blocking drivers run in the sensor's own thread, so one that hangs delays
+no other sensor and no reactor work.
 
 The reactor can be busy for tens of milliseconds (a burst of uploads), so
 for a sensor thread the reactor hands over each poll ``lead`` seconds early
@@ -77,7 +77,8 @@ class Poller:
         self.run_blocking, self.on_reading, self.on_failure = run_blocking, on_reading, on_failure
         self.on_late = on_late or (lambda seconds: None)
         self.rng = rng
-        self.busy = False
+        self.reads = 0  # handed over and not returned (a sensor thread may hold the next while one runs)
+        self.overdue_at = None  # when the last read handed over counts as stuck if it has not returned
         self._base = None  # the grid time of the next poll, before jitter
         self._call = None
 
@@ -102,14 +103,15 @@ class Poller:
         while self._base <= max(now, due):  # a poll missed (the machine slept) is skipped, not made up
             self._base += interval
         self._schedule(now)
-        if self.busy:
+        if self.reads >= 2 or (self.reads and now >= self.overdue_at):
             self.on_failure(self.sensor["name"], PollTimeout("the previous read has not returned yet"))
             return None
         return self.poll(due)
 
     def poll(self, due):
         """One read, due at ``due``, with its timeout; reports to on_reading or on_failure."""
-        self.busy = True
+        self.reads += 1
+        self.overdue_at = due + self.sensor["timeout"]
         if self.driver.blocking:
             read = self.run_blocking(self.driver.read, due)
         else:
@@ -118,7 +120,7 @@ class Poller:
         timeout = self.sensor["timeout"] + max(0.0, due - self.clock.seconds())
 
         def settle(outcome):
-            self.busy = False
+            self.reads -= 1
             if timer.active():
                 timer.cancel()
             if not result.called:
