@@ -29,8 +29,8 @@ def import_batch(conn, batch):
     records = [dict(f, station=e["station"]) for e in batch for f in e["files"]]
     links = [{"event_id": e["id"], "file_id": f["id"]} for e in batch for f in e["files"]]
     if records:
-        linked = set(conn.execute(select(event_files.c.event_id, event_files.c.file_id).where(
-            event_files.c.event_id.in_({link["event_id"] for link in links}))).tuples())
+        linked = {tuple(row) for row in conn.execute(select(event_files.c.event_id, event_files.c.file_id).where(
+            event_files.c.event_id.in_({link["event_id"] for link in links})))}
         conn.execute(_insert(conn, files), [{k: r[k] for k in (
             "id", "station", "time_ns", "name", "mime_type", "semantic_type", "size", "sha256", "meta",
             "created_ns", "origin")} for r in records])
