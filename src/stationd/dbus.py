@@ -186,6 +186,7 @@ class _Connection(client.DBusClientConnection):
 
 class _Factory(client.DBusClientFactory):
     protocol = _Connection
+    noisy = False  # no "Starting factory" line at every reconnection attempt
     connection = None  # the protocol, once connected: to hang up if the handshake does not finish
 
     def buildProtocol(self, addr):
