@@ -16,15 +16,8 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 
 from stationd import cli
-from stationd.client import (
-    SYNC_STATE,
-    Client,
-    ClientError,
-    is_rejection,
-    load_sync_state,
-    read_events,
-    sync_directory,
-)
+from stationd.client import Client, ClientError
+from stationd.sync import SYNC_STATE, is_rejection, load_sync_state, read_events, sync_directory
 from stationd.store import stations, users
 
 T0 = 1714564800 * 10**9  # 2024-05-01T12:00:00Z

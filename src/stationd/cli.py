@@ -13,18 +13,8 @@ import sys
 
 from twisted.internet import defer, task
 
-from stationd.client import (
-    MAX_PAGE,
-    SYNC_BATCH,
-    SYNC_STATE,
-    Client,
-    ClientError,
-    is_rejection,
-    parse_constraint,
-    read_events,
-    send_events,
-    sync_directory,
-)
+from stationd.client import MAX_PAGE, Client, ClientError, parse_constraint
+from stationd.sync import SYNC_BATCH, SYNC_STATE, is_rejection, read_events, send_events, sync_directory
 
 DATA_WIDTH = 100  # characters of an event's data in the table; --json shows it all
 
