@@ -111,8 +111,7 @@ class Import:
         counts, records = await self.store.run(imports.import_batch, parsed)
         missing = []
         if records:  # most batches have no files: no thread hop for them
-            missing = await deferToThread(lambda: sorted({r["id"] for r in records
-                                                          if not self.files.has(r["sha256"])}))
+            missing = await deferToThread(self._missing, records)
         self.metrics.import_events.labels("accepted").inc(counts["accepted"])
         self.metrics.import_events.labels("duplicate").inc(counts["duplicates"])
         # The batch's objects are let go after the answer has left (two reactor
@@ -124,6 +123,10 @@ class Import:
         del body, batch, parsed, records, event
         self.reactor.callLater(0, self.reactor.callLater, 0, held.clear)
         return json_body(request, {**counts, "need": missing, "node": self.node_name})
+
+    def _missing(self, records):
+        """The ids of the file records whose contents this node lacks (in a thread: it stats files)."""
+        return sorted({r["id"] for r in records if not self.files.has(r["sha256"])})
 
     @route("PUT", "/api/v1/import/files/<file_id>")
     @require("importer")
