@@ -641,9 +641,16 @@ timeout = 5s
     central.start()
     station.start()
     ingest(0, 300)
-    request = urllib.request.Request(f"http://127.0.0.1:{station.http}/api/v1/events?limit=1")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        first_event = json.loads(response.read())["events"][0]["id"]
+    deadline = time.monotonic() + 30
+    while True:  # acknowledged once on the spool; in the store a moment later
+        request = urllib.request.Request(f"http://127.0.0.1:{station.http}/api/v1/events?limit=1")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            newest = json.loads(response.read())["events"]
+        if newest:
+            first_event = newest[0]["id"]
+            break
+        assert time.monotonic() < deadline, "the ingested events did not reach the store"
+        time.sleep(0.05)
     content = os.urandom(200_000)
     request = urllib.request.Request(
         f"http://127.0.0.1:{station.http}/api/v1/admin/events/{first_event}/files?name=frame.png&mime_type=image/png",
