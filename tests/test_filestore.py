@@ -43,3 +43,24 @@ def test_a_failing_read_leaves_nothing_and_temp_files_of_a_crash_go_at_start(tmp
     (tmp_path / "files" / "tmp" / "tmpabc").write_bytes(b"half a file")  # as a crash leaves it
     FileStore(str(tmp_path / "files"))
     assert os.listdir(tmp_path / "files" / "tmp") == []
+
+
+def test_replace_file_leaves_the_old_content_or_the_new_never_a_temp(tmp_path, monkeypatch):
+    import os
+
+    from stationd.filestore import replace_file
+
+    path = tmp_path / "sub" / "state.json"
+    replace_file(str(path), b"old")
+    assert path.read_bytes() == b"old"
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space"):
+        replace_file(str(path), b"new")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old" and os.listdir(path.parent) == ["state.json"]
+    replace_file(str(path), b"new")
+    assert path.read_bytes() == b"new" and os.listdir(path.parent) == ["state.json"]

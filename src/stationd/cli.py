@@ -14,6 +14,7 @@ import sys
 from twisted.internet import defer, task
 
 from stationd.client import MAX_PAGE, Client, ClientError, parse_constraint
+from stationd.filestore import replace_file
 from stationd.sync import SYNC_BATCH, SYNC_STATE, is_rejection, read_events, send_events, sync_directory
 
 DATA_WIDTH = 100  # characters of an event's data in the table; --json shows it all
@@ -181,9 +182,7 @@ async def get_config(client, args):
     if path == "-":
         sys.stdout.write(text)
         return
-    with open(path + ".part", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".part", path)
+    replace_file(path, text.encode("utf-8"))
     print(path)
 
 

@@ -11,12 +11,12 @@ speed.
 import os
 import re
 import shutil
-import tempfile
 
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from stationd import fplane
+from stationd.filestore import replace_file
 from stationd.store import configs as store_configs
 from stationd.times import format_ns, parse_datestr
 
@@ -73,11 +73,7 @@ class Configs:
             pass
         text = fplane.render(version["content"], full=full, actual=actual, header=_header(version))
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False,
-                                             encoding="utf-8") as f:
-                f.write(text)
-            os.replace(f.name, path)
+            replace_file(path, text.encode("utf-8"))
         except OSError as e:  # the cache is an optimisation: serve without it
             log.warn("Configuration cache {path} not written: {e}", path=path, e=e)
         return text

@@ -7,11 +7,10 @@ replaces ``path`` atomically, for a kiosk or a status page to pick up),
 ``st7735`` (the Enviro+ 0.96" LCD, when its library is installed).
 """
 
-import os
-import tempfile
-
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+
+from stationd.filestore import replace_file
 
 log = Logger()
 
@@ -40,7 +39,7 @@ class Display:
                                  f"{self.max_length}")
         shown = _printable(message)
         if self.driver == "file":
-            await deferToThread(_replace, self.path, shown)
+            await deferToThread(replace_file, self.path, shown.encode("utf-8"))
         elif self.driver == "dbus":
             if self.node.bus is not None:
                 self.node.bus.message_shown(shown)
@@ -49,16 +48,6 @@ class Display:
         log.info("Display: {message!r}", message=shown)
         self.message = shown
         return shown
-
-
-def _replace(path, text):
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
 
 
 class _St7735:

@@ -67,6 +67,26 @@ class FileStore:
             raise
 
 
+def replace_file(path, data):
+    """Replace ``path`` with ``data`` (bytes) as a whole: a temp file beside it, fsynced,
+    renamed over it, the directory fsynced.  An interruption leaves the old content or
+    the new one, never a mix (blocking: run it in a thread from the reactor)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+    _fsync_dir(directory)
+
+
 def _fsync_dir(path):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

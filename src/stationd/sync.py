@@ -11,10 +11,10 @@ import fnmatch
 import hashlib
 import json
 import os
-import secrets
 import time
 
 from stationd.client import ClientError
+from stationd.filestore import replace_file
 
 SYNC_STATE = ".stationd-sync.json"  # in the synced directory unless told otherwise
 SYNC_BATCH = 1000  # events a request when a file holds more
@@ -93,27 +93,8 @@ def load_sync_state(path):
 
 
 def save_sync_state(path, state):
-    """Write ``state`` to ``path`` atomically: a temporary file beside it, fsynced, renamed
-    over it, the directory fsynced.  An interruption leaves the old state or the new one."""
-    path = os.path.abspath(path)
-    temp = f"{path}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(temp, "wb") as f:
-            f.write(json.dumps(state, indent=1, sort_keys=True).encode("utf-8") + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.remove(temp)
-        except FileNotFoundError:
-            pass
-        raise
-    directory = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """Write ``state`` to ``path`` atomically: an interruption leaves the old state or the new one."""
+    replace_file(path, json.dumps(state, indent=1, sort_keys=True).encode("utf-8") + b"\n")
 
 
 def _read_unless(path, entry):
