@@ -57,13 +57,12 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import uuid
 
 import numpy as np
 from sqlalchemy import event as sa_event
 
 from stationd.store import Store
-from stationd.store.events import digest, store_batches
+from stationd.store.events import digest, event_ids, store_batches
 from stationd.store.files import attach_file
 from stationd.store.query import find_events
 from stationd.web.query import _EVENT_PARAMS as EVENT_PARAMS, parse_query
@@ -165,16 +164,16 @@ def records(count, seed=1):
             where = np.flatnonzero(kind == name)
             for i, d in zip(where.tolist(), make(rng, len(where))):
                 data[i] = d
-        ids = os.urandom(16 * n)
+        received_ns = int(when[-1]) + 2 * 10**9
+        ids = event_ids(received_ns, n)  # as the node makes them
         batches = {}
         for i in range(n):
             time_ns, quarantine = int(when[i]), None
             if rng.random() < 0.0005:  # a GPS rollover: stored, quarantined
                 time_ns, quarantine = time_ns - GPS_ROLLOVER, "before min_event_time"
             batches.setdefault(STATIONS[station[i]], []).append({
-                "id": str(uuid.UUID(bytes=ids[16 * i:16 * i + 16], version=4)), "type": str(kind[i]),
+                "id": ids[i], "type": str(kind[i]),
                 "time_ns": time_ns, "data": data[i], "digest": digest(data[i]), "quarantine": quarantine})
-        received_ns = int(when[-1]) + 2 * 10**9
         yield [{"station": s, "received_ns": received_ns, "events": e} for s, e in batches.items()]
 
 

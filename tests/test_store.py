@@ -1,9 +1,12 @@
 """The store on SQLite and (with STATIOND_TEST_DATABASE_URL) PostgreSQL."""
 
+import uuid
+
 import pytest
 from sqlalchemy import inspect, select, text
 
 from stationd.store import Store, StoreError, migrations, schema, users
+from stationd.store.events import event_ids
 
 
 def test_new_database_is_created_at_the_latest_version(store):
@@ -200,3 +203,16 @@ def test_file_queries_use_an_index_in_order(store):
             assert "USING INDEX" in main and "TEMP B-TREE" not in main, (query, main)
         else:
             assert "Seq Scan on files" not in main, (query, main)
+
+
+def test_event_ids_are_version_7_uuids_that_sort_by_the_time_they_were_made():
+    now_ns = 1_790_000_000_123_456_789
+    ids = event_ids(now_ns, 1000)
+    assert len(set(ids)) == 1000
+    for event_id in ids:
+        value = uuid.UUID(event_id)
+        assert str(value) == event_id and value.version == 7 and value.variant == uuid.RFC_4122
+        assert value.int >> 80 == now_ns // 1_000_000  # the millisecond, first
+    assert len({uuid.UUID(i).int & ((1 << 74) - 1) for i in ids}) == 1000  # random below it
+    later = event_ids(now_ns + 1_000_000, 1000)
+    assert max(ids) < min(later)  # a later millisecond sorts after, as text too

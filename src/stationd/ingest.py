@@ -5,7 +5,6 @@ out of normal queries without losing them.
 """
 
 import os
-import uuid
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import ensureDeferred
@@ -14,7 +13,7 @@ from twisted.logger import Logger
 
 from stationd import jsoncodec
 from stationd.store import stations
-from stationd.store.events import digest
+from stationd.store.events import digest, event_ids
 
 # PostgreSQL cannot keep U+0000 in jsonb text: such an event would be
 # acknowledged and then refused by the store (or by an upstream node on
@@ -51,9 +50,8 @@ class Ingest:
     def record(self, protocol, station, events, idempotency_key=None):
         """A spool record for ``events`` ([{"type", "time_ns", "data"}]) of ``station``."""
         now_ns = int(self.reactor.seconds() * 1e9)
-        randomness = os.urandom(16 * len(events))  # one system call for the batch's ids
-        for index, event in enumerate(events):
-            event["id"] = str(uuid.UUID(bytes=randomness[16 * index:16 * index + 16], version=4))
+        for event, event_id in zip(events, event_ids(now_ns, len(events)), strict=True):
+            event["id"] = event_id
             event["digest"] = digest(event["data"])
             if event["time_ns"] < self.min_ns:
                 event["quarantine"] = "before min_event_time"

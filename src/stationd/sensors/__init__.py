@@ -11,7 +11,6 @@ downsampled and expired.
 
 import math
 import random
-import uuid
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -19,7 +18,7 @@ from twisted.logger import Logger
 
 from stationd.sensors.poller import Poller, SensorThread
 from stationd.store import sensors as history
-from stationd.store.events import digest, store_batches
+from stationd.store.events import digest, event_ids, store_batches
 
 log = Logger()
 FLUSH_SECONDS = 10.0
@@ -198,5 +197,5 @@ def _finite(value):
 
 
 def _store_alarm(conn, station, event, origin):
-    event = dict(event, id=str(uuid.uuid4()))
+    event = dict(event, id=event_ids(event["time_ns"], 1)[0])
     return store_batches(conn, [{"station": station, "received_ns": event["time_ns"], "events": [event]}], origin)

@@ -8,6 +8,7 @@ time a no-op.
 
 import hashlib
 import json
+import os
 
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,6 +20,27 @@ from stationd.store.schema import events, idempotency_keys
 def digest(data):
     """SHA-256 of the canonical JSON of ``data`` (compact, UTF-8, sorted keys)."""
     return hashlib.sha256(jsoncodec.dumps(data, sort_keys=True)).hexdigest()
+
+
+def event_ids(now_ns, count):
+    """``count`` new event ids: version 7 UUIDs (RFC 9562), the millisecond of ``now_ns`` first.
+
+    Ids made later sort later, so every index that holds the id (the primary
+    key above all) grows at its end instead of taking each event on a random
+    page: a million-event SQLite store inserts a third faster
+    (docs/performance.rst, Event ids).
+    """
+    prefix = (now_ns // 1_000_000) << 80 | 0x7 << 76 | 0b10 << 62  # time, version 7, variant
+    randomness = os.urandom(10 * count)  # one system call for the batch
+    ids = []
+    for start in range(0, 10 * count, 10):
+        bits = int.from_bytes(randomness[start:start + 10]) & _RANDOM  # rand_a (12 bits), rand_b (62)
+        text = f"{prefix | (bits >> 62) << 64 | bits & _RAND_B:032x}"
+        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    return ids
+
+
+_RANDOM, _RAND_B = (1 << 74) - 1, (1 << 62) - 1
 
 
 def _insert(conn, table):
