@@ -116,6 +116,36 @@ async def test_rounds_catch_up_then_wait_and_a_restart_resumes(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_next_batch_is_read_while_one_is_sent_and_dropped_if_the_cursor_moved(node, monkeypatch):
+    clock = task.Clock()
+    clock.advance(T0 / 1e9 + 3600)
+    ids = add_events(node, 5)
+    cursors, read = [], node.store.read
+
+    def logged(operation, *args, **kwargs):
+        if operation is exports.next_batch:
+            cursors.append(args[1])
+        return read(operation, *args, **kwargs)
+
+    monkeypatch.setattr(node.store, "read", logged)
+    job, upstream = exporter(node, clock, batch_size="2", interval="30s")
+    during = []
+    upstream.during = lambda: during.append(list(cursors))
+    assert [await job.run_round() for _ in range(3)] == [0, 0, 30.0]
+    assert during == [[0, 2], [0, 2, 4], [0, 2, 4]]  # each full batch's successor was being read as it went
+    assert sent_ids(upstream) == ids and cursors == [0, 2, 4]  # and each read once
+
+    again, upstream = exporter(node, clock, batch_size="2")
+    node.store.call(exports.set_cursor, "central", 0, T0)
+    again.cursor = None
+    await again.run_round()  # read ahead from 2 ...
+    node.store.call(exports.set_cursor, "central", 0, T0)  # ... but the acknowledgement was lost
+    again.cursor = None
+    await again.run_round()
+    assert sent_ids(upstream) == ids[:2] + ids[:2]  # from the stored cursor, not the read ahead
+
+
+@pytest_twisted.ensureDeferred
 async def test_failures_back_off_keep_the_cursor_and_honour_retry_after(node):
     clock = task.Clock()
     ids = add_events(node, 3)

@@ -5,7 +5,8 @@ round reads the events after the target's persistent cursor, sends them to
 the upstream's import API, uploads the file contents it asks for, and only
 then advances the cursor: an outage, a crash or a lost answer means a
 resend, which the importer dedupes.  A full batch is followed at once by
-the next (catching up); otherwise the next round is ``interval`` later.
+the next (catching up), read while the upstream stores the one before;
+otherwise the next round is ``interval`` later.
 
 Failures back off exponentially with full jitter up to ``max_backoff``,
 wait at least as long as a Retry-After asks, and never stop the target:
@@ -67,6 +68,7 @@ class Exporter(Service):
         self.cursor, self.lag = None, 0.0
         self._call = None
         self._round = None
+        self._prefetch = None  # (cursor, Deferred of the batch after it), read while a full batch is sent
 
     # ---- service
 
@@ -129,8 +131,7 @@ class Exporter(Service):
             self.cursor = await self.store.read(exports.get_cursor, name)
         if self.upstream is None:  # its name, so its own events are never sent back to it
             self.upstream = (await self.client.status())["node"]
-        batch, scanned_to = await self.store.read(exports.next_batch, self.target, self.cursor,
-                                                  self.target["batch_size"], self.upstream)
+        batch, scanned_to = await self._read_batch()
         if batch:
             answer = await self.client.import_events(self.origin, batch)
             self.upstream = answer.get("node") or self.upstream
@@ -148,6 +149,23 @@ class Exporter(Service):
         self.lag = 0.0 if oldest is None else max(0.0, self.clock.seconds() - oldest / 1e9)
         self.metrics.export_lag.labels(name).set(self.lag)
         return len(batch)
+
+    async def _read_batch(self):
+        """The batch after the cursor; a full one also starts reading the next, so the
+        local read overlaps the upstream's work on this one (one import in flight)."""
+        prefetch, self._prefetch = self._prefetch, None
+        read = None
+        if prefetch is not None and prefetch[0] == self.cursor:
+            read = await prefetch[1]  # None if that read failed: read again, and fail here if it must
+        if read is None:
+            read = await self.store.read(exports.next_batch, self.target, self.cursor,
+                                         self.target["batch_size"], self.upstream)
+        batch, scanned_to = read
+        if len(batch) == self.target["batch_size"]:
+            ahead = self.store.read(exports.next_batch, self.target, scanned_to,
+                                    self.target["batch_size"], self.upstream)
+            self._prefetch = (scanned_to, ahead.addErrback(lambda failure: None))
+        return read
 
     def _failed(self, reason, retry_after):
         self.failures += 1
