@@ -11,12 +11,13 @@ event, so it stays where it was in the backlog).  Certificates come from ``stati
 a server certificate for "localhost" and a client certificate for the
 station.
 
-Then, for each --batch-size (default 500, then 2000), it starts a fresh
+Then, for each --batch-size (default 5000, the node's default, then 500), it starts a fresh
 upstream node (name "central"; a new SQLite file, or with --database-url
 postgresql+...:// a fresh schema there; https with the CA-signed certificate
 and ``client_ca`` = mutual TLS; one user of role importer) and the station
 node with an ``[export:up]`` section pointing at it (``https://localhost``,
-the CA, the client certificate and key, ``batch_size``), its export cursor
+the CA, the client certificate and key, ``batch_size``, ``batch_bytes`` from
+--batch-bytes, default the node's 1MiB), its export cursor
 reset to 0, and samples the station's ``/api/v1/status`` (plain HTTP, from
 this process) once a second until ``exports.up.cursor`` reaches the newest
 ``seq`` -- the cursor moves only after the upstream has acknowledged a batch
@@ -39,8 +40,8 @@ profiled), writes the raw stacks to DIR and prints, as shares of the wall
 time, how busy each thread was and the functions with the most samples, own
 and (stationd's) inclusive.  Target: 20,000 events/s.
 
-    venv/bin/python bench/export.py [--events 1000000] [--files 200] [--batch-size 500 --batch-size 2000]
-                                    [--database-url postgresql+psycopg://...] [--profile DIR]
+    venv/bin/python bench/export.py [--events 1000000] [--files 200] [--batch-size 5000 --batch-size 500]
+                                    [--batch-bytes 1MiB] [--database-url postgresql+psycopg://...] [--profile DIR]
 """
 
 import argparse
@@ -234,6 +235,7 @@ ca = {certs}/ca/cert.pem
 client_cert = {certs}/station/cert.pem
 client_key = {certs}/station/key.pem
 batch_size = {batch_size}
+batch_bytes = {args.batch_bytes}
 interval = 1s
 max_backoff = 5s
 timeout = 120s
@@ -345,14 +347,15 @@ def main():
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--batch-size", type=int, action="append",
-                        help="the export target's batch_size (repeatable; default: 500, then 2000)")
+                        help="the export target's batch_size (repeatable; default: 5000, then 500)")
+    parser.add_argument("--batch-bytes", default="1MiB", help="the export target's batch_bytes (default 1MiB)")
     parser.add_argument("--database-url", help="postgresql+psycopg://...: the upstream in a fresh schema there")
     parser.add_argument("--max-seconds", type=float, default=1800, help="give up a case after this long")
     parser.add_argument("--profile", metavar="DIR", help="py-spy both nodes in the first case; raw stacks to DIR")
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument("--keep", action="store_true", help="keep the temp directory (logs, databases)")
     args = parser.parse_args()
-    batch_sizes = args.batch_size or [500, 2000]
+    batch_sizes = args.batch_size or [5000, 500]
     workdir = tempfile.mkdtemp(prefix="stationd-bench-export-")
     results = []
     try:
@@ -380,8 +383,8 @@ def main():
                   f" {args.events / figures['catch_up']:,.0f} events/s; per second median {np.median(per):,.0f}"
                   f"; check {'ok' if figures['check']['ok'] else 'FAILED'}", file=sys.stderr)
 
-        print(f"\ncores: {os.cpu_count()}; upstream database: "
-              f"{'postgresql' if args.database_url else 'sqlite'}; command: {sys.executable} {' '.join(sys.argv)}")
+        print(f"\ncores: {os.cpu_count()}; upstream database: {'postgresql' if args.database_url else 'sqlite'};"
+              f" batch_bytes {args.batch_bytes}; command: {sys.executable} {' '.join(sys.argv)}")
         print(f"{'batch':>6} {'catch-up s':>10} {'events/s':>9} {'per s p50':>9} {'min':>7} {'max':>7}"
               f" {'CPU s up':>8} {'station':>8} {'us/event up':>11} {'station':>7}  check")
         for f in results:

@@ -58,8 +58,9 @@ async def test_targets_are_added_changed_paused_and_removed_and_outlive_a_restar
         assert running.running and running.target["batch_size"] == 1000 and running.target["api_key"] == "secret"
 
         assert (await admin(node, "POST", "", {"name": "regional", "target_url": "http://x"}))[0] == 409
-        code, answer = await admin(node, "PATCH", "/regional", {"batch_size": 20000, "interval": "soon"})
-        assert code == 400 and set(answer["error"]["details"]) == {"batch_size", "interval"}
+        code, answer = await admin(node, "PATCH", "/regional", {"batch_size": 20000, "interval": "soon",
+                                                              "batch_bytes": "64MiB"})
+        assert code == 400 and set(answer["error"]["details"]) == {"batch_size", "interval", "batch_bytes"}
         assert node.exports.exporters["regional"] is running  # a rejected change changes nothing
         code, answer = await admin(node, "PATCH", "/central", {"paused": True})
         assert (code, answer["error"]["code"]) == (409, "read_only")

@@ -237,7 +237,8 @@ def test_a_batch_carries_the_files_of_its_own_events_dense_or_sparse(node):
         for limit in (1, 3, 7, 100):
             cursor, sent, batch = 0, [], True
             while batch:
-                batch, cursor = node.store.call_read(exports.next_batch, target(**settings), cursor, limit)
+                batch, cursor, _ = node.store.call_read(exports.next_batch, target(batch_size=str(limit), **settings),
+                                                        cursor)
                 sent += batch
             assert sorted(e["id"] for e in sent) == sorted(
                 i for i, station in stored if settings.get("stations", station) == station)
@@ -248,6 +249,24 @@ def test_a_batch_carries_the_files_of_its_own_events_dense_or_sparse(node):
                     key=lambda r: r["id"]), (settings, limit)
             assert sum(len(e["files"]) for e in sent) == {0: 64, 1: 16 if "stations" in settings else 32, 2: 8}[
                 len(settings)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_batches_stop_at_batch_bytes_of_data_and_one_larger_event_still_goes(node):
+    clock = task.Clock()
+    clock.advance(T0 / 1e9 + 3600)
+    ids = add_events(node, 6)  # data {"n": i}: 7 bytes of JSON each
+    big = str(uuid.uuid4())
+    node.store.call(store_batches, [{"station": "501", "received_ns": T0, "events": [
+        {"id": big, "type": "CIC", "time_ns": T0 + 50, "data": {"big": "x" * 2000},
+         "digest": digest({"big": "x" * 2000}), "quarantine": None}]}], "station-7")
+    batch, scanned_to, cut = node.store.call_read(exports.next_batch, target(batch_bytes="4KiB"), 0)
+    assert len(batch) == 7 and not cut  # the limits were not reached: the rest was looked at
+    job, upstream = exporter(node, clock, batch_bytes="1KiB", interval="30s")
+    job.target["batch_bytes"] = 20  # below the parser's floor, to cut small data
+    assert [await job.run_round() for _ in range(5)] == [0, 0, 0, 0, 30.0]  # a cut batch is followed at once
+    assert [len(b) for b in upstream.batches] == [2, 2, 2, 1]
+    assert sent_ids(upstream) == ids + [big]
 
 
 class FileBodies:

@@ -216,12 +216,13 @@ EXPORT = {
     "window": window,
     "interval": duration,
     "batch_size": integer,
+    "batch_bytes": size,
     "max_backoff": duration,
     "timeout": duration,
 }
 EXPORT_DEFAULTS = {"api_key": "", "ca": "", "client_cert": "", "client_key": "", "stations": "", "types": "",
                    "semantic_types": "", "after": "", "before": "", "window": "", "interval": "10s",
-                   "batch_size": "500", "max_backoff": "1h", "timeout": "30s"}
+                   "batch_size": "5000", "batch_bytes": "1MiB", "max_backoff": "1h", "timeout": "30s"}
 
 
 def field_numbers(value):
@@ -410,6 +411,8 @@ def parse_export(name, settings):
         problems.append(("target_url", "required"))
     if export.get("batch_size") is not None and not 1 <= export["batch_size"] <= 10000:
         problems.append(("batch_size", "must be from 1 to 10000"))
+    if export.get("batch_bytes") is not None and not 1024 <= export["batch_bytes"] <= 8 * 2**20:
+        problems.append(("batch_bytes", "must be from 1KiB to 8MiB"))  # the importer takes bodies up to 16 MiB
     return export, problems
 
 

@@ -115,7 +115,7 @@ class Exporter(Service):
         if wait:
             return wait
         try:
-            sent = await self._send_batch()
+            full = await self._send_batch()
         except ClientError as e:
             return self._failed(str(e), e.retry_after)
         except Exception as e:  # the store (locked, gone), a file, or a bug: retried like an outage
@@ -123,7 +123,7 @@ class Exporter(Service):
                 log.failure("Export {target}: round failed", target=self.target["name"])
             return self._failed(f"{type(e).__name__}: {e}", None)
         self._succeeded()
-        return 0 if sent == self.target["batch_size"] else self.target["interval"]
+        return 0 if full else self.target["interval"]
 
     async def _send_batch(self):
         name = self.target["name"]
@@ -131,7 +131,7 @@ class Exporter(Service):
             self.cursor = await self.store.read(exports.get_cursor, name)
         if self.upstream is None:  # its name, so its own events are never sent back to it
             self.upstream = (await self.client.status())["node"]
-        batch, scanned_to = await self._read_batch()
+        batch, scanned_to, full = await self._read_batch()
         if batch:
             answer = await self.client.import_events(self.origin, batch)
             self.upstream = answer.get("node") or self.upstream
@@ -148,7 +148,7 @@ class Exporter(Service):
         oldest = await self.store.read(exports.oldest_pending, self.cursor)
         self.lag = 0.0 if oldest is None else max(0.0, self.clock.seconds() - oldest / 1e9)
         self.metrics.export_lag.labels(name).set(self.lag)
-        return len(batch)
+        return full
 
     async def _read_batch(self):
         """The batch after the cursor; a full one also starts reading the next, so the
@@ -158,12 +158,10 @@ class Exporter(Service):
         if prefetch is not None and prefetch[0] == self.cursor:
             read = await prefetch[1]  # None if that read failed: read again, and fail here if it must
         if read is None:
-            read = await self.store.read(exports.next_batch, self.target, self.cursor,
-                                         self.target["batch_size"], self.upstream)
-        batch, scanned_to = read
-        if len(batch) == self.target["batch_size"]:
-            ahead = self.store.read(exports.next_batch, self.target, scanned_to,
-                                    self.target["batch_size"], self.upstream)
+            read = await self.store.read(exports.next_batch, self.target, self.cursor, self.upstream)
+        batch, scanned_to, full = read
+        if full:
+            ahead = self.store.read(exports.next_batch, self.target, scanned_to, self.upstream)
             self._prefetch = (scanned_to, ahead.addErrback(lambda failure: None))
         return read
 

@@ -26,12 +26,15 @@ def set_cursor(conn, target, cursor, now_ns):
         conn.execute(export_state.insert().values(target=target, cursor=cursor, updated_ns=now_ns))
 
 
-def next_batch(conn, target, cursor, limit, exclude_origin=None):
-    """(events in import form, the seq up to which everything was considered).
+def next_batch(conn, target, cursor, exclude_origin=None):
+    """(events in import form, the seq up to which everything was considered, whether a limit cut it).
 
-    Events that do not pass the target's filters are passed over: the
-    second value moves past them, so they are not looked at again.
+    At most the target's ``batch_size`` events and ``batch_bytes`` of their
+    JSON data (at least one event).  Events that do not pass the target's
+    filters are passed over: the second value moves past them, so they are
+    not looked at again.
     """
+    limit = target["batch_size"]
     clauses = [events.c.seq > cursor]
     if target["stations"]:
         clauses.append(events.c.station.in_(target["stations"]))
@@ -44,7 +47,14 @@ def next_batch(conn, target, cursor, limit, exclude_origin=None):
     if exclude_origin:
         clauses.append(events.c.origin != exclude_origin)
     rows = conn.execute(select(*_COLUMNS).where(and_(*clauses)).order_by(events.c.seq).limit(limit)).all()
-    if len(rows) == limit:
+    total = 0
+    for index, row in enumerate(rows):
+        total += len(row[6])
+        if total > target["batch_bytes"] and index:
+            rows = rows[:index]
+            break
+    cut = len(rows) == limit or total > target["batch_bytes"]
+    if cut:
         scanned_to = rows[-1][0]
     else:  # everything up to the newest event was looked at (same snapshot)
         scanned_to = max(cursor, conn.execute(select(func.max(events.c.seq))).scalar() or 0)
@@ -54,7 +64,8 @@ def next_batch(conn, target, cursor, limit, exclude_origin=None):
     return [{"id": id_, "station": station, "type": type_, "time_ns": time_ns, "received_ns": received_ns,
              "data": orjson.Fragment(data), "origin": origin, "quarantined": bool(quarantined),
              "quarantine_reason": reason, "files": attached.get(id_, [])}
-            for _, id_, station, type_, time_ns, received_ns, data, origin, quarantined, reason in rows], scanned_to
+            for _, id_, station, type_, time_ns, received_ns, data, origin, quarantined, reason in rows], \
+        scanned_to, cut
 
 
 _FILE_KEYS = ("id", "name", "mime_type", "semantic_type", "size", "sha256", "meta", "time_ns", "created_ns", "origin")
