@@ -124,12 +124,13 @@ def _page(conn, statement, table, time_column, query):
 
 
 def _files_of(conn, event_ids):
-    linked = {}
+    # Straight to the driver: SQLAlchemy's expanding IN cost more to build
+    # for a 1000-event page than the query costs to run.
+    linked, mark = {}, "%s" if conn.dialect.name == "postgresql" else "?"
     for start in range(0, len(event_ids), 500):
         chunk = event_ids[start:start + 500]
-        rows = conn.execute(select(event_files.c.event_id, event_files.c.file_id)
-                            .where(event_files.c.event_id.in_(chunk))
-                            .order_by(event_files.c.event_id, event_files.c.file_id))
+        rows = conn.exec_driver_sql(f"SELECT event_id, file_id FROM event_files WHERE event_id IN "
+                                    f"({', '.join([mark] * len(chunk))}) ORDER BY event_id, file_id", tuple(chunk))
         for event_id, file_id in rows:
             linked.setdefault(event_id, []).append(file_id)
     return linked
@@ -140,13 +141,17 @@ _EVENT_COLUMNS = (events.c.id, events.c.station, events.c.type, events.c.time_ns
                   events.c.quarantine_reason)
 
 
-def _event(row, linked):
+def _event(row, linked, received_at):
     # The data column's JSON text goes into the answer as it is: parsing and
     # re-encoding it was most of a page's cost.  The row is unpacked as a
     # tuple: reading its columns by name cost 4 ms of a 1000-event page.
+    # ``received_at`` remembers formatted receipt times: a batch's events share one.
     event_id, station, kind, time_ns, received_ns, data, origin, quarantined, reason = row
+    received = received_at.get(received_ns)
+    if received is None:
+        received = received_at[received_ns] = format_ns(received_ns)
     return {"id": event_id, "station": station, "type": kind, "time": format_ns(time_ns),
-            "time_ns": time_ns, "received_at": format_ns(received_ns),
+            "time_ns": time_ns, "received_at": received,
             "data": orjson.Fragment(data), "files": linked.get(event_id, []), "origin": origin,
             "quarantined": bool(quarantined), "quarantine_reason": reason}
 
@@ -160,15 +165,15 @@ def find_events(conn, query):
         clauses.append(events.c.quarantined == query.quarantined)
     rows, cursor = _page(conn, select(*_EVENT_COLUMNS).where(and_(True, *clauses)), events,
                          events.c.time_ns, query)
-    linked = _files_of(conn, [row.id for row in rows])
-    return [_event(row, linked) for row in rows], cursor
+    linked, received_at = _files_of(conn, [row[0] for row in rows]), {}
+    return [_event(row, linked, received_at) for row in rows], cursor
 
 
 def get_event(conn, event_id):
     row = conn.execute(select(*_EVENT_COLUMNS).where(events.c.id == event_id)).first()
     if row is None:
         return None
-    event = _event(row, {})
+    event = _event(row, {}, {})
     event["files"] = [describe_file(f) for f in conn.execute(
         select(files).join(event_files, event_files.c.file_id == files.c.id)
         .where(event_files.c.event_id == event_id).order_by(files.c.time_ns, files.c.id))]
