@@ -50,22 +50,22 @@ def parse_query_time(text):
     return ns
 
 
-@functools.lru_cache(maxsize=4096)
-def _date(days):
-    return f"{_EPOCH + datetime.timedelta(days=days):%Y-%m-%d}"
+@functools.lru_cache(maxsize=1024)
+def _minute(minutes):
+    days, minute = divmod(minutes, 1440)
+    return f"{_EPOCH + datetime.timedelta(days=days):%Y-%m-%d}T{minute // 60:02d}:{minute % 60:02d}:"
 
 
 def format_ns(ns):
     """ISO 8601 UTC with all nine fraction digits: 2024-05-01T12:00:00.123456789Z.
 
-    The date part is remembered per day: a 1000-event page formats two times
-    an event, and datetime arithmetic made that a third of the page's cost.
+    All but the seconds are remembered per minute: a 1000-event page formats
+    a time an event, and datetime arithmetic made that a third of the page's
+    cost.
     """
     seconds, fraction = divmod(ns, 10**9)
-    days, second = divmod(seconds, 86400)
-    hour, second = divmod(second, 3600)
-    minute, second = divmod(second, 60)
-    return f"{_date(days)}T{hour:02d}:{minute:02d}:{second:02d}.{fraction:09d}Z"
+    minutes, second = divmod(seconds, 60)
+    return f"{_minute(minutes)}{second:02d}.{fraction:09d}Z"
 
 
 _NIGHT = re.compile(r"^(\d{4})(\d\d)(\d\d)$")
