@@ -1,13 +1,18 @@
 """Sensors on a task.Clock: schedule, timeouts, failures, history, alarms; and their routes."""
 
 import json
+import os
+import subprocess
+import sys
+import threading
+import types
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
 from stationd import config as configuration
-from stationd.sensors import Alarms, Sensors
+from stationd.sensors import Alarms, Sensors, poller
 from stationd.store import sensors as history
 from stationd.store.query import Query, find_events
 
@@ -87,8 +92,8 @@ def test_a_hanging_driver_times_out_without_delaying_the_others(node):
     stuck.name, fine.name = "stuck", "fine"
     sensors.add(sensor("stuck", interval="1s", timeout="500ms"), stuck)
     sensors.add(sensor("fine", interval="1s"), fine)
-    for poller in sensors.pollers.values():
-        poller.start()
+    for job in sensors.pollers.values():
+        job.start()
     clock.advance(0)
     clock.pump([0.25] * 18)
     assert fine.calls == pytest.approx([float(i) for i in range(5)])
@@ -377,3 +382,43 @@ def test_jittered_polls_handed_over_early_do_not_count_as_busy(node):
     sensors.pollers["t"].start()
     clock.pump([0.05] * 200)
     assert len(driver.calls) == 10 and ("t",) not in node.metrics.count(node.metrics.sensor_errors)
+
+
+def test_sensor_threads_ask_for_real_time_priority_that_their_children_do_not_inherit():
+    thread = poller.SensorThread("probe", reactor=None)
+    try:
+        if thread.realtime_error is not None:  # not allowed here: the thread still works, at normal priority
+            assert os.sched_getscheduler(thread.thread.native_id) == os.SCHED_OTHER
+            pytest.skip(f"real-time priority refused here ({thread.realtime_error}); root or LimitRTPRIO=1 needed")
+        assert os.sched_getscheduler(thread.thread.native_id) == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+        assert os.sched_getparam(thread.thread.native_id).sched_priority == 1
+        done = threading.Event()
+        child = []
+        thread.reactor = types.SimpleNamespace(callFromThread=lambda f, *args: (f(*args), done.set()))
+        thread(lambda: child.append(subprocess.run(
+            [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+            capture_output=True, text=True, check=True).stdout.strip()), due=0)
+        assert done.wait(30)
+        assert child == [str(os.SCHED_OTHER)]  # a command driver's program runs at normal priority
+    finally:
+        thread.stop()
+
+
+def test_a_refused_real_time_priority_is_logged_once_and_the_threads_go_on(node, monkeypatch):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    monkeypatch.setattr(poller, "realtime", lambda thread: "Operation not permitted")
+    clock = task.Clock()
+    sensors = Sensors(node, clock)
+    for name in ("a", "b"):
+        sensors.add(sensor(name=name), Fake(clock, {"value": (1.0, "")}))
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        sensors.startService()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        sensors.stopService()
+    lines = [formatEvent(e) for e in logged if "priority" in e.get("log_format", "")]
+    assert len(lines) == 1 and "real-time priority refused: Operation not permitted" in lines[0]
+    assert set(sensors.threads) == {"a", "b"}

@@ -84,6 +84,13 @@ class Sensors(Service):
             if poller.driver.blocking and self._run_blocking is None:
                 self.threads[name] = SensorThread(name, self.node.reactor)
             poller.start()
+        refused = {thread.realtime_error for thread in self.threads.values()} - {None}
+        if refused:
+            log.info("Sensor threads run at normal priority (real-time priority refused: {why}); under heavy load "
+                     "polls may start 10-20 ms late (LimitRTPRIO=1 in the systemd unit allows it; docs/sensors.rst)",
+                     why="; ".join(sorted(refused)))
+        elif self.threads:
+            log.info("Sensor threads run at real-time priority (SCHED_FIFO 1)")
         if self.sensors:
             self._flusher.start(FLUSH_SECONDS, now=False).addErrback(self._stopped_by, "flush")
             self._compactor.start(COMPACT_SECONDS, now=True).addErrback(self._stopped_by, "compact")

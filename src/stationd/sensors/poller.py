@@ -12,9 +12,14 @@ no other sensor and no reactor work.
 The reactor can be busy for tens of milliseconds (a burst of uploads), so
 for a sensor thread the reactor hands over each poll ``lead`` seconds early
 and the thread starts it on time by the wall clock: a poll is then late only
-by the thread's wake-up, not by whatever the reactor was doing.
+by the thread's wake-up, not by whatever the reactor was doing.  Where the
+system allows it, sensor threads run at the lowest real-time priority: on a
+machine whose cores are busy (the node under load, its neighbours), a woken
+thread otherwise waits for a core for 10-20 ms (docs/performance.rst,
+Sensors).
 """
 
+import os
 import queue
 import threading
 import time
@@ -39,6 +44,7 @@ class SensorThread:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._work, name=f"stationd-sensor-{name}", daemon=True)
         self.thread.start()
+        self.realtime_error = realtime(self.thread)
 
     def __call__(self, function, due):
         """A Deferred of (the time the read started, its result), started at ``due`` (epoch seconds)."""
@@ -61,6 +67,21 @@ class SensorThread:
     def stop(self):
         self.stopping.set()
         self.jobs.put((None, None, None))
+
+
+def realtime(thread):
+    """Put ``thread`` on SCHED_FIFO priority 1 (children it starts go back to normal); None, or why not.
+
+    Allowed to root, to CAP_SYS_NICE, or where RLIMIT_RTPRIO is 1 or more
+    (etc/stationd.service sets LimitRTPRIO=1).  The kernel keeps 5 % of
+    each second for normal threads, so even a driver that spins cannot
+    freeze the machine.
+    """
+    try:
+        os.sched_setscheduler(thread.native_id, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+    except (OSError, AttributeError) as e:  # AttributeError: not Linux
+        return str(e) or type(e).__name__
+    return None
 
 
 def _fire(d, result):
