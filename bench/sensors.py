@@ -14,11 +14,10 @@ Polls are aligned to whole seconds with no jitter, so each reading's time
 late that poll started; all ten are then due at the same instant, the worst
 case.  A second run spreads them with ``jitter = 1s``; its lateness comes
 from the node's own histogram (stationd_sensor_poll_lateness_seconds), as
-the share of polls that started within 5 and 10 ms.  Every driver here starts
-its polls in its sensor's thread; the device reads (system, sysfs) and the
-computed ones (simulated) are shown apart.  Run as root (or with
-LimitRTPRIO=1) the sensor threads have real-time priority; the node's log
-says so.
+the share of polls that started within 5 and 10 ms.  Blocking drivers (system,
+sysfs) start their polls in their own threads, at real-time priority when
+allowed (root, or LimitRTPRIO=1; the node's log says which); non-blocking
+ones (simulated) on the reactor: their lateness is shown apart.
 
     venv/bin/python bench/sensors.py [--seconds 30] [--load-seconds 20] [--clients 10]
 """
@@ -73,11 +72,11 @@ def lateness(port, names, since, until):
 
 
 def late(port, since, until):
-    """Lateness of the device polls (system, sysfs) and the simulated ones."""
-    devices = ["system"] + [f"hwmon{i}" for i in range(SYSFS)]
-    simulated = [f"sim{i}" for i in range(SIMULATED)]
-    return (f"devices {describe(lateness(port, devices, since, until))}; "
-            f"simulated {describe(lateness(port, simulated, since, until))}")
+    """Lateness of the polls started in threads (system, sysfs) and on the reactor (simulated)."""
+    threaded = ["system"] + [f"hwmon{i}" for i in range(SYSFS)]
+    on_reactor = [f"sim{i}" for i in range(SIMULATED)]
+    return (f"threads {describe(lateness(port, threaded, since, until))}; "
+            f"reactor {describe(lateness(port, on_reactor, since, until))}")
 
 
 def _late(iso):

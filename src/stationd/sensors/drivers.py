@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from stationd import config
@@ -399,9 +400,10 @@ class Simulated(Driver):
 
     value(t) = offset + amplitude * wave((t mod period) / period) + noise,
     where the noise is drawn from a generator seeded with (seed, t): the same
-    seed and time always give the same value.  Computed in the sensor's
-    thread like a real device's read, so it is on time like one.
+    seed and time always give the same value.  Not blocking.
     """
+
+    blocking = False
 
     def __init__(self, options, context):
         self.reactor = context.reactor
@@ -423,7 +425,7 @@ class Simulated(Driver):
         return value
 
     def read(self):
-        return {self.field: (self.value(self.reactor.seconds()), self.unit)}
+        return defer.succeed({self.field: (self.value(self.reactor.seconds()), self.unit)})
 
 
 # -- enviroplus ---------------------------------------------------------------
