@@ -243,6 +243,16 @@ async def test_native_access_rules(node, keys):
     response, body = await call(node.stub, "POST", "http://n/api/v1/stations/501/events",
                                 data=b"{bad", headers={"Authorization": f"Bearer {keys['station']}"})
     assert response.code == 400
+    # Who asks is answered before what is wrong with the request, as on every route.
+    assert (await native(node, "501", batch, "no-such-key"))[0].code == 401
+    assert (await native(node, "999", batch, "no-such-key"))[0].code == 401
+    assert (await native(node, "501", {"events": []}, "no-such-key"))[0].code == 401
+    assert (await native(node, "501", {"events": [{"type": ""}]}, keys["other"]))[0].code == 403
+    response, _ = await call(node.stub, "POST", "http://n/api/v1/stations/501/events", data=b"{bad",
+                             headers={"Authorization": "Bearer no-such-key"})
+    assert response.code == 401
+    await drained(node)
+    assert stored(node) == []
 
 
 @pytest_twisted.ensureDeferred

@@ -9,8 +9,9 @@ with the same Idempotency-Key gets the first answer again.
 
 from stationd.ingest import NUL_MESSAGE, has_nul
 from stationd.store import events as store_events
+from stationd.store import users
 from stationd.times import parse_time
-from stationd.web.auth import require
+from stationd.web.auth import api_key, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 from stationd.writer import SpoolError, SpoolFull
 
@@ -60,18 +61,24 @@ class NativeIngest:
 
     @require("station", "admin")
     async def _authorized(self, request, station_id):
+        self._may_ingest(request, station_id)
+
+    def _may_ingest(self, request, station_id):
         account = request.stationd_account
         if account["role"] == "station" and account["station"] != station_id:
             raise HTTPError(403, f"{account['name']} may only ingest for station {account['station']}")
 
     async def _ingest(self, request, station_id):
-        await self._authorized(request, station_id)
+        secret = api_key(request)
+        try:
+            batch = _events_of(read_json(request))
+        except HTTPError:
+            await self._authorized(request, station_id)  # who asks is answered before what is wrong
+            raise
+        if secret is None:
+            await self._authorized(request, station_id)  # the 401 every route gives
         key = request.getHeader(b"idempotency-key")
         key = key.decode("latin-1").strip()[:255] if key else None
-        body = read_json(request)
-        batch = body.get("events")
-        if not isinstance(batch, list) or not batch:
-            raise HTTPError(422, "body must be {\"events\": [ ... ]} with at least one event")
         parsed, errors = [], []
         for index, event in enumerate(batch):
             try:
@@ -80,8 +87,12 @@ class NativeIngest:
                 errors.append({"index": index, "message": str(e)})
         record = self.ingest.record("native", station_id, parsed, idempotency_key=key)
         candidates = [(e["type"], e["time_ns"], e["digest"]) for e in record["events"]]
-        exists, earlier, known = await self.store.read(
-            store_events.ingest_check, station_id, key, [] if errors else candidates)
+        # The key, the station, an earlier answer and the known events in one
+        # read: each thread hop costs more than the queries (docs/performance.rst).
+        user, (exists, earlier, known) = await self.store.read(
+            _check, secret, station_id, key, [] if errors else candidates)
+        self.auth.admit(request, user, ("station", "admin"))
+        self._may_ingest(request, station_id)
         if not exists:
             raise HTTPError(404, f"no station {station_id}")
         if earlier is not None:
@@ -109,6 +120,17 @@ class NativeIngest:
                 raise HTTPError(503, f"cannot accept now: {e}", headers={"Retry-After": RETRY_AFTER}) from None
         self.ingest.count_events("native", record, duplicates)
         return 200, answer
+
+
+def _events_of(body):
+    batch = body.get("events")
+    if not isinstance(batch, list) or not batch:
+        raise HTTPError(422, "body must be {\"events\": [ ... ]} with at least one event")
+    return batch
+
+
+def _check(conn, secret, station, key, candidates):
+    return users.authenticate(conn, secret), store_events.ingest_check(conn, station, key, candidates)
 
 
 def _invalid(errors):
