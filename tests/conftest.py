@@ -77,6 +77,17 @@ async def settle(stub, d):
     return await d
 
 
+async def drained(node):
+    """Once the writer has moved every acknowledged batch from the spool into the store."""
+    from twisted.internet import reactor, task
+
+    for _ in range(2000):
+        if node.writer.idle():
+            return
+        await task.deferLater(reactor, 0.005, lambda: None)
+    raise AssertionError("writer did not drain")
+
+
 async def call(stub, method, url, **kwargs):
     response = await settle(stub, stub.request(method, url, **kwargs))
     return response, await settle(stub, response.content())

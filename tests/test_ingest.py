@@ -10,12 +10,11 @@ import urllib.parse
 import pytest
 import pytest_twisted
 from sqlalchemy import select
-from twisted.internet import reactor, task
 
 from stationd.store import stations, users
 from stationd.store.schema import events as events_table
 
-from conftest import call, make_node, serve
+from conftest import call, drained, make_node, serve
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -55,14 +54,6 @@ async def upload(node, body):
     assert response.code == 200
     assert response.headers.getRawHeaders("content-type") == ["text/plain"]
     return answer.decode()
-
-
-async def drained(node):
-    for _ in range(2000):
-        if node.writer.idle():
-            return
-        await task.deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError("writer did not drain")
 
 
 def stored(node):

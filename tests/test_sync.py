@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 import pytest_twisted
 import treq
-from conftest import make_node, serve
+from conftest import drained, make_node, serve
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 
@@ -74,15 +74,6 @@ async def node(tmp_path, database_url):
     await node.client.close()
     await node.admin.close()
     await node.stopService()
-
-
-async def drained(node):
-    """Once the writer has moved every acknowledged batch from the spool into the store."""
-    for _ in range(2000):
-        if node.writer.idle():
-            return
-        await task.deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError("writer did not drain")
 
 
 async def stored(node, station="501"):
