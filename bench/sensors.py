@@ -14,10 +14,9 @@ Polls are aligned to whole seconds with no jitter, so each reading's time
 late that poll started; all ten are then due at the same instant, the worst
 case.  A second run spreads them with ``jitter = 1s``; its lateness comes
 from the node's own histogram (stationd_sensor_poll_lateness_seconds), as
-the share of polls that started within 5 and 10 ms.  Blocking drivers (system,
-sysfs) start their polls in their own threads, at real-time priority when
-allowed (root, or LimitRTPRIO=1; the node's log says which); non-blocking
-ones (simulated) on the reactor: their lateness is shown apart.
+the share of polls that started within 5 and 10 ms.  All three drivers start
+their polls in their sensors' own threads, at real-time priority when
+allowed (root, or LimitRTPRIO=1; the node's log says which).
 
     venv/bin/python bench/sensors.py [--seconds 30] [--load-seconds 20] [--clients 10]
 """
@@ -72,11 +71,9 @@ def lateness(port, names, since, until):
 
 
 def late(port, since, until):
-    """Lateness of the polls started in threads (system, sysfs) and on the reactor (simulated)."""
-    threaded = ["system"] + [f"hwmon{i}" for i in range(SYSFS)]
-    on_reactor = [f"sim{i}" for i in range(SIMULATED)]
-    return (f"threads {describe(lateness(port, threaded, since, until))}; "
-            f"reactor {describe(lateness(port, on_reactor, since, until))}")
+    """Lateness of every sensor's polls."""
+    names = ["system"] + [f"hwmon{i}" for i in range(SYSFS)] + [f"sim{i}" for i in range(SIMULATED)]
+    return describe(lateness(port, names, since, until))
 
 
 def _late(iso):

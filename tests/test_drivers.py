@@ -27,13 +27,6 @@ def write(path, text):
     path.write_text(text)
 
 
-def value_of(deferred):
-    results = []
-    deferred.addBoth(results.append)
-    assert len(results) == 1, "the Deferred has not fired"
-    return results[0]
-
-
 # -- make and options -----------------------------------------------------------
 
 def test_unknown_driver(tmp_path):
@@ -303,22 +296,22 @@ def simulated(tmp_path, **options):
 def test_simulated_waveforms_follow_the_clock(tmp_path, waveform, expected):
     driver, clock = simulated(tmp_path, waveform=waveform, period="1m", amplitude="5", offset="20",
                               field="temperature", unit="celsius")
-    assert not driver.blocking
+    assert driver.blocking
     values = []
     for _ in range(4):
-        reading = value_of(driver.read())
+        reading = driver.read()
         assert list(reading) == ["temperature"] and reading["temperature"][1] == "celsius"
         values.append(reading["temperature"][0])
         clock.advance(15)
     assert values == pytest.approx(expected, abs=1e-12)
     clock.advance(60)  # one period later: the same values
-    assert value_of(driver.read())["temperature"][0] == pytest.approx(expected[0], abs=1e-12)
+    assert driver.read()["temperature"][0] == pytest.approx(expected[0], abs=1e-12)
 
 
 def test_simulated_defaults(tmp_path):
     driver, clock = simulated(tmp_path)
     clock.advance(15)
-    assert value_of(driver.read()) == {"value": (1.0, "")}  # sin(pi/2), period 60 s, amplitude 1
+    assert driver.read() == {"value": (1.0, "")}  # sin(pi/2), period 60 s, amplitude 1
 
 
 def test_simulated_noise_is_a_function_of_seed_and_time(tmp_path):
@@ -328,7 +321,7 @@ def test_simulated_noise_is_a_function_of_seed_and_time(tmp_path):
     series = {driver: [] for driver in (a, b, c)}
     for _ in range(2000):
         for driver, clock in ((a, clock_a), (b, clock_b), (c, clock_c)):
-            series[driver].append(value_of(driver.read())["value"][0])
+            series[driver].append(driver.read()["value"][0])
             clock.advance(1)
     assert series[a] == series[b]
     assert series[a] != series[c]

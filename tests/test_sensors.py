@@ -422,3 +422,22 @@ def test_a_refused_real_time_priority_is_logged_once_and_the_threads_go_on(node,
     lines = [formatEvent(e) for e in logged if "priority" in e.get("log_format", "")]
     assert len(lines) == 1 and "real-time priority refused: Operation not permitted" in lines[0]
     assert set(sensors.threads) == {"a", "b"}
+
+
+def test_sensor_threads_shorten_the_gil_switch_interval_while_they_run(node):
+    from stationd import sensors as module
+
+    before = sys.getswitchinterval()
+    clock = task.Clock()
+    threaded, in_reactor = Sensors(node, clock), sensors_on(node, clock)
+    threaded.add(sensor(name="a"), Fake(clock, {"value": (1.0, "")}))
+    in_reactor.add(sensor(name="b"), Fake(clock, {"value": (1.0, "")}))
+    in_reactor.startService()
+    assert sys.getswitchinterval() == before  # no sensor thread: nothing to wake on time
+    in_reactor.stopService()
+    threaded.startService()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(module.GIL_SWITCH_SECONDS)
+    finally:
+        threaded.stopService()
+    assert sys.getswitchinterval() == before

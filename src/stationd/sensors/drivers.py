@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from stationd import config
@@ -400,10 +399,9 @@ class Simulated(Driver):
 
     value(t) = offset + amplitude * wave((t mod period) / period) + noise,
     where the noise is drawn from a generator seeded with (seed, t): the same
-    seed and time always give the same value.  Not blocking.
+    seed and time always give the same value.  Read in its sensor's thread
+    like a device, so that its polls start as punctually as a device's do.
     """
-
-    blocking = False
 
     def __init__(self, options, context):
         self.reactor = context.reactor
@@ -425,7 +423,7 @@ class Simulated(Driver):
         return value
 
     def read(self):
-        return defer.succeed({self.field: (self.value(self.reactor.seconds()), self.unit)})
+        return {self.field: (self.value(self.reactor.seconds()), self.unit)}
 
 
 # -- enviroplus ---------------------------------------------------------------
