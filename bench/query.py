@@ -22,23 +22,26 @@ garbage collector paused meanwhile), with parameters drawn at random for each
 request:
 
 (a) latest 100 events of one station: ``?station=S``;
-(b) a one-hour window across all stations, the first page of 1000 (newest
-    first; an hour holds ~4,200 events): ``?after=H&before=H+1h&limit=1000``;
-    and, without a target, the whole hour in one answer (``limit=10000``);
+(b) a one-hour window across all stations, the first page (the API's
+    default of 100, newest first; an hour holds ~4,200 events):
+    ``?after=H&before=H+1h``; and, without a target, pages of 1000
+    (``limit=1000``) and the whole hour in one answer (``limit=10000``);
 (c) a field constraint over one day, the first page of 100:
     ``?after=D&before=D+1d&field.PHn.gt=1000`` (n in 1-4; 2.7% of the day's
     events match, so ~3,700 are read for a page), and without a target a
     rarer one (``field.PHn.gt=2000``, 0.04%: the whole day is read);
-(d) a walk of 10,000 events by cursor: all stations ascending from a random
-    time in pages of 1000, and one station newest first in pages of 100; the
-    latency of each page and of the whole walk.
+(d) a walk of 10,000 events by cursor in pages of the default 100: all
+    stations ascending from a random time, and one station newest first; the
+    latency of each page and of the whole walk; and, without a target, the
+    first walk again in pages of 1000.
 
 It checks every answer (status 200, page sizes, order, no event twice in a
 walk) and prints p50/p99 a case, the node's CPU time a request, and for each
 case the plan of the SQL the store runs (captured with a before_cursor_execute
 listener on a Store running store.query.find_events, as the node would),
 flagging full scans and sorts for ORDER BY.  Target: p99 under 20 ms each, on
-SQLite.
+SQLite; the cases without a target (1000 events and more an answer) are
+shown beside them.
 
     venv/bin/python bench/query.py [--events 1000000] [--database-url postgresql+psycopg://...]
 """
@@ -224,11 +227,15 @@ def check_station(args, events):
     assert all(e["station"] == args["station"][0] for e in events)
 
 
-def hour_window(limit):
+def hour_window(limit=None):
     def draw(rng):
         start = T0 + rng.randrange(DAYS * 24) * HOUR
-        return {"after": [iso(start)], "before": [iso(start + HOUR)], "limit": [str(limit)]}
+        return dict({"after": [iso(start)], "before": [iso(start + HOUR)]}, **_limit(limit))
     return draw
+
+
+def _limit(limit):
+    return {} if limit is None else {"limit": [str(limit)]}
 
 
 def check_window(args, events):
@@ -252,24 +259,28 @@ def check_field(args, events):
 
 CASES = [
     Case("(a) latest 100 of one station", latest_of_station, check_station),
-    Case("(b) one hour, all stations, first 1000", hour_window(1000), check_window),
-    Case("(b') one hour, all stations, limit 10000", hour_window(10000), check_window, target=False),
+    Case("(b) one hour, all stations, first page (100)", hour_window(), check_window),
+    Case("(b') one hour, all stations, first 1000", hour_window(1000), check_window, target=False),
+    Case("(b'') one hour, all stations, limit 10000", hour_window(10000), check_window, target=False),
     Case("(c) PHn > 1000 over one day, first 100", field_over_day(1000), check_field),
     Case("(c') PHn > 2000 over one day, first 100", field_over_day(2000), check_field, target=False),
 ]
 
 
-def walk_all_ascending(rng):
-    return {"after": [iso(T0 + rng.randrange((DAYS - 1) * DAY // 10**9) * 10**9)], "order": ["asc"],
-            "limit": ["1000"]}, 10
+def walk_all_ascending(limit=None):
+    def draw(rng):
+        start = T0 + rng.randrange((DAYS - 1) * DAY // 10**9) * 10**9
+        return dict({"after": [iso(start)], "order": ["asc"]}, **_limit(limit)), 10000 // (limit or 100)
+    return draw
 
 
 def walk_station_newest(rng):
-    return {"station": [rng.choice(STATIONS)], "limit": ["100"]}, 100
+    return {"station": [rng.choice(STATIONS)]}, 100
 
 
-WALKS = [("(d) walk 10,000 by cursor: all stations asc, pages of 1000", walk_all_ascending),
-         ("(d) walk 10,000 by cursor: one station desc, pages of 100", walk_station_newest)]
+WALKS = [("(d) walk 10,000 by cursor: all stations asc, pages of 100", walk_all_ascending(), True),
+         ("(d) walk 10,000 by cursor: one station desc, pages of 100", walk_station_newest, True),
+         ("(d') walk 10,000 by cursor: all stations asc, pages of 1000", walk_all_ascending(1000), False)]
 
 
 # ---- the client
@@ -396,8 +407,8 @@ def problems(lines, dialect):
 
 def show_plans(store, rng):
     plans = [(case.name, case.draw(rng)) for case in CASES if case.target]
-    plans += [("(b) next page of the hour", dict(hour_window(1000)(rng), cursor=True)),
-              ("(d) next page, all stations asc", dict(walk_all_ascending(rng)[0], cursor=True)),
+    plans += [("(b) next page of the hour", dict(hour_window()(rng), cursor=True)),
+              ("(d) next page, all stations asc", dict(walk_all_ascending()(rng)[0], cursor=True)),
               ("(d) next page, one station desc", dict(walk_station_newest(rng)[0], cursor=True))]
     print(f"\nplans ({store.dialect}{', EXPLAIN ANALYZE' if store.dialect == 'postgresql' else ''}):")
     flagged = collections.Counter()
@@ -475,21 +486,21 @@ def main():
             results.append((case, latency, f"{per_answer:7.0f} {client.bytes / len(latency) / 1024:8.0f}"
                                             f" {cpu * 1000:8.2f}"))
         walks = []
-        for name, draw in WALKS:
+        for name, draw, target in WALKS:
             cpu = cpu_seconds(node.pid)
             client.bytes = 0
             pages, whole, walked, by_page = run_walks(client, draw, rng, args.walks)
             cpu = (cpu_seconds(node.pid) - cpu) / len(pages)
             walks.append((name, pages, whole, f"{walked / (len(pages) / args.walks):7.0f}"
                                               f" {client.bytes / len(pages) / 1024:8.0f} {cpu * 1000:8.2f}",
-                          walked, by_page))
+                          walked, by_page, target))
 
         print(f"\ncores: {os.cpu_count()}; database: {store.dialect}; command: {sys.executable} {' '.join(sys.argv)}")
         print(f"{'case':60} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'events':>7} {'KiB':>8}"
               f" {'CPU ms':>8}  (events, KiB and node CPU an answer)")
         for case, latency, extra in results:
             print(row(case.name, latency, extra=extra))
-        for name, pages, whole, extra, walked, by_page in walks:
+        for name, pages, whole, extra, walked, by_page, _ in walks:
             print(row(name + ", a page", pages, extra=extra))
             print(row(f"    the whole walk ({walked:,.0f} events)", whole))
             shown = sorted({0, 1, max(by_page)} & set(by_page))
@@ -497,8 +508,10 @@ def main():
                                                          for n in shown))
         misses = [case.name for case, latency, _ in results if case.target
                   and np.percentile(latency, 99) * 1000 >= TARGET_MS]
-        misses += [name for name, pages, *_ in walks if np.percentile(pages, 99) * 1000 >= TARGET_MS]
-        print(f"target: p99 under {TARGET_MS} ms a request for (a), (b), (c) and each page of (d): "
+        misses += [name for name, pages, *_, target in walks
+                   if target and np.percentile(pages, 99) * 1000 >= TARGET_MS]
+        print(f"target: p99 under {TARGET_MS} ms a request for (a), (b), (c) and each page of (d) "
+              "(the API's default page of 100): "
               + (f"missed by {', '.join(misses)}" if misses else "met"))
         show_plans(store, rng)
     finally:
