@@ -85,6 +85,11 @@ async def test_filters(node):
     assert await times("quarantined=true") == [4]
     assert await times("quarantined=any&station=501") == [4, 3, 2, 1]
     assert await times("limit=2") == [5, 3]
+    # true reads as 1 and an array or object as its text in SQLite: neither is a number nor a string
+    add_events(node, "503", [("CIC", T0 + 6, {"ph": True}), ("CIC", T0 + 7, {"ph": [70]}),
+                             ("CIC", T0 + 8, {"ph": {"a": 1}}), ("CIC", T0 + 9, {"ph": None})])
+    for constraint in ("ph.eq=1", "ph.lt=10", "ph.ge=0", "ph.gt=10", "ph.lt=z", "ph.gt=%22%22", "ph.eq=true"):
+        assert await times(f"field.{constraint}&station=503") == [], constraint
 
 
 @pytest.mark.parametrize("query, parameter", [
