@@ -247,7 +247,8 @@ def check_window(args, events):
 def field_over_day(threshold):
     def draw(rng):
         start = T0 + rng.randrange(DAYS) * DAY
-        return {"after": [iso(start)], "before": [iso(start + DAY)], f"field.PH{rng.randrange(1, 5)}.gt": [str(threshold)]}
+        field = f"field.PH{rng.randrange(1, 5)}.gt"
+        return {"after": [iso(start)], "before": [iso(start + DAY)], field: [str(threshold)]}
     return draw
 
 

@@ -47,7 +47,8 @@ async def test_events_newest_first_with_all_fields(node):
     assert first["time"] == "2024-05-01T12:00:02.123456789Z"
     assert first["time_ns"] == T0 + 2 * 10**9 + 123456789
     assert first["data"] == {"ph": 2}
-    assert (first["station"], first["type"], first["origin"], first["quarantined"]) == ("501", "CIC", "test-node", False)
+    assert (first["station"], first["type"], first["origin"], first["quarantined"]) == (
+        "501", "CIC", "test-node", False)
     assert first["files"] == []
 
 
