@@ -1,7 +1,9 @@
 """The spool and the writer: durability before acknowledgement, group commit,
 bounded size, recovery, and exactly-once storage across replays."""
 
+import json
 import os
+import types
 
 import pytest
 import pytest_twisted
@@ -247,8 +249,28 @@ def test_store_batches_counts_inserted_and_duplicates(store):
 
     assert store.call(store_batches, [record(n=5)], "node-a") == (5, 0)
     assert store.call(store_batches, [record(n=5), record(n=7)], "node-a") == (2, 10)
-    row = store.call(lambda conn: conn.execute(select(events).where(events.c.time_ns == 1_700_000_000 * 10**9 + 6)).one())
+    row = store.call(lambda conn: conn.execute(
+        select(events).where(events.c.time_ns == 1_700_000_000 * 10**9 + 6)).one())
     assert row.data == {"i": 6} and row.origin == "node-a" and row.quarantined is False
+
+
+def test_ingest_spools_data_as_json_text_and_the_store_takes_both_forms(store):
+    """What ingest spools (data_json) and what spools of earlier versions hold (data)."""
+    from stationd.ingest import Ingest
+    from stationd.store.events import store_batches
+
+    ingest = Ingest(types.SimpleNamespace(spool=None, metrics=None, reactor=task.Clock(),
+                                          config={"ingest": {"min_event_time": 0, "max_future_skew": 3600}}))
+    data = {"b": [1, 2.5, "x"], "a": {"nested": None}, "big": 2**70}
+    new = ingest.record("native", "501", [{"type": "CIC", "time_ns": 5, "data": dict(data)}])
+    [event] = new["events"]
+    assert "data" not in event and json.loads(event["data_json"]) == data
+    assert event["digest"] == digest(data)
+    old = record(n=1, start=7)
+    old["events"][0]["data"] = data
+    assert store.call(store_batches, [new, old], "node-a") == (2, 0)
+    rows = store.call(lambda conn: conn.execute(select(events.c.time_ns, events.c.data)).all())
+    assert sorted(rows) == [(5, data), (7, data)]
 
 
 @pytest_twisted.ensureDeferred

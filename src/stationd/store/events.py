@@ -90,14 +90,18 @@ def _next_seq(conn):
 
 
 def store_batches(conn, records, origin):
-    """Insert the events of spooled batch records; returns (inserted, duplicates)."""
+    """Insert the events of spooled batch records; returns (inserted, duplicates).
+
+    An event has its data as JSON text (``data_json``, what ingest spools) or
+    as the value (``data``: spools of earlier versions, alarms)."""
     rows, keys = [], []
     for record in records:
         station, received_ns = record["station"], record["received_ns"]
         for event in record["events"]:
             rows.append((
                 event["id"], station, event["type"], event["time_ns"], received_ns,
-                jsoncodec.dumps_text(event["data"]), event["digest"], origin,
+                event["data_json"] if "data_json" in event else jsoncodec.dumps_text(event["data"]),
+                event["digest"], origin,
                 event["quarantine"] is not None, event["quarantine"],
             ))
         if record.get("idempotency_key"):
