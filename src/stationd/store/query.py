@@ -72,10 +72,10 @@ def _json_constraint(dialect, column, name, compare, value):
         typed = func.jsonb_typeof(column.op("->")(literal(name))) == ("number" if numeric else "string")
         text = column.op("->>")(literal(name))
         return compare(case((typed, cast(text, Numeric) if numeric else text)), value)
-    # SQLite parses the JSON text once a function call, and json_extract gives
-    # a string, true or false a value that may compare: so the comparison
-    # first, and the type checked only where it holds (a day's field
-    # constraint: one parse for most rows instead of two, ~10 % faster).
+    # Each SQLite JSON function parses the text again.  json_extract alone
+    # would let a string, true or false compare (true as 1, text above every
+    # number), so the type is checked too, but only where the comparison
+    # holds: most rows of a day cost one parse instead of two (~10 % faster).
     path = '$."' + name + '"'  # names are [A-Za-z0-9_-], so nothing to escape
     kinds = ("integer", "real") if numeric else ("text",)
     return and_(compare(func.json_extract(column, path), value), func.json_type(column, path).in_(kinds))
