@@ -99,12 +99,17 @@ async def test_file_contents_are_asked_for_once_and_checked(node):
 
 @pytest_twisted.ensureDeferred
 async def test_bad_batches_store_nothing_and_need_the_importer_role(node):
-    batch = exported(3)
+    batch = exported(5, with_file=True)
     batch[1]["data"] = [1]
     del batch[2]["station"]
+    batch[3]["data"] = {"note": ["a\x00b"]}
+    batch[4]["files"][0]["meta"] = {"a\x00": 1}
     response, error = await post(node, batch)
     assert response.code == 422
-    assert [d["index"] for d in error["error"]["details"]] == [1, 2]
+    details = error["error"]["details"]
+    assert [d["index"] for d in details] == [1, 2, 3, 4]
+    assert "NUL character (U+0000)" in details[2]["message"]
+    assert details[3]["message"].startswith("file meta holds a NUL character")
     assert node.store.call(query.find_events, query.Query())[0] == []
     response, _ = await post(node, [])
     assert response.code == 422

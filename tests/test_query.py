@@ -156,6 +156,13 @@ async def test_one_event_with_its_files_and_404(node):
     assert response.code == 404 and error["error"]["code"] == "not_found"
     response, error = await admin(node, "POST", f"/api/v1/admin/events/{uuid.uuid4()}/files?name=x", data=b"x")
     assert response.code == 404
+    response, error = await admin(node, "POST", f"/api/v1/admin/events/{event_id}/files?name=x"
+                                  "&meta=%7B%22a%22%3A%20%22%5Cu0000%22%7D", data=b"x")
+    assert response.code == 400 and "NUL character" in error["error"]["message"]
+    response, error = await admin(node, "POST", f"/api/v1/admin/events/{event_id}/files?name=a%00b", data=b"x")
+    assert response.code == 400 and error["error"]["message"].startswith("name: ")
+    _, event = await get(node, f"/api/v1/events/{event_id}")
+    assert len(event["files"]) == 1
 
 
 async def attach(node, content, name="f.bin", **params):

@@ -6,6 +6,7 @@ import json
 from twisted.internet.threads import deferToThread
 
 from stationd.exporter import TargetError
+from stationd.ingest import has_nul
 from stationd.store import files, stations, users
 from stationd.times import parse_time
 from stationd.web.auth import require
@@ -33,8 +34,8 @@ def _text_arg(request, name, default=None, limit=255):
         value = values[0].decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPError(400, f"{name}: not UTF-8", code="bad_parameter") from None
-    if not 0 < len(value) <= limit:
-        raise HTTPError(400, f"{name}: 1 to {limit} characters", code="bad_parameter")
+    if not 0 < len(value) <= limit or "\x00" in value:
+        raise HTTPError(400, f"{name}: 1 to {limit} characters, none of them NUL", code="bad_parameter")
     return value
 
 
@@ -108,6 +109,9 @@ class Admin:
             meta = None
         if not isinstance(meta, dict):
             raise HTTPError(400, "meta: a JSON object", code="bad_parameter")
+        if has_nul(meta):
+            raise HTTPError(400, "meta: holds a NUL character (U+0000), which the store cannot keep",
+                            code="bad_parameter")
         request.content.seek(0)
         sha256, size = await deferToThread(self.files.put, request.content)
         record = await _run(self.store, files.attach_file, event_id, name=name, mime_type=mime_type,

@@ -12,6 +12,7 @@ import re
 from twisted.internet.threads import deferToThread
 
 from stationd.filestore import ContentMismatch
+from stationd.ingest import NUL_MESSAGE, has_nul
 from stationd.store import files, imports, stations
 from stationd.store.events import digest
 from stationd.times import MAX_NS, MIN_NS, parse_time
@@ -47,6 +48,8 @@ def parse_file(record):
     meta = record.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError("file meta must be an object")
+    if has_nul(meta):
+        raise ValueError("file meta " + NUL_MESSAGE.removeprefix("data "))
     return {"id": record["id"], "sha256": record["sha256"], "meta": meta,
             "name": _text(record.get("name"), "file name"),
             "mime_type": _text(record.get("mime_type"), "file mime_type", 127),
@@ -68,6 +71,9 @@ def parse_import_event(event, sender):
     data = event.get("data")
     if not isinstance(data, dict):
         raise ValueError("data must be an object")
+    # As at ingest: a PostgreSQL store, here or upstream, could not keep it.
+    if has_nul(data):
+        raise ValueError(NUL_MESSAGE)
     quarantined = event.get("quarantined", False)
     if not isinstance(quarantined, bool):
         raise ValueError("quarantined must be true or false")
