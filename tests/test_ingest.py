@@ -91,6 +91,22 @@ async def test_upload_codes_in_order(node, fields, code):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_password_is_derived_once_whether_right_or_wrong(node, monkeypatch):
+    """A station left with an old password retries for ever: each retry must not cost a key derivation."""
+    real_scrypt, derived = hashlib.scrypt, []
+
+    def scrypt(password, **kwargs):
+        derived.append(password)
+        return real_scrypt(password, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", scrypt)
+    for password, code in [("stale", "203"), ("stale", "203"), ("secret", "201"), ("secret", "201")]:
+        body = upload_body(pickled(hisparc_events()), password=password, checksum="0" * 32)
+        assert await upload(node, body) == code
+    assert derived == [b"stale", b"secret"]  # each node's hash has its own salt: nothing from earlier tests
+
+
+@pytest_twisted.ensureDeferred
 async def test_each_missing_field_is_400(node):
     full = {"station_id": "501", "password": "secret", "checksum": "x", "data": "y"}
     for missing in full:

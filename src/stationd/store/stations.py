@@ -1,9 +1,12 @@
 """The station registry: HiSPARC station numbers (or names), clusters, passwords.
 
 Upload passwords are short shared secrets typed at stations, so they are
-stored with scrypt; a successful check is remembered per stored hash, so
-each upload costs a dictionary lookup, not a key derivation, and a changed
-password takes effect at once (its new hash is not in the memo).
+stored with scrypt; each check's result is remembered per stored hash, so
+an upload costs a dictionary lookup, not a key derivation, and a changed
+password takes effect at once (its new hash is not in the memo).  Failures
+are remembered too: a station left with an old password retries its uploads
+for ever, and each retry would otherwise cost a key derivation (tens of ms,
+more on a small board).
 """
 
 import base64
@@ -21,7 +24,7 @@ from stationd.times import format_ns
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-_verified = {}
+_checked = {}  # (stored hash, SHA-256 of a password) -> whether they match
 
 
 class StationError(ValueError):
@@ -47,30 +50,31 @@ def _memo(stored, password):
     return (stored, hashlib.sha256(password.encode("utf-8")).digest())
 
 
-def already_verified(stored, password):
-    """True when this password was checked against this hash before (no scrypt)."""
-    return bool(stored) and _memo(stored, password) in _verified
+def remembered(stored, password):
+    """Whether this password matched this hash when last checked; None if never checked (no scrypt)."""
+    return _checked.get(_memo(stored, password)) if stored else False
 
 
 def verify_password(stored, password):
-    """scrypt check (tens of ms: call it off the reactor unless already_verified)."""
+    """scrypt check (tens of ms: call it off the reactor unless remembered() knows)."""
     if not stored:
         return False
     memo = _memo(stored, password)
-    if memo in _verified:
-        return True
+    if memo not in _checked:
+        if len(_checked) > 4096:
+            _checked.clear()
+        _checked[memo] = _scrypt_matches(stored, password)
+    return _checked[memo]
+
+
+def _scrypt_matches(stored, password):
     try:
         _, n, r, p, salt, digest = stored.split("$")
         computed = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt),
                                   n=int(n), r=int(r), p=int(p), dklen=32)
     except (ValueError, TypeError):
         return False
-    ok = hmac.compare_digest(computed, base64.b64decode(digest))
-    if ok:
-        if len(_verified) > 4096:
-            _verified.clear()
-        _verified[memo] = True
-    return ok
+    return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
 def check_id(station_id):

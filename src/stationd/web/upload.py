@@ -64,8 +64,10 @@ class Upload:
         if station is None:
             return "206"
         stored = station["password_hash"]
-        if not (stations.already_verified(stored, password)
-                or await deferToThread(stations.verify_password, stored, password)):
+        matches = stations.remembered(stored, password)
+        if matches is None:
+            matches = await deferToThread(stations.verify_password, stored, password)
+        if not matches:
             return "203"
         data = _payload_bytes(raw)
         if hashlib.md5(data).hexdigest() != checksum:
