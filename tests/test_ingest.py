@@ -5,11 +5,13 @@ import hashlib
 import json
 import os
 import pickle
+import time
 import urllib.parse
 
 import pytest
 import pytest_twisted
 from sqlalchemy import select
+from twisted.internet import defer
 
 from stationd.store import stations, users
 from stationd.store.schema import events as events_table
@@ -104,6 +106,25 @@ async def test_a_password_is_derived_once_whether_right_or_wrong(node, monkeypat
         body = upload_body(pickled(hisparc_events()), password=password, checksum="0" * 32)
         assert await upload(node, body) == code
     assert derived == [b"stale", b"secret"]  # each node's hash has its own salt: nothing from earlier tests
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_checks_run_one_at_a_time(node, monkeypatch):
+    """Each holds 16 MiB: a burst of uploads with new passwords must not run them side by side."""
+    real_verify, running, most = stations.verify_password, [], []
+
+    def verify(stored, password):
+        running.append(password)
+        most.append(len(running))
+        time.sleep(0.05)
+        running.remove(password)
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(stations, "verify_password", verify)
+    bodies = [upload_body(pickled(hisparc_events()), password=f"guess-{i}") for i in range(4)]
+    codes = await defer.gatherResults([defer.ensureDeferred(upload(node, body)) for body in bodies])
+    assert codes == ["203"] * 4
+    assert most == [1, 1, 1, 1]
 
 
 @pytest_twisted.ensureDeferred

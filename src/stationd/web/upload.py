@@ -10,6 +10,7 @@ but 100.
 
 import hashlib
 
+from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThread
 
 from stationd.hisparc import DecodeError, decode_upload
@@ -40,6 +41,10 @@ class Upload:
         self.store = node.store
         self.ingest = node.ingest
         self.metrics = node.metrics
+        # One password check at a time: each scrypt derivation holds 16 MiB
+        # and a core for tens of ms, so a flood of wrong passwords must not
+        # take a small board's memory or all the reactor's threads.
+        self._password_check = DeferredLock()
 
     @route("POST", "/upload")
     async def upload(self, request):
@@ -66,7 +71,7 @@ class Upload:
         stored = station["password_hash"]
         matches = stations.remembered(stored, password)
         if matches is None:
-            matches = await deferToThread(stations.verify_password, stored, password)
+            matches = await self._password_check.run(deferToThread, stations.verify_password, stored, password)
         if not matches:
             return "203"
         data = _payload_bytes(raw)
