@@ -108,6 +108,16 @@ async def test_a_password_is_derived_once_whether_right_or_wrong(node, monkeypat
     assert derived == [b"stale", b"secret"]  # each node's hash has its own salt: nothing from earlier tests
 
 
+def test_guessed_passwords_never_push_out_the_right_ones(monkeypatch):
+    monkeypatch.setattr(stations, "_scrypt_matches", lambda stored, password: password == "right")
+    stored = "scrypt$a-hash-of-this-test"
+    assert stations.verify_password(stored, "right")
+    for guess in range(5000):
+        assert not stations.verify_password(stored, f"guess-{guess}")
+    assert stations.remembered(stored, "right") is True
+    assert stations.remembered(stored, "guess-4999") is False
+
+
 @pytest_twisted.ensureDeferred
 async def test_password_checks_run_one_at_a_time(node, monkeypatch):
     """Each holds 16 MiB: a burst of uploads with new passwords must not run them side by side."""

@@ -24,7 +24,7 @@ from stationd.times import format_ns
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-_checked = {}  # (stored hash, SHA-256 of a password) -> whether they match
+_right, _wrong = set(), set()  # (stored hash, SHA-256 of a password) checked, by result
 
 
 class StationError(ValueError):
@@ -52,19 +52,23 @@ def _memo(stored, password):
 
 def remembered(stored, password):
     """Whether this password matched this hash when last checked; None if never checked (no scrypt)."""
-    return _checked.get(_memo(stored, password)) if stored else False
+    if not stored:
+        return False
+    memo = _memo(stored, password)
+    return True if memo in _right else False if memo in _wrong else None
 
 
 def verify_password(stored, password):
     """scrypt check (tens of ms: call it off the reactor unless remembered() knows)."""
-    if not stored:
-        return False
-    memo = _memo(stored, password)
-    if memo not in _checked:
-        if len(_checked) > 4096:
-            _checked.clear()
-        _checked[memo] = _scrypt_matches(stored, password)
-    return _checked[memo]
+    known = remembered(stored, password)
+    if known is not None:
+        return known
+    matches = _scrypt_matches(stored, password)
+    memos = _right if matches else _wrong  # apart, so that guesses never push out right passwords
+    if len(memos) > 4096:
+        memos.clear()
+    memos.add(_memo(stored, password))
+    return matches
 
 
 def _scrypt_matches(stored, password):
