@@ -67,6 +67,12 @@ def test_user_commands(capsys, cfg, database_url):
     store.close()
 
 
+def test_keys_never_begin_with_a_dash(monkeypatch):
+    drawn = iter(["-first", "second"])
+    monkeypatch.setattr(users.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert users.new_key() == "second"
+
+
 def test_make_cert_ca_and_signed(capsys, tmp_path):
     assert run(capsys, "make-cert", "--ca", "--host", "Field CA", "--out", str(tmp_path / "ca"))[0] == 0
     code, out, _ = run(capsys, "make-cert", "--host", "node.example", "--host", "10.0.0.5",

@@ -35,7 +35,11 @@ class UserExists(UserError):
 
 
 def new_key():
-    return secrets.token_urlsafe(32)
+    # Never "-" first (1 key in 64 would): on a command line, "--api-key -x..."
+    # reads as a missing value and another option.
+    while (key := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return key
 
 
 def hash_key(key):
