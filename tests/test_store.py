@@ -115,7 +115,7 @@ def test_the_dedupe_lookup_uses_station_and_time_on_sqlite(tmp_path):
 
 def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     """Version 3 added query indexes and the files and station status tables; 4 configs;
-    5 export state; 6 export targets; 7 sensor readings."""
+    5 export state; 6 export targets; 7 sensor readings; 8 events counted per station."""
     from sqlalchemy import text
 
     fresh = Store(f"sqlite:///{tmp_path}/fresh.sqlite")
@@ -124,7 +124,7 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     old.migrate()
     with old.engine.begin() as conn:  # back to version 2's shape
         for table in ("files", "event_files", "station_status", "config_versions", "export_state",
-                      "export_targets", "sensor_readings"):
+                      "export_targets", "sensor_readings", "station_event_counts"):
             conn.execute(text(f"DROP TABLE {table}"))
         for index in schema.events.indexes:
             conn.execute(text(f"DROP INDEX {index.name}"))
@@ -143,8 +143,49 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
 
     assert shape(old) == shape(fresh)
     assert old.call(lambda conn: conn.execute(text("SELECT seq FROM events")).scalar()) == 1
+    assert old.call(lambda conn: conn.execute(text("SELECT station, events FROM station_event_counts")).all()) == [
+        ("501", 1)]
     fresh.close()
     old.close()
+
+
+def test_each_station_s_count_grows_by_its_new_events_only(store):
+    """The count a station's page shows is kept by every insert, not counted on each request."""
+    from stationd.store.events import digest, store_batches
+    from stationd.store.imports import import_batch
+    from stationd.store.query import station_counts
+
+    def batch(station, times):
+        data = [{"n": t} for t in times]
+        return {"station": station, "received_ns": 10**18, "events": [
+            {"id": str(uuid.uuid4()), "type": "CIC", "time_ns": t, "data": d, "digest": digest(d), "quarantine": None}
+            for t, d in zip(times, data)]}
+
+    first = [batch("501", [1, 2, 3]), batch("502", [1])]
+    assert store.call(store_batches, first, "n") == (4, 0)
+    replay = [batch("501", [2, 3, 4]), batch("502", [1, 2]), batch("503", [9])]  # 2, 3 and 1 are stored
+    assert store.call(store_batches, replay, "n") == (3, 3)
+    imported = [dict(e, station="501", received_ns=10**18, quarantined=False, quarantine_reason=None, origin="up",
+                     files=[])
+                for e in batch("501", [4, 5])["events"]]
+    assert store.call(import_batch, imported)[0]["accepted"] == 1  # time 4 is stored
+    kept = dict(store.call(lambda conn: conn.execute(select(schema.station_event_counts)).all()))
+    assert kept == {"501": 5, "502": 2, "503": 1}
+    assert kept == {s: store.call(lambda conn, s=s: conn.execute(
+        text("SELECT count(*) FROM events WHERE station = :s"), {"s": s}).scalar()) for s in kept}
+
+    from sqlalchemy import event as sa_event
+
+    statements = []
+
+    def record(conn, cursor, sql, *_):
+        statements.append(sql)
+
+    sa_event.listen(store.engine, "before_cursor_execute", record)
+    counts = {s: store.call(station_counts, s)["events"] for s in ("501", "502", "503", "504")}
+    sa_event.remove(store.engine, "before_cursor_execute", record)
+    assert counts == dict(kept, **{"504": 0})
+    assert not any("count(" in sql.lower() for sql in statements)  # read, not counted
 
 
 def _plans(store, operation, *args):

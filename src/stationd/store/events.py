@@ -6,11 +6,12 @@ key (station, type, time_ns, digest) and the idempotency key make the second
 time a no-op.
 """
 
+import collections
 import hashlib
 import json
 import os
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stationd import jsoncodec
@@ -59,9 +60,15 @@ _INSERT_EVENTS = {
                   f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
 }
 
+_COUNT_EVENTS = {
+    dialect: f"INSERT INTO station_event_counts (station, events) VALUES ({mark}, {mark}) "
+             "ON CONFLICT (station) DO UPDATE SET events = station_event_counts.events + excluded.events"
+    for dialect, mark in (("sqlite", "?"), ("postgresql", "%s"))}
+
 
 def insert_events(conn, rows):
     """Insert event rows (tuples of _COLUMNS but seq), skipping those stored already; how many were new.
+    Each station's count of stored events grows by its new ones.
 
     Each row gets the next ``seq``: exporters read events in seq order, so
     numbers must be handed out in commit order.  SQLite has one writer at a
@@ -70,7 +77,15 @@ def insert_events(conn, rows):
     """
     first = _next_seq(conn)
     numbered = [row + (first + index,) for index, row in enumerate(rows)]
-    return conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], numbered).rowcount
+    inserted = conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], numbered).rowcount
+    if inserted == len(rows):
+        per_station = collections.Counter(row[1] for row in rows)
+    else:  # some were stored already: those kept their seq, below ``first``
+        per_station = dict(conn.execute(select(events.c.station, func.count()).where(events.c.seq >= first)
+                                        .group_by(events.c.station)).all())
+    if per_station:
+        conn.exec_driver_sql(_COUNT_EVENTS[conn.dialect.name], list(per_station.items()))
+    return inserted
 
 
 def renumber(conn, event_ids):

@@ -9,7 +9,7 @@ from sqlalchemy import inspect, select, text
 
 from stationd.store import schema
 
-LATEST = 7
+LATEST = 8
 
 
 def _index(table, name):
@@ -61,8 +61,15 @@ def _v7_sensor_readings(conn):
     schema.sensor_readings.create(conn)
 
 
+def _v8_station_event_counts(conn):
+    """Version 8: events stored per station, counted once here (one pass over an index)."""
+    schema.station_event_counts.create(conn)
+    conn.execute(text("INSERT INTO station_event_counts (station, events) "
+                      "SELECT station, count(*) FROM events GROUP BY station"))
+
+
 UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets,
-            7: _v7_sensor_readings}
+            7: _v7_sensor_readings, 8: _v8_station_event_counts}
 
 
 class SchemaError(Exception):

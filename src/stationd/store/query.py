@@ -20,7 +20,7 @@ import operator
 import orjson
 from sqlalchemy import Numeric, Text, and_, case, cast, func, literal, select, tuple_
 
-from stationd.store.schema import event_files, events, files
+from stationd.store.schema import event_files, events, files, station_event_counts
 from stationd.times import format_ns
 
 OPERATORS = {"eq": operator.eq, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
@@ -215,7 +215,8 @@ def get_file(conn, file_id):
 
 def station_counts(conn, station):
     """Events stored for ``station`` and the time of its latest (None if none)."""
-    count = conn.execute(select(func.count()).select_from(events).where(events.c.station == station)).scalar()
+    count = conn.execute(select(station_event_counts.c.events)
+                         .where(station_event_counts.c.station == station)).scalar() or 0
     latest = conn.execute(select(func.max(events.c.time_ns)).where(events.c.station == station)).scalar()
     return {"events": count, "last_event_time": None if latest is None else format_ns(latest)}
 
