@@ -492,6 +492,8 @@ async def test_events_and_files_are_queried_back_over_https(tmp_path):
         assert [e["data"] for e in window["events"]] == [{"temp": 11}, {"temp": 10}]
         with pytest.raises(ClientError, match="limit: use an integer"):
             await client.request("GET", "/api/v1/events?limit=0")
+        _, answer = await client.request("GET", "/api/v1/stations/501")
+        assert json.loads(answer)["counts"] == {"events": 60, "last_event_time": "2024-05-01T22:00:39.000000046Z"}
 
         # stationd-client, as a script would use it.
         out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", url, "--ca", node.cert,
