@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from stationd import config as configuration
@@ -54,7 +56,7 @@ def test_user_file_overrides_only_what_it_names(tmp_path):
 def test_environment_names_the_file(tmp_path):
     path = write_config(tmp_path, "[node]\nname = from-env\n")
     assert load(environ={"STATIOND_CONFIG": str(path)})["node"]["name"] == "from-env"
-    assert load(environ={})["node"]["name"] == "stationd"
+    assert load(environ={})["node"]["name"] == socket.gethostname()  # the default: the host name
 
 
 def test_data_dir_is_substituted(tmp_path):

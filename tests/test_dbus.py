@@ -188,6 +188,7 @@ class FakeExports:
 class FakeNode:
     def __init__(self, clock):
         self.name, self.reactor, self.started_at = "station-501", clock, clock.seconds()
+        self.node_id = "5e1f0000-0000-4000-8000-000000000501"
         self.spool, self.exports, self.display, self.sensors = FakeSpool(), FakeExports(), FakeDisplay(), FakeSensors()
 
 
@@ -247,6 +248,7 @@ async def test_introspection_shows_the_interface(node_bus, bus_address):
     assert "MessageShown(s message);" in out
     for emits, declaration in [("const", f"readonly s Version = '{__version__}';"),
                                ("const", "readonly s Name = 'station-501';"),
+                               ("const", "readonly s NodeId = '5e1f0000-0000-4000-8000-000000000501';"),
                                ("false", "readonly d Uptime = 0.0;"),
                                ("true", "readonly t SpoolDepth = 1234;"),
                                ("true", "readonly d ExportLag = 0.5;")]:
@@ -298,6 +300,7 @@ async def test_properties_are_read_when_asked(node_bus, bus_address):
 
     assert await get("Version") == f"(<'{__version__}'>,)"
     assert await get("Name") == "(<'station-501'>,)"
+    assert await get("NodeId") == "(<'5e1f0000-0000-4000-8000-000000000501'>,)"
     assert await get("Uptime") == "(<12.5>,)"
     assert await get("SpoolDepth") == f"(<uint64 {5 * 2**40}>,)"
     assert await get("ExportLag") == "(<3.25>,)"

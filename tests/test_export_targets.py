@@ -18,6 +18,21 @@ ADMIN_KEY = {}  # database -> key
 # Closed for the next 11 hours (the node's zone is UTC): no round tries to reach the upstream.
 _HOUR = (datetime.datetime.now(datetime.UTC).hour + 12) % 24
 WINDOW = f"{_HOUR:02d}-{(_HOUR + 1) % 24:02d}"
+
+
+def opens_at():
+    """When WINDOW next opens, as status shows it."""
+    now = datetime.datetime.now(datetime.UTC)
+    opens = now.replace(hour=_HOUR, minute=0, second=0, microsecond=0)
+    return (opens if opens > now else opens + datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
+
+
+async def first_round(node, name):
+    """Until the target's exporter has looked at its window (its first round, a reactor turn away)."""
+    while node.exports.exporters[name].state == "starting":
+        await task.deferLater(reactor, 0.001, lambda: None)
+
+
 CONFIG = f"[node]\nname = station-7\n[export:central]\ntarget_url = http://127.0.0.1:9\nwindow = {WINDOW}\n"
 
 
@@ -122,17 +137,21 @@ async def test_stationd_client_manages_targets(tmp_path, database_url, capsys):
         return capsys.readouterr().out
 
     try:
+        # Its first round has yet to run: the target says so, not "ok".
         assert await run("add", "regional", "target_url=http://127.0.0.1:9", "stations=501 502",
-                         f"window={WINDOW}") == "regional: ok\n"
+                         f"window={WINDOW}") == "regional: starting\n"
         assert node.exports.exporters["regional"].target["stations"] == ["501", "502"]
         assert await run("pause", "regional") == "regional: paused\n"
-        assert await run() == ("central: ok -> http://127.0.0.1:9, lag 0.0 s\n"
+        await first_round(node, "central")
+        assert await run() == (f"central: waiting_window -> http://127.0.0.1:9, lag 0.0 s, opens {opens_at()}\n"
                                "regional: paused -> http://127.0.0.1:9\n")
-        assert await run("resume", "regional") == "regional: ok\n"
+        assert await run("resume", "regional") == "regional: starting\n"
         await run("change", "regional", "stations=", "batch_size=50")
-        assert await run("list") == (f"central (config): ok; target_url=http://127.0.0.1:9 window={WINDOW}\n"
-                                     f"regional (api): ok; target_url=http://127.0.0.1:9 window={WINDOW} "
-                                     "batch_size=50\n")
+        await first_round(node, "regional")
+        assert await run("list") == (f"central (config): waiting_window; target_url=http://127.0.0.1:9 "
+                                     f"window={WINDOW}\n"
+                                     f"regional (api): waiting_window; target_url=http://127.0.0.1:9 "
+                                     f"window={WINDOW} batch_size=50\n")
         with pytest.raises(ClientError, match="configuration file"):
             await run("change", "central", "batch_size=50")
         with pytest.raises(SystemExit):

@@ -21,6 +21,7 @@ from stationd.store.schema import events
 from conftest import call, make_node, serve
 
 T0 = 1714564800 * 10**9
+CENTRAL = "c0ffee00-0000-4000-8000-000000000001"  # the fake upstream's node id
 
 
 def target(**overrides):
@@ -58,12 +59,15 @@ class FakeUpstream:
         if self.fail:
             raise self.fail
         self.batches.append(list(events))
-        return {"accepted": len(events), "duplicates": 0, "need": self.need, "node": "central"}
+        return {"accepted": len(events), "duplicates": 0, "need": self.need, "node": "central",
+                "node_id": self.node_id}
+
+    node_id = CENTRAL
 
     async def status(self):
         if self.fail:
             raise self.fail
-        return {"node": "central"}
+        return {"node": "central", "node_id": self.node_id}
 
     async def put_file(self, file_id, path):
         with open(path, "rb") as f:
@@ -81,10 +85,11 @@ async def node(tmp_path, database_url):
     await node.stopService()
 
 
-def add_events(node, n, origin="station-7", start=0):
+def add_events(node, n, origin=None, start=0, received_ns=T0):
     events = [{"id": str(uuid.uuid4()), "type": "CIC", "time_ns": T0 + start + i, "data": {"n": start + i},
                "digest": digest({"n": start + i}), "quarantine": None} for i in range(n)]
-    node.store.call(store_batches, [{"station": "501", "received_ns": T0, "events": events}], origin)
+    node.store.call(store_batches, [{"station": "501", "received_ns": received_ns, "events": events}],
+                    origin or node.node_id)
     return [e["id"] for e in events]
 
 
@@ -171,16 +176,24 @@ async def test_the_window_starts_batches_only_in_its_hours(node):
     clock = task.Clock()
     clock.advance(datetime.datetime(2024, 5, 1, 21, 0, tzinfo=datetime.timezone.utc).timestamp())
     add_events(node, 4)
-    job, upstream = exporter(node, clock, window="22-06", batch_size="2")
+    job, upstream = exporter(node, clock, window="22-06", batch_size="2", interval="2h")
     assert await job.run_round() == 3600 and upstream.batches == []
+    status = job.status()
+    assert (status["state"], status["opens_at"]) == ("waiting_window", "2024-05-01T22:00:00.000000000Z")
+    assert status["lag_seconds"] == 9 * 3600  # received at 12:00, waiting since
     clock.advance(3600)
     # The window closes while the batch is on its way: it completes, the next one waits.
     upstream.during = lambda: clock.advance(8 * 3600)
     assert await job.run_round() == 0
     upstream.during = None
     assert len(upstream.batches) == 1 and node.store.call(exports.get_cursor, "central") == job.cursor
-    assert await job.run_round() == 16 * 3600  # 06:00: closed until 22:00
+    assert await job.run_round() == 2 * 3600  # 06:00: closed until 22:00; back at the interval meanwhile
     assert len(upstream.batches) == 1
+    status = job.status()
+    assert (status["state"], status["opens_at"]) == ("waiting_window", "2024-05-02T22:00:00.000000000Z")
+    assert status["lag_seconds"] == 18 * 3600  # the second batch still waits
+    short, _ = exporter(node, clock, window="22-06")
+    assert await short.run_round() == 10.0  # a closed window is looked at again every interval
 
 
 @pytest_twisted.ensureDeferred
@@ -200,19 +213,29 @@ async def test_files_the_upstream_asks_for_are_uploaded(node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_filters_and_no_echo_to_the_origin(node):
+async def test_filters_and_no_echo_to_the_origin_counted_by_reason(node):
     clock = task.Clock()
     node.store.call(stations.add_station, "502", None)
     mine = add_events(node, 2)
-    add_events(node, 2, origin="central", start=10)  # came from upstream: never sent back
+    add_events(node, 2, origin=CENTRAL, start=10)  # came from upstream: never sent back
+    # A record from before node ids, named after a node that happens to share the upstream's name:
+    # names identify nothing, so it goes (the upstream dedupes by id if it is its own).
+    legacy = add_events(node, 1, origin="central", start=20)
     job, upstream = exporter(node, clock, batch_size="1")
     for _ in range(6):
         await job.run_round()
-    assert sent_ids(upstream) == mine  # from the first batch on: the upstream's name is asked first
+    assert sent_ids(upstream) == mine + legacy  # from the first batch on: the upstream's id is asked first
+    counts = {"sent": 3, "duplicate": 0, "skipped_filter": 0, "skipped_origin": 2}
+    assert job.status()["events"] == counts and job.status()["upstream_node_id"] == CENTRAL
+    exported = node.metrics.count(node.metrics.export_events)
+    assert {result: exported.get(("central", result), 0) for result in counts} == counts
 
+    node.store.call(exports.set_cursor, "central", 0, T0)  # the same events, for a target of station 502
     only, upstream = exporter(node, clock, stations="502")
     assert await only.run_round() == 10.0 and upstream.batches == []
     assert only.cursor == node.store.call(exports.get_cursor, "central")  # passed over, not rescanned
+    assert only.status()["events"] == {"sent": 0, "duplicate": 0, "skipped_filter": 5, "skipped_origin": 0}
+    assert only.status()["state"] == "ok" and only.status()["lag_seconds"] == 0.0
 
 
 def test_a_batch_carries_the_files_of_its_own_events_dense_or_sparse(node):
@@ -237,7 +260,7 @@ def test_a_batch_carries_the_files_of_its_own_events_dense_or_sparse(node):
         for limit in (1, 3, 7, 100):
             cursor, sent, batch = 0, [], True
             while batch:
-                batch, cursor, _ = node.store.call_read(exports.next_batch, target(batch_size=str(limit), **settings),
+                batch, cursor, _, _ = node.store.call_read(exports.next_batch, target(batch_size=str(limit), **settings),
                                                         cursor)
                 sent += batch
             assert sorted(e["id"] for e in sent) == sorted(
@@ -260,7 +283,7 @@ async def test_batches_stop_at_batch_bytes_of_data_and_one_larger_event_still_go
     node.store.call(store_batches, [{"station": "501", "received_ns": T0, "events": [
         {"id": big, "type": "CIC", "time_ns": T0 + 50, "data": {"big": "x" * 2000},
          "digest": digest({"big": "x" * 2000}), "quarantine": None}]}], "station-7")
-    batch, scanned_to, cut = node.store.call_read(exports.next_batch, target(batch_bytes="4KiB"), 0)
+    batch, scanned_to, cut, _ = node.store.call_read(exports.next_batch, target(batch_bytes="4KiB"), 0)
     assert len(batch) == 7 and not cut  # the limits were not reached: the rest was looked at
     job, upstream = exporter(node, clock, batch_bytes="1KiB", interval="30s")
     job.target["batch_bytes"] = 20  # below the parser's floor, to cut small data
@@ -307,7 +330,7 @@ async def test_against_a_real_importer_replays_land_once(pair, node):
     assert await job.run_round() == 10.0, job.status()["last_error"]
     _, body = await call(up.stub, "GET", "http://central/api/v1/events?order=asc")
     stored = json.loads(body)["events"]
-    assert [(e["id"], e["origin"]) for e in stored] == [(i, "station-7") for i in ids]
+    assert [(e["id"], e["origin"]) for e in stored] == [(i, node.node_id) for i in ids]
     assert open(up.files.path(sha256), "rb").read() == content
     node.store.call(exports.set_cursor, "central", 0, T0)  # as if the acknowledgement was lost
     job.cursor = None
@@ -373,3 +396,94 @@ async def test_a_file_attached_after_its_event_was_sent_follows_it_up_the_chain(
     assert renumbered[second] == up_seq[second] and renumbered[first] > max(up_seq.values())
     assert up.metrics.count(up.metrics.import_events)[("duplicate",)] == 1
     await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_lag_grows_through_an_outage_and_last_error_clears_on_recovery(node):
+    """A target that never got through: its lag is the age of the first event waiting, at every
+    attempt and between them; the backlog confirmed, it is 0, and the error is history."""
+    clock = task.Clock()
+    clock.advance(T0 / 1e9)
+    add_events(node, 3, received_ns=T0 + 10 * 10**9)  # received at T0 + 10 s
+    job, upstream = exporter(node, clock, max_backoff="1m", batch_size="2")
+    upstream.fail = ClientError("cannot reach https://central:8443: connection refused")
+    clock.advance(70)
+    await job.run_round()
+    status = job.status()
+    assert (status["state"], status["lag_seconds"]) == ("backing_off", 60.0)
+    assert status["oldest_pending"] == "2024-05-01T12:00:10.000000000Z"
+    gauge = node.metrics.registry.get_sample_value
+    assert gauge("stationd_export_lag_seconds", {"target": "central"}) == 60.0
+    clock.advance(240)  # between attempts too: read off the clock, not the last round
+    assert job.status()["lag_seconds"] == 300.0
+    assert gauge("stationd_export_lag_seconds", {"target": "central"}) == 300.0
+    await job.run_round()
+    assert job.status()["lag_seconds"] == 300.0 and job.status()["failures"] == 2
+    assert gauge("stationd_export_state", {"target": "central", "state": "backing_off"}) == 1
+
+    upstream.fail = None
+    clock.advance(5)
+    assert await job.run_round() == 0  # a full batch: the third event still waits
+    status = job.status()
+    assert (status["state"], status["last_error"], status["failures"]) == ("ok", None, 0)
+    assert status["last_error_at"] == "2024-05-01T12:05:10.000000000Z"  # kept, as history
+    assert status["lag_seconds"] == 305.0 and status["failing_since"] is None
+    await job.run_round()
+    assert job.status()["lag_seconds"] == 0.0 and job.status()["oldest_pending"] is None
+    assert gauge("stationd_export_lag_seconds", {"target": "central"}) == 0.0
+    assert gauge("stationd_export_state", {"target": "central", "state": "ok"}) == 1
+    assert gauge("stationd_export_state", {"target": "central", "state": "backing_off"}) == 0
+    assert len(sent_ids(upstream)) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_with_this_nodes_own_id_is_refused_loudly_and_nothing_moves(node):
+    """Exporting to itself (or to a copy of its store): state error, a log line that says what to
+    do, no batch sent, nothing passed over, the cursor where it was; sending starts once the
+    upstream is another node."""
+    from twisted.logger import globalLogPublisher
+
+    clock = task.Clock()
+    clock.advance(T0 / 1e9)
+    ids = add_events(node, 3)
+    job, upstream = exporter(node, clock, max_backoff="5m")
+    upstream.node_id = node.node_id
+    clock.advance(30)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        assert await job.run_round() == 300.0  # asked again at the cap
+        assert await job.run_round() == 300.0
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    status = job.status()
+    assert status["state"] == "error" and node.node_id in status["last_error"]
+    assert "new-node-id" in status["last_error"] and status["failures"] == 2
+    assert upstream.batches == [] and node.store.call(exports.get_cursor, "central") == 0
+    assert status["events"] == {"sent": 0, "duplicate": 0, "skipped_filter": 0, "skipped_origin": 0}
+    assert status["lag_seconds"] == 30.0  # the events wait, and it shows
+    refusals = [e for e in logged if e.get("log_format", "").startswith("Export {target}: refusing")]
+    assert len(refusals) == 1 and refusals[0]["log_level"].name == "error"  # once, not once a round
+    assert node.metrics.registry.get_sample_value(
+        "stationd_export_state", {"target": "central", "state": "error"}) == 1
+
+    upstream.node_id = CENTRAL  # the upstream was given an id of its own
+    assert await job.run_round() == 10.0
+    assert sent_ids(upstream) == ids and job.status()["state"] == "ok"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_import_refused_for_the_same_node_id_is_an_error_not_an_outage(node):
+    """The upstream's own check (a 409 same_node_id) stops the target like the exporter's does."""
+    clock = task.Clock()
+    add_events(node, 1)
+    job, upstream = exporter(node, clock, max_backoff="5m")
+    upstream.node_id = None  # an upstream that does not say who it is in its status
+    upstream.fail = None
+
+    async def refuse(origin, events):
+        raise ClientError("HTTP 409: the sender has this node's own node id", 409, code="same_node_id")
+
+    upstream.import_events = refuse
+    assert await job.run_round() == 300.0
+    assert job.status()["state"] == "error" and node.store.call(exports.get_cursor, "central") == 0

@@ -58,13 +58,25 @@ async def test_a_replayed_batch_lands_once_with_its_origin(node):
     batch = exported(3)
     response, answer = await post(node, batch)
     assert response.code == 200
-    assert answer == {"accepted": 3, "duplicates": 0, "stations_added": 0, "need": [], "node": "central"}
+    assert answer == {"accepted": 3, "duplicates": 0, "stations_added": 0, "need": [], "node": "central",
+                      "node_id": node.node_id}
     response, answer = await post(node, batch)
-    assert answer == {"accepted": 0, "duplicates": 3, "stations_added": 0, "need": [], "node": "central"}
+    assert answer == {"accepted": 0, "duplicates": 3, "stations_added": 0, "need": [], "node": "central",
+                      "node_id": node.node_id}
     _, body = await call(node.stub, "GET", "http://n/api/v1/events?order=asc")
     stored = json.loads(body)["events"]
     assert [(e["id"], e["origin"], e["data"], e["time_ns"]) for e in stored] == [
         (b["id"], "camera-1", b["data"], b["time_ns"]) for b in batch]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sender_with_this_nodes_own_id_is_refused_and_nothing_stored(node):
+    """A node exporting to itself, or the copy of its store on another machine, is told why."""
+    response, answer = await post(node, exported(2), origin=node.node_id)
+    assert response.code == 409 and answer["error"]["code"] == "same_node_id"
+    assert "new-node-id" in answer["error"]["message"]
+    _, body = await call(node.stub, "GET", "http://n/api/v1/events")
+    assert json.loads(body)["events"] == []
 
 
 @pytest_twisted.ensureDeferred

@@ -17,7 +17,7 @@ def test_new_database_is_created_at_the_latest_version(store):
 
 
 def test_an_older_database_is_upgraded_step_by_step(store, monkeypatch):
-    def add_column(conn):
+    def add_column(conn, own_names):
         conn.execute(text("ALTER TABLE stations ADD COLUMN location_note VARCHAR(80)"))
 
     monkeypatch.setattr(migrations, "LATEST", migrations.LATEST + 1)

@@ -26,6 +26,7 @@ class FakeNode:
         self.store = store
         self.auth = Authenticator(store, public_read)
         self.files, self.reactor, self.name, self.exports = None, reactor, "test", None
+        self.node_id = "00000000-0000-4000-8000-000000000000"
 
     def status(self):
         return {"node": "test", "components": {}}

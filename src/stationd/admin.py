@@ -15,7 +15,7 @@ from stationd import config as configuration
 from stationd import tls
 from stationd.configs import NAME
 from stationd.filestore import FileStore
-from stationd.store import Store, StoreError, files, stations, users
+from stationd.store import Store, StoreError, files, identity, migrations, stations, users
 from stationd.times import format_ns, parse_time
 
 
@@ -27,10 +27,10 @@ def _config(args):
     return configuration.load(args.config)
 
 
-def _store(args):
-    config = _config(args)
+def _store(args, config=None):
+    config = config or _config(args)
     store = Store(config["database"]["url"])
-    store.migrate()
+    store.migrate(config.own_origin_names())
     return store
 
 
@@ -56,11 +56,35 @@ def init(args):
     config = _config(args)
     os.makedirs(config["node"]["data_dir"], exist_ok=True)
     store = Store(config["database"]["url"])
-    before, after = store.migrate()
+    before, after = store.migrate(config.own_origin_names())
+    node_id = store.call_read(identity.get_node_id)
     store.close()
     state = "created" if before is None else "up to date" if before == after else f"upgraded from {before}"
     print(f"data directory {config['node']['data_dir']}")
     print(f"database {store.url.render_as_string()}: schema version {after} ({state})")
+    print(f"node {config['node']['name']!r}, node id {node_id}")
+
+
+def status(args):
+    """What identifies this node, and where its data is: for the operator, with the node running or not."""
+    config = _config(args)
+    store = _store(args, config)
+    node_id = store.call_read(identity.get_node_id)
+    version = store.call_read(migrations.current_version)
+    store.close()
+    print(f"name       {config['node']['name']}")
+    print(f"node id    {node_id}")
+    print(f"data dir   {config['node']['data_dir']}")
+    print(f"database   {store.url.render_as_string()} (schema version {version})")
+
+
+def new_node_id(args):
+    """A fresh node id, for a store copied from another node (an imaged SD card)."""
+    store = _store(args)
+    before, after = store.call(identity.new_node_id)
+    store.close()
+    print(f"node id {before} -> {after}")
+    print("restart the node for it to take effect; records stored so far keep the origin they have")
 
 
 def add_user(args):
@@ -132,7 +156,7 @@ def _time(text, what):
 
 def attach_file(args):
     config = _config(args)
-    store = _store(args)
+    store = _store(args, config)
     meta = _json_object(args.meta, "--meta")
     content = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))
     with open(args.path, "rb") as source:  # copied in 1 MiB chunks, fsynced
@@ -142,7 +166,7 @@ def attach_file(args):
     try:
         record = store.call(files.attach_file, args.event_id, name=name, mime_type=mime_type,
                             semantic_type=args.semantic_type, meta=meta, sha256=sha256, size=size,
-                            now_ns=time.time_ns(), origin=config["node"]["name"])
+                            now_ns=time.time_ns(), origin=store.call_read(identity.get_node_id))
     except files.NoSuchEvent as e:
         raise CommandError(str(e)) from None
     print(f"file {record['id']} ({size} bytes, sha256 {sha256}) attached to event {args.event_id}")
@@ -224,6 +248,9 @@ def parser():
     command("echo-config", echo_config, "print the embedded default configuration")
     command("check-config", check_config, "validate a configuration")
     command("init", init, "create the data directory and the database schema")
+    command("status", status, "show the node's name, node id, data directory and database")
+    command("new-node-id", new_node_id,
+            "give this node a new random node id (for a store copied from another node)")
     p = command("add-user", add_user, "create a user and print its API key")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=users.ROLES)

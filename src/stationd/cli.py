@@ -169,8 +169,14 @@ async def _export_states(client, args):
         if state["state"] == "paused":
             print(f"{name}: paused -> {state['target_url']}")
             continue
-        failing = f", failing since {state['failing_since']}: {state['last_error']}" if state["failing_since"] else ""
-        print(f"{name}: {state['state']} -> {state['target_url']}, lag {state['lag_seconds']:.1f} s{failing}")
+        line = f"{name}: {state['state']} -> {state['target_url']}, lag {state['lag_seconds']:.1f} s"
+        if state.get("opens_at"):
+            line += f", opens {state['opens_at']}"
+        skipped = {reason: state.get("events", {}).get(f"skipped_{reason}") for reason in ("filter", "origin")}
+        line += "".join(f", {n} skipped by {reason}" for reason, n in skipped.items() if n)
+        if state["failing_since"]:
+            line += f", failing since {state['failing_since']}: {state['last_error']}"
+        print(line)
 
 
 async def get_config(client, args):

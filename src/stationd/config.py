@@ -9,6 +9,7 @@ import configparser
 import datetime
 import os
 import re
+import socket
 import zoneinfo
 from importlib import resources
 
@@ -34,6 +35,11 @@ def default_text():
 
 def text(value):
     return value.strip()
+
+
+def node_name(value):
+    """[node] name: a label for people; empty (the default) is the host name."""
+    return value.strip() or socket.gethostname()
 
 
 def boolean(value):
@@ -171,7 +177,7 @@ def components(value):
 
 
 SCHEMA = {
-    "node": {"name": text, "data_dir": optional_path, "timezone": timezone},
+    "node": {"name": node_name, "data_dir": optional_path, "timezone": timezone},
     "web": {
         "http": lines,
         "https": lines,
@@ -278,6 +284,14 @@ class Config:
     def error(self, section, key, message):
         """A ConfigError pointing at where ``section.key`` was set."""
         return ConfigError([f"{self.origin[section, key]}:{section}:{key}: {message}"])
+
+    def own_origin_names(self):
+        """The origins this node's own records carry from before node ids (schema 9): its name,
+        and "stationd", the default name until then, when the file sets none."""
+        names = {self["node"]["name"]}
+        if self.origin.get(("node", "name")) == DEFAULTS_NAME:
+            names.add("stationd")
+        return sorted(names)
 
 
 def _read(parser, text_or_path, name, errors):

@@ -47,10 +47,11 @@ SIGNALS = {
 # name: (signature, org.freedesktop.DBus.Property.EmitsChangedSignal).  Uptime
 # changes every instant: announcing it would be one signal a tick saying what
 # any reader can compute, so it is "false" (read it when needed), as systemd
-# does for its timestamps.  Version and Name never change while running.
+# does for its timestamps.  Version, Name and NodeId never change while running.
 PROPERTIES = {
     "Version": ("s", "const"),
     "Name": ("s", "const"),
+    "NodeId": ("s", "const"),
     "Uptime": ("d", "false"),
     "SpoolDepth": ("t", "true"),
     "ExportLag": ("d", "true"),
@@ -67,6 +68,7 @@ def _export_lag(node):
 VALUES = {  # name: the value now, of the property's D-Bus type
     "Version": lambda node: __version__,
     "Name": lambda node: node.name,
+    "NodeId": lambda node: node.node_id or "",
     "Uptime": lambda node: 0.0 if node.started_at is None else float(node.reactor.seconds() - node.started_at),
     "SpoolDepth": lambda node: marshal.UInt64(node.spool.bytes),
     "ExportLag": _export_lag,
@@ -134,7 +136,7 @@ class NodeObject(objects.DBusObject):
     """/org/stationd/Node: the node's state and its display and sensors, for local programs."""
 
     dbusInterfaces = [_NodeInterface()]
-    Version, Name, Uptime = _Live("Version"), _Live("Name"), _Live("Uptime")
+    Version, Name, NodeId, Uptime = _Live("Version"), _Live("Name"), _Live("NodeId"), _Live("Uptime")
     SpoolDepth, ExportLag = _Live("SpoolDepth"), _Live("ExportLag")
 
     def __init__(self, node):

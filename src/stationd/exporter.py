@@ -49,26 +49,64 @@ def seconds_until_open(window, when):
     return 0.0 if inside else ((start - minute) % 1440) * 60
 
 
+STATES = ("starting", "ok", "backing_off", "waiting_window", "error", "paused")
+
+
+def show_state(metrics, target, state):
+    """stationd_export_state: 1 for the target's state, 0 for the others."""
+    for name in STATES:
+        metrics.export_state.labels(target, name).set(1 if name == state else 0)
+
+
+def forget_target(metrics, target):
+    """A removed target's series go with it."""
+    for metric in (metrics.export_lag, metrics.export_failures, metrics.export_state, metrics.export_events):
+        metric.remove_by_labels({"target": target})
+
+
+class SameNode(Exception):
+    """The upstream has this node's own node id: sending would be sending to itself."""
+
+
 class Exporter(Service):
+    """One target's timed job.  Its state, for status, /metrics and the log:
+
+    ``starting`` before the first round ends; ``ok`` after a batch (or an
+    empty round) went through; ``backing_off`` while attempts fail;
+    ``waiting_window`` outside the target's window (``opens_at`` says when
+    it opens); ``error`` while the upstream answers with this node's own id
+    (nothing is sent, no cursor moves, the upstream is asked again at the
+    backoff cap).  A paused target (ExportTargets) is ``paused``.
+    """
+
     def __init__(self, target, node, clock, client=None, rng=random.random):
         self.name = f"export:{target['name']}"
         self.target = target
         self.store = node.store
         self.files = node.files
         self.metrics = node.metrics
-        self.origin = node.name
+        self.node_id = node.node_id
         self.zone = node.config["node"]["timezone"]
         self.clock = clock
         self.rng = rng
         self.client = client or Client(target["target_url"], target["api_key"] or None, target["ca"],
                                        target["client_cert"], target["client_key"], reactor=clock,
                                        timeout=target["timeout"])
-        self.upstream = None  # the upstream's node name, from its answers
-        self.state, self.failures, self.failing_since, self.last_error = "ok", 0, None, None
-        self.cursor, self.lag = None, 0.0
+        self.upstream = None  # the upstream's node id, from its status and its answers
+        self.state, self.failures, self.failing_since = "starting", 0, None
+        self.last_error = self.last_error_at = self.opens_at = None
+        self.cursor = None
+        self.oldest_ns = None  # received_ns of the first event the upstream has yet to confirm
+        self.counts = {"sent": 0, "duplicate": 0, "skipped_filter": 0, "skipped_origin": 0}
         self._call = None
         self._round = None
         self._prefetch = None  # (cursor, Deferred of the batch after it), read while a full batch is sent
+        self.metrics.export_lag.labels(target["name"]).set_function(self.lag)
+        self._show_state()
+
+    def lag(self):
+        """Seconds since the first event the upstream has yet to confirm was received (0: none waits)."""
+        return 0.0 if self.oldest_ns is None else max(0.0, self.clock.seconds() - self.oldest_ns / 1e9)
 
     # ---- service
 
@@ -109,14 +147,28 @@ class Exporter(Service):
     # ---- one round
 
     async def run_round(self):
-        """Send at most one batch; the seconds until the next round."""
-        wait = seconds_until_open(self.target["window"], datetime.datetime.fromtimestamp(self.clock.seconds(),
-                                                                                           self.zone))
+        """Send at most one batch; the seconds until the next round.  Whatever happened, the
+        lag is measured again: it grows through outages, closed windows and refusals."""
+        now = self.clock.seconds()
+        wait = seconds_until_open(self.target["window"], datetime.datetime.fromtimestamp(now, self.zone))
         if wait:
-            return wait
+            self.opens_at = round(now + wait)  # windows open on a minute
+            self._set_state("waiting_window")
+            delay = min(wait, self.target["interval"])  # back sooner, to keep the lag true
+        else:
+            self.opens_at = None
+            delay = await self._attempt()
+        await self._measure_lag()
+        return delay
+
+    async def _attempt(self):
         try:
             full = await self._send_batch()
+        except SameNode as e:
+            return self._failed(str(e), None, "error")
         except ClientError as e:
+            if e.code == "same_node_id":
+                return self._failed(str(e), None, "error")
             return self._failed(str(e), e.retry_after)
         except Exception as e:  # the store (locked, gone), a file, or a bug: retried like an outage
             if self.state != "backing_off":
@@ -125,71 +177,114 @@ class Exporter(Service):
         self._succeeded()
         return 0 if full else self.target["interval"]
 
+    def _check_upstream(self, node_id):
+        self.upstream = node_id or self.upstream
+        if self.upstream is not None and self.upstream == self.node_id:
+            raise SameNode(
+                f"the upstream at {self.target['target_url']} has this node's own node id {self.node_id}: "
+                "it is this node itself, or a node whose store was copied from this one (an imaged SD card). "
+                "Nothing is sent until that changes: point the target at another node, or run "
+                "`stationd-admin new-node-id` on the copy and restart it")
+
     async def _send_batch(self):
         name = self.target["name"]
         if self.cursor is None:
             self.cursor = await self.store.read(exports.get_cursor, name)
-        if self.upstream is None:  # its name, so its own events are never sent back to it
-            self.upstream = (await self.client.status())["node"]
-        batch, scanned_to, full = await self._read_batch()
+        if self.upstream is None or self.state != "ok":  # who it is, before anything is sent or passed over
+            self._check_upstream((await self.client.status()).get("node_id"))
+        batch, scanned_to, full, (by_filter, by_origin) = await self._read_batch()
         if batch:
-            answer = await self.client.import_events(self.origin, batch)
-            self.upstream = answer.get("node") or self.upstream
+            answer = await self.client.import_events(self.node_id, batch)
+            self._check_upstream(answer.get("node_id"))
             for file_id in answer.get("need", []):
                 content = await self.store.read(files.content_of, file_id)
                 if content is not None and self.files.has(content["sha256"]):
                     await self.client.put_file(file_id, self.files.path(content["sha256"]))
-            counter = self.metrics.export_events
-            counter.labels(name, "sent").inc(answer.get("accepted", 0))
-            counter.labels(name, "duplicate").inc(answer.get("duplicates", 0))
+            self._count("sent", answer.get("accepted", 0))
+            self._count("duplicate", answer.get("duplicates", 0))
         if scanned_to != self.cursor:
             await self.store.run(exports.set_cursor, name, scanned_to, int(self.clock.seconds() * 1e9))
             self.cursor = scanned_to
-        oldest = await self.store.read(exports.oldest_pending, self.cursor)
-        self.lag = 0.0 if oldest is None else max(0.0, self.clock.seconds() - oldest / 1e9)
-        self.metrics.export_lag.labels(name).set(self.lag)
+            self._count("skipped_filter", by_filter)
+            self._count("skipped_origin", by_origin)
         return full
+
+    def _count(self, result, n):
+        if n:
+            self.counts[result] += n
+            self.metrics.export_events.labels(self.target["name"], result).inc(n)
 
     async def _read_batch(self):
         """The batch after the cursor; a full one also starts reading the next, so the
         local read overlaps the upstream's work on this one (one import in flight)."""
         prefetch, self._prefetch = self._prefetch, None
         read = None
-        if prefetch is not None and prefetch[0] == self.cursor:
+        if prefetch is not None and prefetch[0] == (self.cursor, self.upstream):
             read = await prefetch[1]  # None if that read failed: read again, and fail here if it must
         if read is None:
             read = await self.store.read(exports.next_batch, self.target, self.cursor, self.upstream)
-        batch, scanned_to, full = read
+        batch, scanned_to, full, _ = read
         if full:
             ahead = self.store.read(exports.next_batch, self.target, scanned_to, self.upstream)
-            self._prefetch = (scanned_to, ahead.addErrback(lambda failure: None))
+            self._prefetch = ((scanned_to, self.upstream), ahead.addErrback(lambda failure: None))
         return read
 
-    def _failed(self, reason, retry_after):
+    async def _measure_lag(self):
+        try:
+            if self.cursor is None:
+                self.cursor = await self.store.read(exports.get_cursor, self.target["name"])
+            self.oldest_ns = await self.store.read(exports.oldest_pending, self.target, self.cursor, self.upstream)
+        except Exception:  # the store failing is the round's to report; the last figure stays
+            log.failure("Export {target}: cannot measure the lag", target=self.target["name"])
+
+    def _failed(self, reason, retry_after, state="backing_off"):
         self.failures += 1
-        self.last_error = reason
-        delay = backoff_delay(self.failures, self.target["max_backoff"], self.rng)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.target["max_backoff"]))
+        self.last_error, self.last_error_at = reason, self.clock.seconds()
+        if state == "error":
+            delay = self.target["max_backoff"]
+        else:
+            delay = backoff_delay(self.failures, self.target["max_backoff"], self.rng)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.target["max_backoff"]))
         self.metrics.export_failures.labels(self.target["name"]).set(self.failures)
-        if self.state != "backing_off":
-            self.state, self.failing_since = "backing_off", self.clock.seconds()
-            log.warn("Export {target}: failing ({reason}); retrying with backoff up to {cap:.0f} s",
-                     target=self.target["name"], reason=reason, cap=self.target["max_backoff"])
+        if self.state != state:
+            if self.state not in ("backing_off", "error"):
+                self.failing_since = self.clock.seconds()
+            if state == "error":
+                log.error("Export {target}: refusing to export: {reason}", target=self.target["name"],
+                          reason=reason)
+            else:
+                log.warn("Export {target}: failing ({reason}); retrying with backoff up to {cap:.0f} s",
+                         target=self.target["name"], reason=reason, cap=self.target["max_backoff"])
+            self._set_state(state)
         return delay
 
     def _succeeded(self):
-        if self.state != "ok":
+        if self.state in ("backing_off", "error"):
             log.info("Export {target}: working again after {n} failed attempts", target=self.target["name"],
                      n=self.failures)
-        self.state, self.failures, self.failing_since = "ok", 0, None
+        self.failures, self.failing_since, self.last_error = 0, None, None
+        self._set_state("ok")
         self.metrics.export_failures.labels(self.target["name"]).set(0)
 
+    def _set_state(self, state):
+        self.state = state
+        self._show_state()
+
+    def _show_state(self):
+        show_state(self.metrics, self.target["name"], self.state)
+
     def status(self):
+        def iso(seconds):
+            return None if seconds is None else format_ns(int(seconds * 1e9))
+
         return {"target_url": self.target["target_url"], "state": self.state, "cursor": self.cursor,
-                "lag_seconds": round(self.lag, 3), "failures": self.failures,
-                "failing_since": None if self.failing_since is None else format_ns(int(self.failing_since * 1e9)),
-                "last_error": self.last_error}
+                "lag_seconds": round(self.lag(), 3),
+                "oldest_pending": None if self.oldest_ns is None else format_ns(self.oldest_ns),
+                "failures": self.failures, "failing_since": iso(self.failing_since),
+                "last_error": self.last_error, "last_error_at": iso(self.last_error_at),
+                "opens_at": iso(self.opens_at), "upstream_node_id": self.upstream,
+                "events": dict(self.counts)}
 
 
 class TargetError(Exception):
@@ -238,7 +333,9 @@ class ExportTargets(MultiService):
 
     def _set(self, name, target, source, paused):
         self.targets[name] = (target, source, paused)
-        if not paused:
+        if paused:
+            show_state(self.node.metrics, name, "paused")
+        else:
             self.exporters[name] = exporter = Exporter(target, self.node, self.clock)
             exporter.setServiceParent(self)
 
@@ -286,6 +383,7 @@ class ExportTargets(MultiService):
             self._get(name)
             await self.node.store.run(exports.remove_target, name)
             await self._unset(name)
+            forget_target(self.node.metrics, name)
 
     def _get(self, name):
         if name not in self.targets:

@@ -23,11 +23,15 @@ class Metrics:
         self.store_events = Counter(
             "stationd_store_events", "Events newly written to the store.", registry=r)
         self.export_events = Counter(
-            "stationd_export_events", "Events handed upstream, by target and result (sent, duplicate).",
-            ["target", "result"], registry=r)
+            "stationd_export_events", "Events a target has dealt with, by result: sent, duplicate (the upstream "
+            "had it), skipped_filter (the target's filters pass it over), skipped_origin (it came from the "
+            "upstream).", ["target", "result"], registry=r)
         self.export_lag = Gauge(
-            "stationd_export_lag_seconds", "Age of the oldest event a target has yet to send.", ["target"],
-            registry=r)
+            "stationd_export_lag_seconds", "Seconds since the first event a target's upstream has yet to "
+            "confirm was received (0: none waits).", ["target"], registry=r)
+        self.export_state = Gauge(
+            "stationd_export_state", "1 for the state each target is in (starting, ok, backing_off, "
+            "waiting_window, error, paused), 0 for the others.", ["target", "state"], registry=r)
         self.export_failures = Gauge(
             "stationd_export_failures", "Consecutive failed attempts of a target (0: working).", ["target"],
             registry=r)

@@ -30,7 +30,7 @@ from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
 from stationd.metrics import Metrics
 from stationd.sensors import Sensors, drivers
-from stationd.store import Store, StoreError, exports
+from stationd.store import Store, StoreError, exports, identity
 from stationd.tls import ServerTLS
 from stationd.web import make_site
 from stationd.web.auth import Authenticator
@@ -85,6 +85,7 @@ class NodeService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.name = config["node"]["name"]
+        self.node_id = None  # the store's (stationd.store.identity): set once the store is open
         self.started_at = None
         self.tls = None
         self.store = None
@@ -116,8 +117,8 @@ class NodeService(service.MultiService):
             self.reactor.callWhenRunning(self._handle_signals)
             self.reactor.callWhenRunning(_freeze_heap)
         super().startService()
-        log.info("stationd {version} node {name!r} started; components: {components}",
-                 version=__version__, name=self.name,
+        log.info("stationd {version} node {name!r} (node id {node_id}) started; components: {components}",
+                 version=__version__, name=self.name, node_id=self.node_id,
                  components=", ".join(self.config["web"]["components"]))
 
     @defer.inlineCallbacks
@@ -150,6 +151,7 @@ class NodeService(service.MultiService):
         uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
         return {
             "node": self.name,
+            "node_id": self.node_id,
             "version": __version__,
             "uptime": round(uptime, 3),
             "components": {
@@ -177,13 +179,14 @@ def build_node(config, reactor):
     os.makedirs(config["node"]["data_dir"], exist_ok=True)
 
     node.store = Store(config["database"]["url"], reactor)
-    node.store.migrate()
+    node.store.migrate(config.own_origin_names())
+    node.node_id = node.store.call_read(identity.get_node_id)
     node.store.setServiceParent(node)
     node.auth = Authenticator(node.store, config["web"]["public_read"])
 
     node.spool = Spool(config["writer"]["spool_dir"] or os.path.join(config["node"]["data_dir"], "spool"),
                        config["writer"]["max_spool_bytes"], reactor, node.metrics)
-    node.writer = Writer(node.spool, node.store, node.name, node.metrics, reactor)
+    node.writer = Writer(node.spool, node.store, node.node_id, node.metrics, reactor)
     node.writer.setServiceParent(node)
     node.ingest = Ingest(node)
     node.files = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))

@@ -156,7 +156,7 @@ class Sensors(Service):
                 "state": state}
         event = {"id": None, "type": "sensor_alarm", "time_ns": time_ns, "data": data, "digest": digest(data),
                  "quarantine": None}
-        self.store.run(_store_alarm, self.node.name, event, self.node.name).addErrback(
+        self.store.run(_store_alarm, self.node.name, event, self.node.node_id).addErrback(
             lambda failure: log.failure("Sensor {name}: alarm event not stored", failure, name=name))
         for listener in self.alarm_listeners:
             listener(name, field, value, kind, threshold, state)

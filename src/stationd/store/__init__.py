@@ -107,10 +107,11 @@ class Store(Service):
             from twisted.internet import reactor
         return deferToThreadPool(reactor, pool, function, *args, **kwargs)
 
-    def migrate(self):
-        """Create or upgrade the schema (blocking: at start, before the reactor runs)."""
+    def migrate(self, own_names=()):
+        """Create or upgrade the schema (blocking: at start, before the reactor runs).
+        ``own_names``: the origins this node's records had before node ids (migrations)."""
         try:
-            return self.call(migrate)
+            return self.call(migrate, own_names)
         except SchemaError as e:
             raise StoreError(str(e)) from None
         except SQLAlchemyError as e:

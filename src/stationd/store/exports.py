@@ -6,7 +6,7 @@ outage resends (the importer dedupes by id) and never skips.
 """
 
 import orjson
-from sqlalchemy import Text, and_, cast, func, select
+from sqlalchemy import Text, and_, case, cast, false, func, select, true
 
 from stationd.store.schema import event_files, events, export_state, export_targets, files
 
@@ -26,16 +26,9 @@ def set_cursor(conn, target, cursor, now_ns):
         conn.execute(export_state.insert().values(target=target, cursor=cursor, updated_ns=now_ns))
 
 
-def next_batch(conn, target, cursor, exclude_origin=None):
-    """(events in import form, the seq up to which everything was considered, whether a limit cut it).
-
-    At most the target's ``batch_size`` events and ``batch_bytes`` of their
-    JSON data (at least one event).  Events that do not pass the target's
-    filters are passed over: the second value moves past them, so they are
-    not looked at again.
-    """
-    limit = target["batch_size"]
-    clauses = [events.c.seq > cursor]
+def _filters(target):
+    """The clauses an event must meet to go to ``target`` (its stations, types and time range)."""
+    clauses = []
     if target["stations"]:
         clauses.append(events.c.station.in_(target["stations"]))
     if target["types"]:
@@ -44,8 +37,32 @@ def next_batch(conn, target, cursor, exclude_origin=None):
         clauses.append(events.c.time_ns >= target["after"])
     if target["before"] is not None:
         clauses.append(events.c.time_ns < target["before"])
+    return clauses
+
+
+def _wanted(target, exclude_origin):
+    """_filters, and not from the upstream itself (``exclude_origin``: its node id)."""
+    clauses = _filters(target)
     if exclude_origin:
         clauses.append(events.c.origin != exclude_origin)
+    return clauses
+
+
+def next_batch(conn, target, cursor, exclude_origin=None):
+    """(events in import form, the seq up to which everything was considered, whether a limit cut it,
+    (events passed over by the filters, by their origin)).
+
+    At most the target's ``batch_size`` events and ``batch_bytes`` of their
+    JSON data (at least one event).  Events that do not pass the target's
+    filters, or whose origin is the upstream (``exclude_origin``), are passed
+    over: the second value moves past them, so they are not looked at again.
+    """
+    # The newest seq first, and only events up to it: under PostgreSQL's READ
+    # COMMITTED each statement sees the commits made before it, and a batch
+    # committed between the two would otherwise be counted as looked at.
+    newest = conn.execute(select(func.max(events.c.seq))).scalar() or 0
+    limit = target["batch_size"]
+    clauses = [events.c.seq > cursor, events.c.seq <= newest, *_wanted(target, exclude_origin)]
     rows = conn.execute(select(*_COLUMNS).where(and_(*clauses)).order_by(events.c.seq).limit(limit)).all()
     total = 0
     for index, row in enumerate(rows):
@@ -54,10 +71,8 @@ def next_batch(conn, target, cursor, exclude_origin=None):
             rows = rows[:index]
             break
     cut = len(rows) == limit or total > target["batch_bytes"]
-    if cut:
-        scanned_to = rows[-1][0]
-    else:  # everything up to the newest event was looked at (same snapshot)
-        scanned_to = max(cursor, conn.execute(select(func.max(events.c.seq))).scalar() or 0)
+    scanned_to = rows[-1][0] if cut else max(cursor, newest)
+    skipped = _passed_over(conn, target, cursor, scanned_to, len(rows), exclude_origin)
     attached = _attached(conn, target, rows) if rows else {}
     # Rows unpacked as tuples: building the dicts by attribute name cost
     # several times as much (docs/performance.rst, Export).
@@ -65,7 +80,24 @@ def next_batch(conn, target, cursor, exclude_origin=None):
              "data": orjson.Fragment(data), "origin": origin, "quarantined": bool(quarantined),
              "quarantine_reason": reason, "files": attached.get(id_, [])}
             for _, id_, station, type_, time_ns, received_ns, data, origin, quarantined, reason in rows], \
-        scanned_to, cut
+        scanned_to, cut, skipped
+
+
+def _passed_over(conn, target, cursor, scanned_to, taken, exclude_origin):
+    """(by the filters, by origin): the events in (cursor, scanned_to] not taken.
+
+    Seqs are handed out one after another, so a range holding as many seqs as
+    events taken passed nothing over, and most batches need no count (a gap
+    left by a replay or a renumbered event costs one)."""
+    if scanned_to - cursor <= taken:
+        return 0, 0
+    filters = _filters(target)
+    passes = and_(*filters) if filters else true()
+    from_upstream = and_(passes, events.c.origin == exclude_origin) if exclude_origin else false()
+    total, passing, upstream = conn.execute(
+        select(func.count(), func.sum(case((passes, 1), else_=0)), func.sum(case((from_upstream, 1), else_=0)))
+        .where(events.c.seq > cursor, events.c.seq <= scanned_to)).one()
+    return total - (passing or 0), upstream or 0
 
 
 _FILE_KEYS = ("id", "name", "mime_type", "semantic_type", "size", "sha256", "meta", "time_ns", "created_ns", "origin")
@@ -92,9 +124,10 @@ def _attached(conn, target, rows):
     return attached  # in a dense batch, also files of events the filters passed over: never looked up
 
 
-def oldest_pending(conn, cursor):
-    """received_ns of the first event after the cursor (None: nothing waits): the lag."""
-    return conn.execute(select(events.c.received_ns).where(events.c.seq > cursor)
+def oldest_pending(conn, target, cursor, exclude_origin=None):
+    """received_ns of the first event after the cursor that the target is to send (None: nothing
+    waits): what its lag is measured from."""
+    return conn.execute(select(events.c.received_ns).where(events.c.seq > cursor, *_wanted(target, exclude_origin))
                         .order_by(events.c.seq).limit(1)).scalar()
 
 

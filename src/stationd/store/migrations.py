@@ -1,29 +1,31 @@
 """Schema versions: create a new database at LATEST, upgrade an older one step by step.
 
 To change the schema: edit ``schema.py``, bump LATEST, and add
-``UPGRADES[LATEST] = function(conn)`` that takes a database at LATEST - 1 to
-LATEST (plain ALTER TABLE / CREATE statements through SQLAlchemy).
+``UPGRADES[LATEST] = function(conn, own_names)`` that takes a database at
+LATEST - 1 to LATEST (plain ALTER TABLE / CREATE statements through
+SQLAlchemy); ``own_names`` are the origins this node's own records carried
+before node ids (config.Config.own_origin_names).
 """
 
 from sqlalchemy import inspect, select, text
 
-from stationd.store import schema
+from stationd.store import identity, schema
 
-LATEST = 8
+LATEST = 9
 
 
 def _index(table, name):
     return next(index for index in table.indexes if index.name == name)
 
 
-def _v2_events(conn):
+def _v2_events(conn, own_names):
     """Version 2: events, idempotency keys, and users bound to a station."""
     conn.execute(text("ALTER TABLE users ADD COLUMN station VARCHAR(64)"))
     schema.events.create(conn)
     schema.idempotency_keys.create(conn)
 
 
-def _v3_query(conn):
+def _v3_query(conn, own_names):
     """Version 3: query indexes on events; files, event files, station status."""
     conn.execute(text("DROP INDEX ix_events_time"))
     for name in ("ix_events_time_id", "ix_events_station_time_id", "ix_events_type_time_id"):
@@ -32,12 +34,12 @@ def _v3_query(conn):
         table.create(conn)
 
 
-def _v4_configs(conn):
+def _v4_configs(conn, own_names):
     """Version 4: instrument configuration versions."""
     schema.config_versions.create(conn)
 
 
-def _v5_exports(conn):
+def _v5_exports(conn, own_names):
     """Version 5: events numbered in commit order (seq), and export cursors."""
     conn.execute(text("ALTER TABLE events ADD COLUMN seq BIGINT"))
     # The events so far, in the order they most likely arrived.
@@ -51,25 +53,38 @@ def _v5_exports(conn):
     schema.export_state.create(conn)
 
 
-def _v6_export_targets(conn):
+def _v6_export_targets(conn, own_names):
     """Version 6: export targets managed through the admin API."""
     schema.export_targets.create(conn)
 
 
-def _v7_sensor_readings(conn):
+def _v7_sensor_readings(conn, own_names):
     """Version 7: sensor readings."""
     schema.sensor_readings.create(conn)
 
 
-def _v8_station_event_counts(conn):
+def _v8_station_event_counts(conn, own_names):
     """Version 8: events stored per station, counted once here (one pass over an index)."""
     schema.station_event_counts.create(conn)
     conn.execute(text("INSERT INTO station_event_counts (station, events) "
                       "SELECT station, count(*) FROM events GROUP BY station"))
 
 
+def _v9_node_id(conn, own_names):
+    """Version 9: the node's id; its own events and files name it as their origin.
+
+    Until now origins were node names, and two nodes left at the default name
+    took each other's events for their own (an exporter then sent none).
+    Records with another origin came from elsewhere and keep it.
+    """
+    node_id = identity.get_node_id(conn) or identity.new_node_id(conn)[1]
+    if own_names:
+        for table in (schema.events, schema.files):
+            conn.execute(table.update().where(table.c.origin.in_(own_names)).values(origin=node_id))
+
+
 UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets,
-            7: _v7_sensor_readings, 8: _v8_station_event_counts}
+            7: _v7_sensor_readings, 8: _v8_station_event_counts, 9: _v9_node_id}
 
 
 class SchemaError(Exception):
@@ -94,8 +109,9 @@ def _set_version(conn, version):
         conn.execute(table.insert().values(key="schema_version", value=str(version)))
 
 
-def migrate(conn):
-    """Bring the database to LATEST; returns (version before, version after)."""
+def migrate(conn, own_names=()):
+    """Bring the database to LATEST; returns (version before, version after).
+    A new database gets a new node id."""
     if conn.dialect.name == "postgresql":
         # Node start and `stationd-admin init` may race: one migrates at a time.
         conn.execute(text("SELECT pg_advisory_xact_lock(74657)"))
@@ -103,6 +119,7 @@ def migrate(conn):
     if version is None:
         schema.metadata.create_all(conn)
         _set_version(conn, LATEST)
+        identity.new_node_id(conn)
         return None, LATEST
     if version > LATEST:
         raise SchemaError(
@@ -110,6 +127,6 @@ def migrate(conn):
             f"understands ({LATEST}); upgrade stationd"
         )
     for step in range(version + 1, LATEST + 1):
-        UPGRADES[step](conn)
+        UPGRADES[step](conn, tuple(own_names))
         _set_version(conn, step)
     return version, LATEST

@@ -45,7 +45,7 @@ class Admin:
         self.auth = node.auth
         self.files = node.files
         self.reactor = node.reactor
-        self.origin = node.name
+        self.origin = node.node_id
         self.exports = node.exports
 
     @route("GET", "/api/v1/admin/users")

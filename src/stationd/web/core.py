@@ -24,6 +24,8 @@ class Core:
         return json_body(request, {
             "name": "stationd",
             "version": __version__,
+            "node": self.node.name,
+            "node_id": self.node.node_id,
             "python": platform.python_version(),
             "twisted": twisted.__version__,
         })

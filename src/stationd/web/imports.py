@@ -94,15 +94,19 @@ class Import:
         self.auth = node.auth
         self.files = node.files
         self.metrics = node.metrics
-        self.node_name = node.name  # exporters leave out events that came from here
+        self.node_name, self.node_id = node.name, node.node_id  # exporters leave out events from here
         self.reactor = node.reactor
 
     @route("POST", "/api/v1/import")
     @require("importer")
     async def import_events(self, request):
-        """{"origin": sending node, "events": [...]} -> {"accepted", "duplicates", "need": [file ids]}."""
+        """{"origin": sending node's id, "events": [...]} -> {"accepted", "duplicates", "need": [file ids]}."""
         body = read_json(request)
         batch, sender = body.get("events"), body.get("origin")
+        if sender == self.node_id:
+            raise HTTPError(409, f"the sender has this node's own node id {self.node_id}: a node exporting to "
+                            "itself, or a copy of its store; run `stationd-admin new-node-id` on the copy",
+                            code="same_node_id")
         if not isinstance(batch, list) or not 0 < len(batch) <= MAX_BATCH:
             raise HTTPError(422, f'body must be {{"origin", "events": [...]}} with 1 to {MAX_BATCH} events')
         parsed, errors = [], []
@@ -128,7 +132,7 @@ class Import:
         held = [body, batch, parsed, records]
         del body, batch, parsed, records, event
         self.reactor.callLater(0, self.reactor.callLater, 0, held.clear)
-        return json_body(request, {**counts, "need": missing, "node": self.node_name})
+        return json_body(request, {**counts, "need": missing, "node": self.node_name, "node_id": self.node_id})
 
     def _missing(self, records):
         """The ids of the file records whose contents this node lacks (in a thread: it stats files)."""
