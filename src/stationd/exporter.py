@@ -178,13 +178,14 @@ class Exporter(Service):
         return 0 if full else self.target["interval"]
 
     def _check_upstream(self, node_id):
-        self.upstream = node_id or self.upstream
-        if self.upstream is not None and self.upstream == self.node_id:
+        """Take the upstream's id, unless it is this node's: then nothing must be sent, nor passed over."""
+        if node_id is not None and node_id == self.node_id:
             raise SameNode(
                 f"the upstream at {self.target['target_url']} has this node's own node id {self.node_id}: "
                 "it is this node itself, or a node whose store was copied from this one (an imaged SD card). "
                 "Nothing is sent until that changes: point the target at another node, or run "
                 "`stationd-admin new-node-id` on the copy and restart it")
+        self.upstream = node_id or self.upstream
 
     async def _send_batch(self):
         name = self.target["name"]
