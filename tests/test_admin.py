@@ -42,6 +42,28 @@ def test_init_creates_data_dir_and_schema(capsys, cfg, tmp_path):
     assert code == 0 and "(up to date)" in out
 
 
+def test_status_shows_the_node_id_and_new_node_id_replaces_it(capsys, cfg, database_url):
+    """An imaged SD card's copy of a store gets an id of its own, with nothing else changed."""
+    import socket
+    import uuid
+
+    from stationd.store import identity
+
+    code, out, _ = run(capsys, "init", "--config", cfg)
+    store = Store(database_url)
+    node_id = store.call(identity.get_node_id)
+    assert code == 0 and f"node id {node_id}" in out and uuid.UUID(node_id).version == 4
+    code, out, _ = run(capsys, "status", "--config", cfg)
+    lines = dict(line.split(None, 1) if not line.startswith("node id") else ("node id", line[7:].strip())
+                 for line in out.splitlines())
+    assert code == 0 and lines["node id"] == node_id and lines["name"] == socket.gethostname()
+    code, out, _ = run(capsys, "new-node-id", "--config", cfg)
+    fresh = store.call(identity.get_node_id)
+    assert code == 0 and fresh != node_id and uuid.UUID(fresh).version == 4
+    assert out.splitlines()[0] == f"node id {node_id} -> {fresh}" and "restart" in out
+    store.close()
+
+
 def test_user_commands(capsys, cfg, database_url):
     code, out, _ = run(capsys, "add-user", "ada", "--role", "editor", "--email", "ada@example.org",
                        "--config", cfg, "Ada", "Lovelace")

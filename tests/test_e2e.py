@@ -581,10 +581,16 @@ def test_fplane_configs_as_fplaneserver_clients_use_them(tmp_path):
     assert node.stop() == 0
 
 
+def status_of(node):
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/api/v1/status", timeout=30) as response:
+        return json.loads(response.read())
+
+
 def test_replication_over_mutual_tls_through_outages_and_a_crash(tmp_path):
-    """A station node exports to a central node that requires client certificates:
-    everything ingested below arrives above exactly once, through an upstream
-    outage and a SIGKILL of the exporting node."""
+    """A station node exports to a central node that requires client certificates, both
+    left at the default [node] name (as imaged Raspberry Pis are): everything ingested
+    below arrives above exactly once, through an upstream outage and a SIGKILL of the
+    exporting node, and the lag says how long events have waited."""
     import hashlib
 
     for name, args in (("ca", ["--ca", "--host", "test-ca"]), ("central", ["--issuer", str(tmp_path / "ca"),
@@ -594,12 +600,10 @@ def test_replication_over_mutual_tls_through_outages_and_a_crash(tmp_path):
         assert out.returncode == 0, out.stderr
     (tmp_path / "up").mkdir()
     (tmp_path / "down").mkdir()
-    central = Node(tmp_path / "up", f"[node]\nname = central\n[web]\ntls_cert = {tmp_path}/central/cert.pem\n"
+    central = Node(tmp_path / "up", f"[web]\ntls_cert = {tmp_path}/central/cert.pem\n"
                                     f"tls_key = {tmp_path}/central/key.pem\nclient_ca = {tmp_path}/ca/cert.pem\n")
     importer_key = admin_cli(central.config, "add-user", "station-7", "--role", "importer").strip().splitlines()[-1]
-    station = Node(tmp_path / "down", f"""[node]
-name = station-7
-[export:central]
+    station = Node(tmp_path / "down", f"""[export:central]
 target_url = https://localhost:{central.https}
 api_key = {importer_key}
 ca = {tmp_path}/ca/cert.pem
@@ -642,6 +646,8 @@ timeout = 5s
 
     central.start()
     station.start()
+    up, down = status_of(central), status_of(station)
+    assert up["node"] == down["node"] == socket.gethostname() and up["node_id"] != down["node_id"]
     ingest(0, 300)
     deadline = time.monotonic() + 30
     while True:  # acknowledged once on the spool; in the store a moment later
@@ -673,8 +679,16 @@ timeout = 5s
         assert time.monotonic() < deadline, state
         time.sleep(0.1)
     assert "cannot reach" in state["last_error"]
+    time.sleep(1.5)
+    later = status_of(station)["exports"]["central"]
+    assert later["lag_seconds"] >= state["lag_seconds"] + 1.5 and later["oldest_pending"]
     central.start()
     wait_for(800)
+    deadline = time.monotonic() + 30
+    while (state := status_of(station)["exports"]["central"])["state"] != "ok" or state["lag_seconds"]:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    assert state["last_error"] is None and state["last_error_at"] and state["events"]["skipped_origin"] == 0
 
     # A big backlog, and the exporting node killed while it works through it.
     ingest(800, 3000)
@@ -687,7 +701,7 @@ timeout = 5s
     events = upstream_events()
     assert len(events) == len({e["id"] for e in events}) == 3800
     assert sorted(e["data"]["n"] for e in events) == list(range(3800))
-    assert {e["origin"] for e in events} == {"station-7"}
+    assert {e["origin"] for e in events} == {down["node_id"]}
     with urllib.request.urlopen(f"http://127.0.0.1:{central.http}/api/v1/files/{file_id}/content",
                                 timeout=30) as response:
         assert hashlib.sha256(response.read()).digest() == hashlib.sha256(content).digest()
@@ -701,7 +715,9 @@ timeout = 5s
 def test_a_three_node_chain_with_a_target_added_and_paused_at_run_time(tmp_path):
     """station -> regional (a config-file target) -> central (a target added with
     stationd-client while the nodes run, paused and resumed, kept across a
-    restart): what is ingested at the bottom arrives at the top once."""
+    restart): what is ingested at the bottom arrives at the top once.  Then
+    central also exports back down to regional: regional's own events are
+    passed over (counted), the rest land as duplicates, and nothing ping-pongs."""
     import hashlib
 
     for name in ("station", "regional", "central"):
@@ -709,6 +725,7 @@ def test_a_three_node_chain_with_a_target_added_and_paused_at_run_time(tmp_path)
     central = Node(tmp_path / "central", "[node]\nname = central\n")
     regional = Node(tmp_path / "regional", "[node]\nname = regional\n")
     central_key = admin_cli(central.config, "add-user", "regional", "--role", "importer").strip().splitlines()[-1]
+    central_admin = admin_cli(central.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
     regional_key = admin_cli(regional.config, "add-user", "station-7", "--role", "importer").strip().splitlines()[-1]
     regional_admin = admin_cli(regional.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
     central.start()
@@ -726,19 +743,19 @@ max_backoff = 1s
     station_key = admin_cli(station.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
     station.start()
 
-    def exports_cli(*argv):
-        out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", f"https://localhost:{regional.https}",
-                              "--ca", regional.cert, "--api-key", regional_admin, "exports", *argv],
+    def exports_cli(*argv, node=regional, key=regional_admin):
+        out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", f"https://localhost:{node.https}",
+                              "--ca", node.cert, "--api-key", key, "exports", *argv],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    def ingest(first, n):
+    def ingest(first, n, node=station, station_id="501", key=station_key):
         body = {"events": [{"type": "CIC", "time_ns": 1714564800 * 10**9 + i, "data": {"n": i}}
                            for i in range(first, first + n)]}
-        request = urllib.request.Request(f"http://127.0.0.1:{station.http}/api/v1/stations/501/events",
+        request = urllib.request.Request(f"http://127.0.0.1:{node.http}/api/v1/stations/{station_id}/events",
                                          data=json.dumps(body).encode(), headers={
-                                             "Authorization": f"Bearer {station_key}",
+                                             "Authorization": f"Bearer {key}",
                                              "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["accepted"] == n
@@ -767,7 +784,7 @@ max_backoff = 1s
     assert events_at(central) == []
 
     assert exports_cli("add", "central", f"target_url=https://localhost:{central.https}", f"api_key={central_key}",
-                       f"ca={central.cert}", "interval=200ms", "max_backoff=1s") == "central: ok\n"
+                       f"ca={central.cert}", "interval=200ms", "max_backoff=1s") == "central: starting\n"
     wait_for(central, 200)
     assert exports_cli("pause", "central") == "central: paused\n"
     ingest(200, 100)
@@ -777,19 +794,96 @@ max_backoff = 1s
     assert regional.stop() == 0  # the paused target is stored: it comes back paused
     regional.start()
     assert "central (api, paused)" in exports_cli("list")
-    assert exports_cli("resume", "central") == "central: ok\n"
+    assert exports_cli("resume", "central") == "central: starting\n"
     wait_for(central, 300)
 
     events = events_at(central)
     assert len(events) == len({e["id"] for e in events}) == 300
     assert sorted(e["data"]["n"] for e in events) == list(range(300))
-    assert {e["origin"] for e in events} == {"station-7"}
+    assert {e["origin"] for e in events} == {status_of(station)["node_id"]}
     [with_file] = [e for e in events if e["id"] == first_event]
     with urllib.request.urlopen(f"http://127.0.0.1:{central.http}/api/v1/files/{with_file['files'][0]}"
                                 "/content", timeout=30) as response:
         assert hashlib.sha256(response.read()).digest() == hashlib.sha256(content).digest()
     assert len(events_at(regional)) == 300  # and nothing came back down the chain
+
+    # Regional's own events go up; central sends everything back down but them.
+    admin_cli(regional.config, "add-station", "601")
+    ingest(1000, 50, node=regional, station_id="601", key=regional_admin)
+    wait_for(central, 350)
+    assert exports_cli("add", "down", f"target_url=https://localhost:{regional.https}", f"api_key={regional_key}",
+                       f"ca={regional.cert}", "interval=200ms", "max_backoff=1s", node=central,
+                       key=central_admin) == "down: starting\n"
+    deadline = time.monotonic() + 60
+    while (down := status_of(central)["exports"]["down"])["events"]["skipped_origin"] < 50:
+        assert time.monotonic() < deadline, down
+        time.sleep(0.2)
+    assert down["events"] == {"sent": 0, "duplicate": 300, "skipped_filter": 0, "skipped_origin": 50}, down
+    up_counts = status_of(regional)["exports"]["central"]["events"]
+    time.sleep(1)  # rounds of every target come and go: nothing new anywhere
+    assert status_of(regional)["exports"]["central"]["events"] == up_counts
+    assert status_of(central)["exports"]["down"]["events"] == down["events"]
+    assert len(events_at(regional)) == len(events_at(central)) == 350
+    with urllib.request.urlopen(f"http://127.0.0.1:{central.http}/metrics", timeout=30) as response:
+        metrics = response.read().decode()
+    assert 'stationd_export_events_total{result="skipped_origin",target="down"} 50.0' in metrics
     assert station.stop() == 0 and regional.stop() == 0 and central.stop() == 0
+
+
+def test_a_node_exporting_to_itself_says_so_and_sends_once_the_target_is_corrected(tmp_path):
+    """A target pointed at the node's own URL (verified TLS, a valid importer key): state error
+    with what to do, nothing sent or passed over, the cursor unmoved; corrected with
+    stationd-client, every event goes to the real upstream."""
+    (tmp_path / "node").mkdir()
+    (tmp_path / "central").mkdir()
+    node, central = Node(tmp_path / "node"), Node(tmp_path / "central")
+    own_key = admin_cli(node.config, "add-user", "self", "--role", "importer").strip().splitlines()[-1]
+    admin_key = admin_cli(node.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
+    central_key = admin_cli(central.config, "add-user", "node", "--role", "importer").strip().splitlines()[-1]
+    admin_cli(node.config, "add-station", "501")
+    node.start()
+    central.start()
+
+    def client(*argv):
+        out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", f"https://localhost:{node.https}",
+                              "--ca", node.cert, "--api-key", admin_key, *argv],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    body = {"events": [{"type": "WTR", "time_ns": 1714564800 * 10**9 + i, "data": {"n": i}} for i in range(40)]}
+    request = urllib.request.Request(f"http://127.0.0.1:{node.http}/api/v1/stations/501/events",
+                                     data=json.dumps(body).encode(), headers={
+                                         "Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.loads(response.read())["accepted"] == 40
+    client("exports", "add", "up", f"target_url=https://localhost:{node.https}", f"api_key={own_key}",
+           f"ca={node.cert}", "interval=200ms", "max_backoff=1s")
+    deadline = time.monotonic() + 30
+    while (state := status_of(node)["exports"]["up"])["state"] != "error":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    own_id = status_of(node)["node_id"]
+    assert own_id in state["last_error"] and "new-node-id" in state["last_error"]
+    assert state["cursor"] in (0, None) and state["events"] == {
+        "sent": 0, "duplicate": 0, "skipped_filter": 0, "skipped_origin": 0}
+    listed = client("exports")
+    assert listed.startswith(f"up: error -> https://localhost:{node.https}, lag ") and own_id in listed
+    assert "refusing to export" in node.log.read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/metrics", timeout=30) as response:
+        assert 'stationd_export_state{state="error",target="up"} 1.0' in response.read().decode()
+    time.sleep(1)  # rounds go on at the cap: still nothing moves
+    assert status_of(node)["exports"]["up"]["cursor"] in (0, None)
+
+    client("exports", "change", "up", f"target_url=https://localhost:{central.https}", f"api_key={central_key}",
+           f"ca={central.cert}")
+    deadline = time.monotonic() + 30
+    while len(arrived := json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{central.http}/api/v1/events?limit=100", timeout=30).read())["events"]) < 40:
+        assert time.monotonic() < deadline, status_of(node)["exports"]["up"]
+        time.sleep(0.1)
+    assert {e["origin"] for e in arrived} == {own_id} and len({e["id"] for e in arrived}) == 40
+    assert node.stop() == 0 and central.stop() == 0
 
 
 def test_stationd_client_sync_sends_a_directory_once_over_https(tmp_path):

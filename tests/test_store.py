@@ -5,7 +5,7 @@ import uuid
 import pytest
 from sqlalchemy import inspect, select, text
 
-from stationd.store import Store, StoreError, migrations, schema, users
+from stationd.store import Store, StoreError, files, identity, migrations, schema, users
 from stationd.store.events import event_ids
 
 
@@ -133,7 +133,9 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
                           " quarantined) VALUES ('a', '501', 'CIC', 5, 6, '{}', 'd', 'n', 0)"))
         conn.execute(text("CREATE INDEX ix_events_time ON events (time_ns)"))
         conn.execute(text("UPDATE stationd_meta SET value = '2' WHERE key = 'schema_version'"))
+        conn.execute(text("DELETE FROM stationd_meta WHERE key = 'node_id'"))
     assert old.migrate() == (2, migrations.LATEST)
+    assert uuid.UUID(old.call(identity.get_node_id)).version == 4
 
     def shape(store):
         inspector = inspect(store.engine)
@@ -257,3 +259,55 @@ def test_event_ids_are_version_7_uuids_that_sort_by_the_time_they_were_made():
     assert len({uuid.UUID(i).int & ((1 << 74) - 1) for i in ids}) == 1000  # random below it
     later = event_ids(now_ns + 1_000_000, 1000)
     assert max(ids) < min(later)  # a later millisecond sorts after, as text too
+
+
+def _a_version_8_store(url):
+    """A store as version 8 left it: no node id, records naming nodes by name."""
+    from sqlalchemy import text
+
+    from stationd.store.events import digest, store_batches
+
+    store = Store(url)
+    store.migrate()
+    ids = {}
+    for origin in ("station-7", "stationd", "camera-1"):
+        event = {"id": str(uuid.uuid4()), "type": "CIC", "time_ns": len(ids), "data": {"from": origin},
+                 "digest": digest({"from": origin}), "quarantine": None}
+        store.call(store_batches, [{"station": "501", "received_ns": 1, "events": [event]}], origin)
+        store.call(files.attach_file, event["id"], name="f", mime_type="x/y", sha256="0" * 64, size=0, now_ns=1,
+                   origin=origin)
+        ids[origin] = event["id"]
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM stationd_meta WHERE key = 'node_id'"))
+        conn.execute(text("UPDATE stationd_meta SET value = '8' WHERE key = 'schema_version'"))
+    return store, ids
+
+
+def _origins(store):
+    rows = store.call(lambda c: c.execute(select(schema.events.c.data, schema.events.c.origin)).all())
+    return {"events": {data["from"]: origin for data, origin in rows},
+            "files": sorted(store.call(lambda c: c.execute(select(schema.files.c.origin)).scalars().all()))}
+
+
+@pytest.mark.parametrize("body, own", [("[node]\nname = station-7\n", {"station-7"}),
+                                       ("", {"stationd"})])
+def test_version_8_gets_a_node_id_and_its_own_records_name_it(database_url, tmp_path, body, own):
+    """Records whose origin was this node's name (or the old default name "stationd", when the
+    config sets none) now carry its id; those from elsewhere keep theirs."""
+    from stationd import config as configuration
+
+    from conftest import write_config
+
+    store, ids = _a_version_8_store(database_url)
+    config = configuration.load(str(write_config(tmp_path, body)))
+    assert store.migrate(config.own_origin_names()) == (8, migrations.LATEST)
+    node_id = store.call(identity.get_node_id)
+    assert uuid.UUID(node_id).version == 4
+    origins = _origins(store)
+    expected = {name: node_id if name in own else name for name in ("station-7", "stationd", "camera-1")}
+    assert origins["events"] == expected
+    assert origins["files"] == sorted(expected.values())
+    assert store.migrate(config.own_origin_names()) == (migrations.LATEST, migrations.LATEST)
+    assert store.call(identity.get_node_id) == node_id  # made once: it is the node's for good
+    store.close()
+
