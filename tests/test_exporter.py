@@ -487,3 +487,26 @@ async def test_an_import_refused_for_the_same_node_id_is_an_error_not_an_outage(
     upstream.import_events = refuse
     assert await job.run_round() == 300.0
     assert job.status()["state"] == "error" and node.store.call(exports.get_cursor, "central") == 0
+
+
+def test_an_event_committed_while_a_batch_is_read_is_never_passed_over(node):
+    """On PostgreSQL (READ COMMITTED) each statement of the read sees the commits before it: an
+    event committed between reading the batch and the newest seq would be counted as looked
+    at without being sent.  The newest seq is read first, and only events up to it are taken."""
+    from sqlalchemy import event as sa_event
+
+    add_events(node, 3)
+    late = []
+
+    def commit_one(conn, cursor, statement, *args):
+        if not late and "FROM events" in statement:  # the batch read's first statement
+            late.append(None)
+            late[0] = add_events(node, 1, start=100)[0]  # another connection, committed now
+
+    sa_event.listen(node.store.engine, "after_cursor_execute", commit_one)
+    try:
+        batch, scanned_to, _, _ = node.store.call_read(exports.next_batch, target(), 0)
+    finally:
+        sa_event.remove(node.store.engine, "after_cursor_execute", commit_one)
+    late_seq = node.store.call(lambda c: c.execute(select(events.c.seq).where(events.c.id == late[0])).scalar())
+    assert late[0] in [e["id"] for e in batch] or scanned_to < late_seq

@@ -13,6 +13,11 @@ wait at least as long as a Retry-After asks, and never stop the target:
 it keeps trying at the cap, visible in /api/v1/status, /metrics and the
 log (one line a state change, not one an attempt).  With a ``window`` the
 target only starts batches during those hours of the site's day.
+
+Nodes are known by their node id (stationd.store.identity): events whose
+origin is the upstream's id are passed over (they came from there), and an
+upstream with this node's own id is refused, since everything of this
+node's would look like the upstream's.  docs/replication.rst has the states.
 """
 
 import datetime
