@@ -1,42 +1,41 @@
-"""Ingest throughput of a node, next to the ceilings of the work it has to do.
+"""Ingest throughput of a node under wrk, beside the ceilings of this stack, in one run.
 
-Runs `twistd -n stationd` on plain HTTP (no TLS) with a temp data_dir, one
-station (501, password "secret") and one admin user, then loads it for
---seconds per case with --clients keep-alive connections:
+Each server is pinned to core 0 (``taskset -c 0``) and wrk to core 1, one
+thread and 10 keep-alive connections, a warm-up, then a measured run; the
+servers take turns, ``--runs`` times, and the medians are compared:
 
-- HiSPARC `POST /upload`, 100-event batches (protocol-2 pickles of ~1.9 kB
-  events with numpy scalars, form-encoded exactly as `requests.post(data=...)`
-  sends them); every answer must be `100`;
-- native `POST /api/v1/stations/501/events`, 1-event and 100-event JSON
-  batches (~1 kB of data an event); every answer must be 200.
+- native ``POST /api/v1/stations/501/events``, 1-event and 100-event JSON
+  batches of ~1 kB of data an event (bench/native.lua fills each event's
+  nanoseconds from a per-request counter, so every event is new), against
+  ``durable_ceiling.py`` (orjson + a group-committed, fsynced SQLite insert
+  before each answer: the least a durable Twisted ingest costs) and, for
+  1-event batches, ``raw_web.py`` (a bare twisted.web resource);
+- HiSPARC ``POST /upload`` of 100-event protocol-2 pickles with numpy scalars,
+  form-encoded as ``requests.post(data=...)`` sends them, for 40 stations
+  (bench/hisparc_upload.lua), against the seed datastore's own per-request
+  decode done with the standard library (``parse_qs`` + MD5 + ``pickle.loads``
+  of the same bodies, in one process).
 
-Every event is new (its time and one trace carry a per-request token), so no
-dedupe shortcut is measured.  The load generator is a separate process with
-raw asyncio streams sending pre-encoded HTTP/1.1 requests.  In the same run it
-measures, without a node, the ceilings: form + pickle decoding of the same
-HiSPARC bodies, JSON decoding (json.loads + the node's parse_event) of the
-native bodies, and batched inserts into a WAL, synchronous=FULL SQLite file;
-and, with the same load as the native 1-event case, a bare twisted.web
-resource that reads the body and answers (the ceiling of any Twisted node).
+The node runs on its defaults (access log at info, to a file; the system
+sensor) but for plain HTTP on a free port and a temp data_dir.  Printed:
+requests/s, events/s, p50/p99 latency, CPU ms a request (all the server's
+threads), the ratios to the ceilings, and whether the node stored every
+acknowledged event once.
 
-    venv/bin/python bench/ingest.py [--seconds 10] [--clients 10] [--procs 1]
+    venv/bin/python bench/ingest.py [--seconds 10] [--warmup 2] [--runs 3] [--only native|hisparc]
 """
 
 import argparse
-import asyncio
 import base64
-import collections
 import datetime
 import hashlib
 import json
-import multiprocessing
 import os
 import pickle
-import pickletools
+import random
 import re
 import shutil
-import socket
-import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,378 +45,264 @@ import urllib.request
 
 import numpy as np
 
-from stationd.hisparc import decode_upload
-from stationd.web.http import parse_form
-from stationd.web.ingest import parse_event
-
 from nodes import HOST, admin, cpu_seconds, free_port, start_node, stop_node, write_config
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 STATION, PASSWORD = "501", "secret"
-BATCH, TEMPLATES = 100, 8
-RAW = "ceiling: raw twisted.web, 1-event"
-NS_HOLE = 0x7E7E7E7E  # pickles as BININT b"~~~~": a placeholder patched per request
-TOKEN_HOLE = "~" * 16  # start of one trace an event: patched per request
-ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def fill(hole_length, phase, uid):
-    """The bytes for one hole of event number `uid`; all safe in a URL and in JSON."""
-    if hole_length == 4:  # nanoseconds: 4 alphanumeric bytes, last a digit, so 808e6..965e6
-        return bytes((ALNUM[uid % 62], ALNUM[uid // 62 % 62], ALNUM[uid // 3844 % 62],
-                      ALNUM[uid // 238328 % 10]))
-    if hole_length == 9:  # nanosecond digits of an ISO time
-        return b"%09d" % (uid % 10**9)
-    return b"%d%015d" % (phase, uid)  # trace token
-
-
-def interleave(segments, tokens):
-    out = [segments[0]]
-    for token, segment in zip(tokens, segments[1:]):
-        out += (token, segment)
-    return out
-
-
-class Template:
-    """A request with fixed-width holes, so each request is new without re-encoding."""
-
-    def __init__(self, path, headers, payload, holes, phase, form=False):
-        cuts = [0] + [c for pos, n in holes for c in (pos, pos + n)] + [len(payload)]
-        self.raw = [payload[a:b] for a, b in zip(cuts[::2], cuts[1::2])]
-        self.holes, self.phase, self.form = [n for _, n in holes], phase, form
-        self.wire = [urllib.parse.quote_plus(s.decode("latin-1")).encode() for s in self.raw] if form else self.raw
-        self.prefix = f"station_id={STATION}&password={PASSWORD}&checksum=".encode()
-        length = sum(map(len, self.wire)) + sum(self.holes) + (len(self.prefix) + 32 + 6 if form else 0)
-        self.head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\n{headers}"
-                     f"Content-Length: {length}\r\n\r\n").encode()
-
-    def make(self, seq):
-        # two holes an event, in order: its time, then its first trace
-        tokens = [fill(n, self.phase, seq * BATCH + i // 2) for i, n in enumerate(self.holes)]
-        parts = [self.head]
-        if self.form:
-            checksum = hashlib.md5(b"".join(interleave(self.raw, tokens))).hexdigest().encode()
-            parts += (self.prefix, checksum, b"&data=")
-        return b"".join(parts + interleave(self.wire, tokens))
+HISPARC_STATIONS, FIRST_HISPARC, HISPARC_BODIES = 100, 1000, 100  # 10,000 distinct uploads
+SERVER_CORE, WRK_CORE = "0", "1"
+HOLE = "~" * 9
 
 
 def traces(n):
-    """Four base64 traces of n random bytes; the first starts with the token hole."""
-    first, *rest = (base64.b64encode(os.urandom(n)).decode() for _ in range(4))
-    return [TOKEN_HOLE + first[16:]] + rest
+    return [base64.b64encode(os.urandom(n)).decode() for _ in range(4)]
 
 
-def hisparc_template(t):
-    """100 events as a station's pickle, ~1.9 kB an event, with numpy scalars like the DAQ's."""
+def native_body(n, day):
+    """As ../shared/bench/gen_native.py: n events of ~1 kB data, nanoseconds as a 9-character hole."""
     events = []
-    for i in range(BATCH):
-        when = datetime.datetime(2024, 5, 1, 12) + datetime.timedelta(seconds=t * BATCH + i)
+    for i in range(n):
+        when = datetime.datetime(2024, 5, day) + datetime.timedelta(seconds=i)
+        events.append({"type": "CIC", "time": f"{when:%Y-%m-%dT%H:%M:%S}.{HOLE}Z", "data": {
+            "n1": 3, "rate": round(random.random() * 2, 4),
+            "pulseheights": [random.randrange(5000) for _ in range(4)],
+            "integrals": [random.randrange(50000) for _ in range(4)],
+            "baselines": [round(random.random() * 200, 3) for _ in range(2)], "traces": traces(150)}})
+    return json.dumps({"events": events})
+
+
+def hisparc_pickle(t):
+    """100 events as a Python 3 station's pickle, ~1.9 kB an event, numpy scalars as the DAQ has them."""
+    events = []
+    for i in range(100):
+        when = datetime.datetime(2024, 5, 1, 12) + datetime.timedelta(seconds=t * 100 + i)
         items = [("N1", np.int64(3)), ("RATE", np.float32(np.random.random() * 2))]
         items += [(f"PH{k}", int(np.random.randint(5000))) for k in range(1, 5)]
         items += [(f"IN{k}", int(np.random.randint(50000))) for k in range(1, 5)]
         items += [(f"BL{k}", float(np.random.random() * 200)) for k in range(1, 3)]
         items += [(f"TR{k}", trace) for k, trace in enumerate(traces(225), 1)]
-        events.append({"header": {"eventtype_uploadcode": "CIC", "datetime": when, "nanoseconds": NS_HOLE,
+        events.append({"header": {"eventtype_uploadcode": "CIC", "datetime": when, "nanoseconds": 1000 + i,
                                   "date": when.date(), "time": when.time()},
                        "datalist": [{"data_uploadcode": c, "data": v} for c, v in items]})
-    data = pickle.dumps(events, protocol=2)
-    holes = [(pos + 1, 4) if op.name == "BININT" else (pos + 5, 16)  # after opcode (and length)
-             for op, arg, pos in pickletools.genops(data)
-             if (op.name == "BININT" and arg == NS_HOLE)
-             or (op.name == "BINUNICODE" and arg.startswith(TOKEN_HOLE))]
-    assert len(holes) == 2 * BATCH
-    return Template("/upload", "Content-Type: application/x-www-form-urlencoded\r\n", data, holes, 1, form=True)
+    return pickle.dumps(events, protocol=2)
 
 
-def native_template(t, n, key, phase):
-    """n native events of ~1 kB of data each, as one JSON body."""
-    events = []
-    for i in range(n):
-        when = datetime.datetime(2024, 5, 2) + datetime.timedelta(seconds=t * n + i)
-        events.append({"type": "CIC", "time": f"{when:%Y-%m-%dT%H:%M:%S}.{'~' * 9}Z", "data": {
-            "n1": 3, "rate": round(float(np.random.random() * 2), 4),
-            "pulseheights": np.random.randint(5000, size=4).tolist(),
-            "integrals": np.random.randint(50000, size=4).tolist(),
-            "baselines": np.round(np.random.random(2) * 200, 3).tolist(), "traces": traces(150)}})
-    body = json.dumps({"events": events}).encode()
-    holes = [(m.start(), len(m.group())) for m in re.finditer(rb"~+", body)]
-    return Template(f"/api/v1/stations/{STATION}/events",
-                    f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n", body, holes, phase)
+def hisparc_fields(data):
+    """What follows station_id in the form body, byte for byte as `requests` encodes it."""
+    text = data.decode("latin-1")
+    return "&" + urllib.parse.urlencode({"password": PASSWORD, "checksum": hashlib.md5(data).hexdigest(),
+                                         "data": text})
 
 
-# ---- load generator (runs in a child process)
-
-async def response(reader):
-    head = (await reader.readuntil(b"\r\n\r\n")).lower()
-    status = int(head[9:12])
-    length = re.search(rb"\r\ncontent-length: *(\d+)", head)
-    if length:
-        return status, await reader.readexactly(int(length.group(1)))
-    body = b""
-    while True:  # chunked
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-        chunk = await reader.readexactly(size + 2)
-        if size == 0:
-            return status, body
-        body += chunk[:-2]
+def stdlib_decode(body):
+    """The seed datastore's decode of one upload: form parse, MD5 check, unpickle."""
+    form = urllib.parse.parse_qs(body)
+    data = form["data"][0].encode("latin-1")
+    assert hashlib.md5(data).hexdigest() == form["checksum"][0]
+    return pickle.loads(data, encoding="bytes")
 
 
-async def client(port, templates, seq, stride, deadline, out):
-    reader = writer = None
-    while time.perf_counter() < deadline and len(out["latency"]) < 10**6 and out["answers"]["error"] < 100:
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(HOST, port)
-            request = templates[seq % len(templates)].make(seq)
-            seq += stride
-            start = time.perf_counter()
-            writer.write(request)
-            status, body = await asyncio.wait_for(response(reader), 30)
-            out["latency"].append(time.perf_counter() - start)
-            if status == 200 and body == b"100":
-                out["acked"] += BATCH
-            elif status == 200 and body.startswith(b"{"):
-                out["acked"] += json.loads(body)["accepted"]
-                body = b""
-            out["answers"][f"{status} {body[:60].decode('latin-1')}".strip()] += 1
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, KeyError) as e:
-            out["answers"]["error"] += 1
-            out["answers"][f"error: {e!r:.60}"] += 1
-            if writer is not None:
-                writer.close()
-            writer = None
-    if writer is not None:
-        writer.close()
+def decode_ceiling(bodies, seconds=3.0):
+    """Bodies/s of stdlib_decode in this process (numpy imported by the unpickler, as there)."""
+    stdlib_decode(bodies[0])
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        stdlib_decode(bodies[count % len(bodies)])
+        count += 1
+    return count / (time.perf_counter() - start)
 
 
-def generate(conn, port, templates, first, stride, clients, seconds):
-    """One load generator process: `clients` connections until `seconds` have passed."""
-    async def run():
-        out = {"latency": [], "answers": collections.Counter(), "acked": 0}
-        start = time.perf_counter()
-        await asyncio.gather(*(client(port, templates, first + k, stride, start + seconds, out)
-                               for k in range(clients)))
-        return dict(out, elapsed=time.perf_counter() - start)
-    conn.send(asyncio.run(run()))
-    conn.close()
+def parse_wrk(out):
+    units = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+    latency = {p: float(v) * units[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    completed = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = int(re.search(r"^BAD (\d+)$", out, re.M).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": latency.get("50"),
+            "p99": latency.get("99"), "requests": completed, "bad": bad + (int(non2xx.group(1)) if non2xx else 0),
+            "socket_errors": errors.group(1) if errors else ""}
 
 
-def load(port, templates, args):
-    """Run the load in --procs child processes; their merged results."""
-    context, running, results = multiprocessing.get_context("fork"), [], []
-    shares = [args.clients // args.procs + (p < args.clients % args.procs) for p in range(args.procs)]
-    for p, share in enumerate(shares):
-        pipe, child = context.Pipe(duplex=False)
-        proc = context.Process(target=generate, args=(child, port, templates, sum(shares[:p]),
-                                                      args.clients, share, args.seconds))
-        proc.start()
-        running.append((proc, pipe))
-    for proc, pipe in running:
-        if pipe.poll(args.seconds + 90):
-            results.append(pipe.recv())
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-    if len(results) != len(running):
-        raise RuntimeError("a load generator process did not report")
-    return {"latency": np.array([x for r in results for x in r["latency"]]),
-            "answers": sum((r["answers"] for r in results), collections.Counter()),
-            "acked": sum(r["acked"] for r in results), "elapsed": max(r["elapsed"] for r in results)}
+class Load:
+    """One wrk load: a Lua script and its environment.  Each invocation starts where the last one
+    ended (``step``: by how much; None: by the requests it made), so no event is sent twice."""
 
+    def __init__(self, script, path, env, step=10_000_000):
+        self.script, self.path, self.env, self.step, self.offset = script, path, env, step, 0
 
-# ---- ceilings (in this process, no node)
-
-def timed(items, seconds, work):
-    """Run work(item) over items in a cycle for ~seconds; per-call latencies."""
-    latency, deadline, i = [], time.perf_counter() + seconds, 0
-    while time.perf_counter() < deadline and i < 10_000_000:
-        start = time.perf_counter()
-        work(items[i % len(items)])
-        latency.append(time.perf_counter() - start)
-        i += 1
-    return np.array(latency)
-
-
-def decode_hisparc(body):
-    args = parse_form(body)
-    data = args[b"data"][0].decode("utf-8").encode("latin-1")
-    assert hashlib.md5(data).hexdigest() == args[b"checksum"][0].decode()
-    assert len(decode_upload(data, "pickle")) == BATCH
-
-
-def decode_native(body):
-    events = json.loads(body)["events"]
-    assert len([parse_event(e) for e in events]) == BATCH
-
-
-def sqlite_inserts(path, seconds):
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, station TEXT, type TEXT, time_ns INTEGER,"
-               " received_ns INTEGER, data TEXT, digest TEXT, origin TEXT, quarantined INTEGER,"
-               " quarantine_reason TEXT, UNIQUE (station, type, time_ns, digest))")
-    data = [json.dumps({"traces": traces(150), "n": k}) for k in range(BATCH)]
-    batches = iter(range(10**7))
-
-    def insert(_):
-        b = next(batches)
-        rows = [(f"{b:016x}{k:016x}", STATION, "CIC", b * BATCH + k, time.time_ns(), data[k],
-                 hashlib.sha256(f"{b}.{k}".encode()).hexdigest(), "bench", 0, None) for k in range(BATCH)]
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-        db.execute("COMMIT")
-
-    try:
-        return timed([None], seconds, insert)
-    finally:
-        db.close()
-
-
-# ---- the node
-
-RAW_WEB = """
-import sys
-from twisted.internet import reactor
-from twisted.web import resource, server
-
-class Accept(resource.Resource):
-    isLeaf = True
-
-    def render_POST(self, request):
-        request.content.read()
-        request.setHeader(b"content-type", b"application/json")
-        return b'{"accepted": 1, "duplicates": 0, "quarantined": 0}'
-
-reactor.listenTCP(int(sys.argv[1]), server.Site(Accept()), interface="127.0.0.1")
-reactor.run()
-"""
-
-
-def raw_web_ceiling(templates, args):
-    """The same load against a bare twisted.web resource that reads the body and answers."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", RAW_WEB, str(port)])
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("raw twisted.web server did not start") from None
-                time.sleep(0.05)
-        cpu_before = cpu_seconds(server.pid)
-        result = load(port, templates, args)
-        result["cpu"] = cpu_seconds(server.pid) - cpu_before
+    def run(self, port, seconds, latency=True):
+        env = dict(os.environ, OFFSET=str(self.offset), URLPATH=self.path, **self.env)
+        command = ["taskset", "-c", WRK_CORE, "wrk", "-t1", "-c10", f"-d{seconds}s", "-s",
+                   os.path.join(HERE, self.script), f"http://{HOST}:{port}"]
+        out = subprocess.run(command + (["--latency"] if latency else []), env=env, capture_output=True,
+                             text=True, timeout=seconds + 60)
+        if out.returncode:
+            raise RuntimeError(f"wrk failed: {out.stderr}")
+        result = parse_wrk(out.stdout)
+        self.offset += self.step or result["requests"] + 20  # (+ those in flight when wrk stopped)
         return result
-    finally:
-        server.kill()
-        server.wait()
 
 
-def get(port, path, key=None, timeout=5):
-    request = urllib.request.Request(f"http://{HOST}:{port}{path}",
-                                     headers={"Authorization": f"Bearer {key}"} if key else {})
-    with urllib.request.urlopen(request, timeout=timeout) as r:
-        return r.status, r.read()
+class Server:
+    """A server process on core 0; measure() = warm-up, then a measured wrk run with its CPU time."""
+
+    def __init__(self, name, process, port):
+        self.name, self.process, self.port = name, process, port
+        self.events = 0  # acknowledged, warm-ups included
+
+    def measure(self, load, events_per_request, args):
+        warm = load.run(self.port, args.warmup, latency=False)
+        before = cpu_seconds(self.process.pid)
+        result = load.run(self.port, args.seconds)
+        result["cpu_ms"] = (cpu_seconds(self.process.pid) - before) / max(result["requests"], 1) * 1000
+        self.events += (warm["requests"] + result["requests"]) * events_per_request
+        result["bad"] += warm["bad"]
+        return result
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
-def wait_drained(port, key, limit=60.0):
-    """Seconds until the spool is empty (bounded); the last status."""
-    start = time.monotonic()
+def start_script(name, script, *argv, workdir):
+    port = free_port()
+    process = subprocess.Popen(["taskset", "-c", SERVER_CORE, sys.executable, os.path.join(HERE, script),
+                                str(port), *argv], cwd=workdir, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
     while True:
-        status = json.loads(get(port, "/api/v1/status", key)[1])
-        if status["ingest"]["spool_batches"] == 0 or time.monotonic() - start > limit:
-            return time.monotonic() - start, status
-        time.sleep(0.2)
+        try:
+            urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=1).read()
+            return Server(name, process, port)
+        except urllib.error.HTTPError:
+            return Server(name, process, port)
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{script} did not start") from None
+            time.sleep(0.05)
 
 
-def start_node_with_station(workdir, port, log):
-    """Register station and user with the admin CLI, start twistd; (process, API key)."""
-    config = write_config(workdir, port)
-    admin(config, "add-station", STATION, "--password", PASSWORD)
+def start_stationd(workdir):
+    """A node on its defaults but plain HTTP and a temp data_dir; (server, admin key, config)."""
+    os.makedirs(workdir)
+    port = free_port()
+    config = write_config(workdir, port, level="info")
+    stations = os.path.join(workdir, "stations.csv")
+    with open(stations, "w") as f:
+        f.writelines(f"{number},0,{PASSWORD}\n" for number in
+                     [STATION, *range(FIRST_HISPARC, FIRST_HISPARC + HISPARC_STATIONS)])
+    admin(config, "import-stations", stations)
     key = admin(config, "add-user", "bench", "--role", "admin")
-    return start_node(workdir, config, port, log, limit=30), key
+    log = open(os.path.join(workdir, "node.log"), "wb")
+    process = start_node(workdir, config, port, log, limit=30, core=SERVER_CORE)
+    return Server("stationd", process, port), key
 
 
-def row(name, rate, events_per_request, latency, ratios=""):
-    p50, p99 = np.percentile(latency, [50, 99]) * 1000 if len(latency) else (float("nan"),) * 2
-    return f"{name:38} {rate:9.0f} {rate * events_per_request:11.0f} {p50:8.2f} {p99:8.2f}  {ratios}".rstrip()
+def stored_events(server, key):
+    """Events in the node's store, once it has settled."""
+    last, deadline = None, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(f"http://{HOST}:{server.port}/api/v1/status",
+                                         headers={"Authorization": f"Bearer {key}"})
+        status = json.loads(urllib.request.urlopen(request, timeout=10).read())["ingest"]
+        if status["spool_batches"] == 0 and status["stored"] == last:
+            return status["stored"]
+        last = status["stored"]
+        time.sleep(0.5)
+    return last
+
+
+def median(results, key):
+    return statistics.median(r[key] for r in results)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--procs", type=int, default=1, help="load generator processes")
-    parser.add_argument("--only", choices=("hisparc", "native"), help="run only these load cases")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=("native", "hisparc"))
     args = parser.parse_args()
-    args.procs = max(1, min(args.procs, args.clients))
-    workdir, port = tempfile.mkdtemp(prefix="stationd-bench-"), free_port()
-    log_path, node = os.path.join(workdir, "node.log"), None
+    workdir = tempfile.mkdtemp(prefix="stationd-bench-")
+    servers = []
     try:
-        with open(log_path, "wb") as log:
-            node, key = start_node_with_station(workdir, port, log)
+        for n, day in ((1, 2), (100, 3)):
+            with open(os.path.join(workdir, f"t{n}.json"), "w") as f:
+                f.write(native_body(n, day))
+        pickles = [hisparc_pickle(t) for t in range(HISPARC_BODIES)]
+        bodies = os.path.join(workdir, "bodies")
+        os.makedirs(bodies)
+        for i, data in enumerate(pickles):
+            with open(os.path.join(bodies, f"b{i}.txt"), "w") as f:
+                f.write(hisparc_fields(data))
+        forms = [f"station_id={FIRST_HISPARC}{hisparc_fields(data)}" for data in pickles]
+        print(f"payloads: native {os.path.getsize(os.path.join(workdir, 't100.json')) / 100:.0f} B/event JSON; "
+              f"hisparc {len(pickles[0]) / 100:.0f} B/event pickled, {len(forms[0]) / 1024:.0f} KiB a form body")
 
-        hisparc = [hisparc_template(t) for t in range(TEMPLATES)]
-        native1 = [native_template(t, 1, key, 2) for t in range(TEMPLATES)]
-        native100 = [native_template(t, BATCH, key, 3) for t in range(TEMPLATES)]
-        bodies = [t.make(i).split(b"\r\n\r\n", 1)[1] for i, t in enumerate(hisparc)]
-        json_bodies = [t.make(i).split(b"\r\n\r\n", 1)[1] for i, t in enumerate(native100)]
-        data = urllib.parse.parse_qs(bodies[0].decode())["data"][0]  # byte for byte what requests sends:
-        assert bodies[0] == urllib.parse.urlencode({"station_id": STATION, "password": PASSWORD, "checksum":
-                                                    hashlib.md5(data.encode("latin-1")).hexdigest(), "data": data}).encode()
-        print(f"payloads: hisparc {len(data) / BATCH:.0f} B/event pickled, {len(bodies[0]) / 1024:.0f} KiB a form body;"
-              f" native {len(json_bodies[0]) / BATCH:.0f} B/event JSON")
+        node, key = start_stationd(os.path.join(workdir, "node"))
+        servers.append(node)
+        ceiling = start_script("durable ceiling", "durable_ceiling.py", os.path.join(workdir, "ceiling.sqlite"),
+                               workdir=workdir)
+        raw = start_script("raw twisted.web", "raw_web.py", workdir=workdir)
+        servers += [ceiling, raw]
+        native = {n: Load("native.lua", f"/api/v1/stations/{STATION}/events",
+                          {"TEMPLATE": os.path.join(workdir, f"t{n}.json")}) for n in (1, 100)}
+        node_native = {n: Load("native.lua", load.path, dict(load.env, KEY=key)) for n, load in native.items()}
+        hisparc = Load("hisparc_upload.lua", "/upload", {"BODIES": bodies, "NBODIES": str(HISPARC_BODIES),
+                                                         "NSTATIONS": str(HISPARC_STATIONS),
+                                                         "FIRST": str(FIRST_HISPARC)}, step=None)
+        cases = []  # (name, events a request, [(server, load)])
+        if args.only != "hisparc":
+            cases += [("native, 1-event batches", 1, [(node, node_native[1]), (ceiling, native[1]), (raw, native[1])]),
+                      ("native, 100-event batches", 100, [(node, node_native[100]), (ceiling, native[100])])]
+        if args.only != "native":
+            cases += [("hisparc /upload, 100-event batches", 100, [(node, hisparc)])]
 
-        cases = [("hisparc /upload, 100-event batches", hisparc, BATCH),
-                 ("native, 1-event batches", native1, 1), ("native, 100-event batches", native100, BATCH)]
-        all_names = [name for name, _, _ in cases]
-        if args.only:
-            cases = [case for case in cases if case[0].startswith(args.only)]
-        results, acked = {}, 0
-        for name, templates, n in cases:
-            cpu_before = cpu_seconds(node.pid)
-            results[name] = r = load(port, templates, args)
-            drained, status = wait_drained(port, key)
-            r["cpu"] = cpu_seconds(node.pid) - cpu_before  # includes the writer's drain
-            acked += r["acked"]
-            print(f"{name}: answers {dict(r['answers'])}; spool empty {drained:.1f} s after the load")
-        print(f"status ingest: {json.dumps(status['ingest'])}")
-        print(f"events acknowledged {acked}, stored {status['ingest']['stored']}"
-              f"{'' if status['ingest']['spool_batches'] == 0 else ' (spool not yet empty)'}")
+        results = {}
+        for run in range(args.runs):
+            for name, n, pairs in cases:
+                for server, load in pairs:
+                    results.setdefault((name, server.name), []).append(server.measure(load, n, args))
+        stored = stored_events(node, key)
+        ceiling_decode = decode_ceiling(forms)
 
-        if "native, 1-event batches" in results:
-            results[RAW] = raw_web_ceiling(native1, args)
-            cases.append((RAW, None, 1))
-        ceilings = [("ceiling: decode only, hisparc bodies", timed(bodies, 2, decode_hisparc)),
-                    ("ceiling: decode only, native bodies", timed(json_bodies, 2, decode_native)),
-                    ("ceiling: raw SQLite batched inserts", sqlite_inserts(os.path.join(workdir, "c.sqlite"), 2))]
-        decode_h, decode_n, sqlite_rate = (BATCH * len(t) / t.sum() for _, t in ceilings)
+        print(f"\ncommand: {sys.executable} {' '.join(sys.argv)}; cores {os.cpu_count()}; servers on core "
+              f"{SERVER_CORE}, wrk -t1 -c10 on core {WRK_CORE}; {args.warmup} s warm-up + {args.seconds} s, "
+              f"medians of {args.runs}")
+        print(f"{'case':36} {'server':16} {'req/s':>8} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'CPU ms':>7}  bad  runs (req/s)")
+        for name, n, pairs in cases:
+            for server, _ in pairs:
+                rs = results[(name, server.name)]
+                rps = median(rs, "rps")
+                print(f"{name:36} {server.name:16} {rps:8.0f} {rps * n:9.0f} {median(rs, 'p50'):7.2f} "
+                      f"{median(rs, 'p99'):7.2f} {median(rs, 'cpu_ms'):7.3f} {sum(r['bad'] for r in rs):4d}  "
+                      + " ".join(f"{r['rps']:.0f}" for r in rs))
+        print(f"{'hisparc decode, standard library':36} {'(in process)':16} {ceiling_decode:8.0f} "
+              f"{ceiling_decode * 100:9.0f}")
 
-        print(f"\ncores: {os.cpu_count()}; command: {sys.executable} {' '.join(sys.argv)}")
-        print(f"{'case':38} {'req/s':>9} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8}  measured / ceiling (events/s)")
-        decodes = dict(zip(all_names, (decode_h, None, decode_n)))
-        rates = {name: len(results[name]["latency"]) / results[name]["elapsed"] for name, _, _ in cases}
-        for name, _, n in cases:
-            decode, rate = decodes.get(name), rates[name]
-            ratios = f"{rate * n / decode:6.1%} of decode, " if decode else " " * 18
-            if name == RAW:
-                ratios = ""
-            elif n == 1 and RAW in rates:
-                ratios = f"{rate / rates[RAW]:6.1%} of raw twisted.web, "
-            print(row(name, rate, n, results[name]["latency"],
-                      ratios + ("" if name == RAW else f"{rate * n / sqlite_rate:6.1%} of SQLite")))
-        for name, latency in ceilings:
-            print(row(name, len(latency) / latency.sum(), BATCH, latency))
-        print("CPU per request (all threads, drain included; steadier than req/s on a noisy machine): "
-              + "; ".join(f"{name} {results[name]['cpu'] / len(results[name]['latency']) * 1000:.2f} ms"
-                          for name, _, _ in cases))
-        print("targets per core: hisparc >= 300 req/s of 100-event batches; "
-              "native >= 7000 1-event req/s, >= 250000 events/s in 100-event batches")
+        print("\nratios (targets: native >= 0.6 of the durable ceiling; hisparc >= 1.3 of the stdlib decode):")
+        for name, n, pairs in cases:
+            mine = median(results[(name, "stationd")], "rps")
+            if name.startswith("hisparc"):
+                print(f"  {name}: {mine / ceiling_decode:.2f} x the standard-library decode")
+            else:
+                print(f"  {name}: {mine / median(results[(name, 'durable ceiling')], 'rps'):.2f} x the durable "
+                      "ceiling" + (f", {mine / median(results[(name, 'raw twisted.web')], 'rps'):.2f} x raw "
+                                   "twisted.web" if n == 1 else ""))
+        print(f"\nnode: {node.events} events acknowledged (warm-ups included), {stored} stored; "
+              "up to 10 requests a run are stored but cut off before wrk counts their answer")
     finally:
-        stop_node(node, log_path)
+        for server in servers:
+            server.stop()
+        log = os.path.join(workdir, "node", "node.log")
+        if os.path.exists(log):
+            warnings = [line for line in open(log, encoding="utf-8", errors="replace")
+                        if "[stationd.access" not in line and ("warn" in line.lower() or "error" in line.lower())]
+            print(f"node log: {len(warnings)} warning/error line(s)" + "".join(warnings[-5:]))
         shutil.rmtree(workdir, ignore_errors=True)
 
 

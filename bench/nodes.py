@@ -36,12 +36,12 @@ def rss_mib(pid):
     return float("nan")
 
 
-def write_config(workdir, port, extra=""):
-    """{workdir}/bench.ini: data in {workdir}/var, plain HTTP on ``port``, warnings only; plus ``extra``."""
+def write_config(workdir, port, extra="", level="warn"):
+    """{workdir}/bench.ini: data in {workdir}/var, plain HTTP on ``port``, log ``level``; plus ``extra``."""
     path = os.path.join(workdir, "bench.ini")
     with open(path, "w") as f:
         f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n"
-                f"[log]\nlevel = warn\n{extra}")
+                f"[log]\nlevel = {level}\n{extra}")
     return path
 
 
@@ -52,9 +52,10 @@ def admin(config, *argv):
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
-def start_node(workdir, config, port, log, limit=60):
-    """Start twistd on ``config``; the process once it answers /heartbeat."""
-    node = subprocess.Popen([os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", config],
+def start_node(workdir, config, port, log, limit=60, core=None):
+    """Start twistd on ``config`` (pinned to ``core`` if given); the process once it answers /heartbeat."""
+    command = [os.path.join(BIN, "twistd"), "--pidfile=", "-n", "stationd", "--config", config]
+    node = subprocess.Popen((["taskset", "-c", core] if core is not None else []) + command,
                             cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + limit
     while node.poll() is None and time.monotonic() < deadline:

@@ -194,12 +194,72 @@ async def test_a_retried_batch_is_stored_once(node):
     assert len(stored(node)) == 100
 
 
+def store_away(node, monkeypatch, reason="database is locked"):
+    """Every transaction fails as when the database is away or locked; the function that brings it back."""
+    from sqlalchemy.exc import OperationalError
+
+    real = node.store.run
+    monkeypatch.setattr(node.store, "run", lambda *a, **k: defer.fail(OperationalError("INSERT", {}, Exception(reason))))
+
+    def back():
+        monkeypatch.setattr(node.store, "run", real)
+        node.writer._wake()  # the drain retries now, not after its backoff
+
+    return back
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_full_spool_refuses_with_a_retry_code(node):
+async def test_a_full_spool_refuses_with_a_retry_code(node, monkeypatch):
+    """The spool takes what the store cannot; when it is full too, the station is told to retry."""
+    store_away(node, monkeypatch)
     node.spool.max_bytes = 0
     response, answer = await call(node.stub, "POST", "http://n/upload", headers=FORM,
                                   data=upload_body(pickled(hisparc_events())))
     assert answer == b"400" and response.headers.getRawHeaders("retry-after") == ["30"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_uploads_acknowledged_while_the_store_is_away_are_stored_once_it_is_back(node, keys, monkeypatch):
+    back = store_away(node, monkeypatch)
+    body = upload_body(pickled(hisparc_events(5)))
+    assert await upload(node, body) == "100" and await upload(node, body) == "100"  # durable in the spool
+    response, answer = await native(node, "501", {"events": [{"type": "WTR", "time": 1714564800 + i, "data": {"i": i}}
+                                                             for i in range(3)]}, keys["station"])
+    assert response.code == 200 and json.loads(answer) == {"accepted": 3, "duplicates": 0, "quarantined": 0}
+    assert node.spool.batches == 3 and stored(node) == []
+    back()
+    await drained(node)
+    assert sorted(r["type"] for r in stored(node)) == ["CIC"] * 5 + ["WTR"] * 3  # each once
+    assert node.spool.batches == 0
+    assert await upload(node, body) == "100"  # straight to the store again: a duplicate there
+    await drained(node)
+    assert len(stored(node)) == 8
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_fsync_error_refuses_the_upload_and_acknowledges_nothing(node, keys, monkeypatch):
+    """SQLite's commit fails (its fsync: a disk I/O error), then the spool's fsync too: refused."""
+    back = store_away(node, monkeypatch, "disk I/O error")
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(node.spool, "fsync", broken)
+    assert await upload(node, upload_body(pickled(hisparc_events(2)))) == "400"
+    response, _ = await native(node, "501", {"events": [{"type": "WTR", "time": 1714564800}]}, keys["station"])
+    assert response.code == 503 and response.headers.getRawHeaders("retry-after") == ["5"]
+    assert (node.spool.bytes, node.spool.batches) == (0, 0)
+    assert not [name for name in os.listdir(node.spool.directory) if name.endswith(".seg")]
+    back()
+    await drained(node)
+    assert stored(node) == []  # nothing acknowledged, nothing kept
+
+
+@pytest_twisted.ensureDeferred
+async def test_batches_beyond_what_waits_in_memory_are_refused(node, keys):
+    node.ingest.commits.max_pending_bytes = 0
+    response, body = await native(node, "501", {"events": [{"type": "WTR", "time": 1714564800}]}, keys["station"])
+    assert response.code == 503 and "wait for the store" in json.loads(body)["error"]["message"]
 
 
 # -- native JSON ingest --
@@ -294,7 +354,8 @@ async def test_native_access_rules(node, keys):
 
 
 @pytest_twisted.ensureDeferred
-async def test_native_full_spool_is_503_with_retry_after(node, keys):
+async def test_native_full_spool_is_503_with_retry_after(node, keys, monkeypatch):
+    store_away(node, monkeypatch)
     node.spool.max_bytes = 0
     response, body = await native(node, "501", {"events": [{"type": "CIC", "time": 1714564800}]},
                                   keys["station"])

@@ -1,5 +1,6 @@
 """The store on SQLite and (with STATIOND_TEST_DATABASE_URL) PostgreSQL."""
 
+import json
 import uuid
 
 import pytest
@@ -168,7 +169,7 @@ def test_each_station_s_count_grows_by_its_new_events_only(store):
     replay = [batch("501", [2, 3, 4]), batch("502", [1, 2]), batch("503", [9])]  # 2, 3 and 1 are stored
     assert store.call(store_batches, replay, "n") == (3, 3)
     imported = [dict(e, station="501", received_ns=10**18, quarantined=False, quarantine_reason=None, origin="up",
-                     files=[])
+                     files=[], data_json=json.dumps(e["data"]))
                 for e in batch("501", [4, 5])["events"]]
     assert store.call(import_batch, imported)[0]["accepted"] == 1  # time 4 is stored
     kept = dict(store.call(lambda conn: conn.execute(select(schema.station_event_counts)).all()))

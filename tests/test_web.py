@@ -12,6 +12,7 @@ from conftest import call
 
 from stationd import jsoncodec
 from stationd.store import users
+from stationd.store.cache import Cache
 from stationd.web import COMPONENTS, make_resource
 from stationd.web.auth import Authenticator
 from stationd.web.http import _no_constants, parse_form, route
@@ -24,7 +25,8 @@ class FakeNode:
         from twisted.internet import reactor
 
         self.store = store
-        self.auth = Authenticator(store, public_read)
+        self.cache = Cache(store)
+        self.auth = Authenticator(self.cache, public_read)
         self.files, self.reactor, self.name, self.exports = None, reactor, "test", None
         self.node_id = "00000000-0000-4000-8000-000000000000"
 

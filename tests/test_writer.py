@@ -59,7 +59,8 @@ async def test_acknowledged_only_when_fsynced(tmp_path):
                   fsync=lambda fd: synced.append(fd))
     spool.start()
     try:
-        path = await spool.append(record())
+        path, size, batches = await spool.append(record())
+        assert (size, batches) == (len(encode_segment([record()])), 1)
         assert len(synced) == 2  # the segment file, then its directory
         assert os.path.exists(path) and decode_segment(open(path, "rb").read()) == [record()]
     finally:
@@ -91,9 +92,9 @@ async def test_concurrent_batches_share_one_fsync(tmp_path):
                   fsync=lambda fd: (synced.append(fd), os.fsync(fd)))
     spool.start()
     try:
-        paths = await defer.gatherResults([spool.append(record(n=1, start=i)) for i in range(50)])
+        segments = await defer.gatherResults([spool.append(record(n=1, start=i)) for i in range(50)])
         # the first batch is written alone; the 49 that arrived meanwhile share one segment
-        assert len(set(paths)) == 2
+        assert len(set(segments)) == 2 and sorted(count for _, _, count in set(segments)) == [1, 49]
         assert len(synced) == 4
         assert spool.batches == 50
     finally:
@@ -141,7 +142,7 @@ async def test_writer_moves_segments_into_the_store_and_removes_them(store, spoo
     writer = Writer(spool, store, "node-a", spool.metrics, reactor)
     writer.startService()
     try:
-        await spool.append(record(n=3))
+        await writer.spool_record(record(n=3))
         await until(writer.idle)
         await until(lambda: not segments(spool.directory))
         assert stored(store) == 3
@@ -208,7 +209,7 @@ async def test_store_outage_keeps_the_segment_and_retries(store, spool, writer, 
 
     monkeypatch.setattr(store, "run", flaky_run)
     writer.startService()
-    await spool.append(record(n=2))
+    await writer.spool_record(record(n=2))
     await until(lambda: len(failures) == 1)
     assert segments(spool.directory)  # kept while the store is down
     writer.clock.advance(1)
@@ -233,12 +234,12 @@ async def test_a_segment_the_store_refuses_is_set_aside(store, spool, writer, mo
 
     monkeypatch.setattr(store, "run", run)
     writer.startService()
-    await spool.append(record(station="poison"))
+    await writer.spool_record(record(station="poison"))
     for n in (1, 2):
         await until(lambda n=n: len(attempts) == n)
         writer.clock.advance(60)
     await until(lambda: len(attempts) >= 3)
-    await spool.append(record(station="good"))
+    await writer.spool_record(record(station="good"))
     await until(writer.idle)
     assert len(os.listdir(os.path.join(spool.directory, "rejected"))) == 1
     assert stored(store) == 2
@@ -256,16 +257,17 @@ def test_store_batches_counts_inserted_and_duplicates(store):
 
 def test_ingest_spools_data_as_json_text_and_the_store_takes_both_forms(store):
     """What ingest spools (data_json) and what spools of earlier versions hold (data)."""
-    from stationd.ingest import Ingest
+    from stationd.ingest import Ingest, canonical
     from stationd.store.events import store_batches
 
-    ingest = Ingest(types.SimpleNamespace(spool=None, metrics=None, reactor=task.Clock(),
-                                          config={"ingest": {"min_event_time": 0, "max_future_skew": 3600}}))
+    ingest = Ingest(None, None, task.Clock(), min_event_ns=0, max_future_skew=3600)
     data = {"b": [1, 2.5, "x"], "a": {"nested": None}, "big": 2**70}
-    new = ingest.record("native", "501", [{"type": "CIC", "time_ns": 5, "data": dict(data)}])
+    data_json, data_digest = canonical(data)
+    new = ingest.record("native", "501", [{"type": "CIC", "time_ns": 5, "data_json": data_json,
+                                           "digest": data_digest}])
     [event] = new["events"]
     assert "data" not in event and json.loads(event["data_json"]) == data
-    assert event["digest"] == digest(data)
+    assert event["digest"] == digest(data) and event["data_json"] == '{"a":{"nested":null},"b":[1,2.5,"x"],"big":%d}' % 2**70
     old = record(n=1, start=7)
     old["events"][0]["data"] = data
     assert store.call(store_batches, [new, old], "node-a") == (2, 0)
@@ -279,7 +281,7 @@ async def test_stopping_while_waiting_to_retry_does_not_hang(store, spool, write
     monkeypatch.setattr(store, "run", lambda *a: calls.append(1) or defer.fail(
         OperationalError("INSERT", {}, Exception("database is down"))))
     writer.startService()
-    await spool.append(record())
+    await writer.spool_record(record())
     await until(lambda: calls)
     stopped = writer.stopService()  # the drain is waiting out its retry delay
     await until(lambda: stopped.called, timeout=2)
@@ -299,8 +301,9 @@ async def test_only_the_refused_batch_of_a_segment_is_set_aside(store, spool, wr
     monkeypatch.setattr(store, "run", run)
     writer.startService()
     # three batches in one segment: written while the first one was in flight
-    first = spool.append(record(station="501", n=1))
-    rest = [spool.append(record(station="poison", n=2)), spool.append(record(station="502", n=3))]
+    first = defer.ensureDeferred(writer.spool_record(record(station="501", n=1)))
+    rest = [defer.ensureDeferred(writer.spool_record(record(station=station, n=n)))
+            for station, n in (("poison", 2), ("502", 3))]
     await defer.gatherResults([first] + rest)
     for _ in range(6):
         writer.clock.advance(60)

@@ -1,9 +1,12 @@
-"""What both ingest protocols share: events checked, quarantined and spooled.
+"""The one road from an upload to the store: events stamped, deduped, quarantined, made durable, counted.
 
+Native ingest, HiSPARC /upload and node-to-node import hand their decoded
+events to Ingest; the web handlers only decode HTTP and encode the answer.
 Quarantine keeps implausible events (GPS-rollover dates, clocks far ahead)
 out of normal queries without losing them.
 """
 
+import hashlib
 import os
 
 from twisted.application.internet import TimerService
@@ -13,7 +16,7 @@ from twisted.logger import Logger
 
 from stationd import jsoncodec
 from stationd.store import stations
-from stationd.store.events import digest, event_ids
+from stationd.store.events import event_ids
 
 # PostgreSQL cannot keep U+0000 in jsonb text: such an event would be
 # acknowledged and then refused by the store (or by an upstream node on
@@ -36,30 +39,66 @@ def _walk_nul(value):
         return any(_walk_nul(v) for v in value)
     return False
 
+
+def canonical(data):
+    """(the JSON text of ``data``, compact with keys sorted, and its SHA-256 hex digest): one
+    encoding serves the digest (with station, type and time the natural key), the NUL check
+    and the stored text.  ValueError if it holds a NUL."""
+    text = jsoncodec.dumps(data, sort_keys=True)
+    if b"\\u0000" in text and _walk_nul(data):
+        raise ValueError(NUL_MESSAGE)
+    return text.decode("utf-8"), hashlib.sha256(text).hexdigest()
+
+
 log = Logger()
 
 
 class Ingest:
-    def __init__(self, node):
-        self.spool = node.spool
-        self.metrics = node.metrics
-        self.reactor = node.reactor
-        self.min_ns = node.config["ingest"]["min_event_time"]
-        self.skew_ns = int(node.config["ingest"]["max_future_skew"] * 1e9)
+    """Accepts checked batches: ``accept`` for a station's events, ``accept_import`` for another
+    node's.  ``commits`` (stationd.writer.GroupCommit) makes them durable."""
+
+    def __init__(self, commits, metrics, clock, min_event_ns, max_future_skew):
+        self.commits = commits
+        self.metrics = metrics
+        self.clock = clock
+        self.min_ns = min_event_ns
+        self.skew_ns = int(max_future_skew * 1e9)
+        self._events = {}  # (protocol, result) -> the counter's child (labels() costs a lock and a lookup)
+
+    async def accept(self, protocol, station, events, idempotency_key=None):
+        """Store ``events`` ([{"type", "time_ns", "data_json", "digest"}], see canonical()) of
+        ``station``; the answer {"accepted", "duplicates", "quarantined"} once they are durable
+        (with "replayed": the answer given before to the same Idempotency-Key).  Raises
+        stationd.writer's Busy, StoreRefused, SpoolFull or SpoolError when it cannot."""
+        record = self.record(protocol, station, events, idempotency_key)
+        answer = await self.commits.submit(record, sum(len(e["data_json"]) for e in record["events"]))
+        if "replayed" not in answer:
+            for result, n in (("accepted", answer["accepted"]), ("quarantined", answer["quarantined"]),
+                              ("duplicate", answer["duplicates"])):
+                if n:
+                    self._count(protocol, result, n)
+        return answer
+
+    def rejected(self, protocol, n):
+        self._count(protocol, "rejected", n)
+
+    def _count(self, protocol, result, n):
+        counter = self._events.get((protocol, result))
+        if counter is None:
+            counter = self._events[protocol, result] = self.metrics.ingest_events.labels(protocol, result)
+        counter.inc(n)
 
     def record(self, protocol, station, events, idempotency_key=None):
-        """A spool record for ``events`` ([{"type", "time_ns", "data"}]) of ``station``; each event's
-        ``data`` becomes ``data_json``, its JSON text."""
-        now_ns = int(self.reactor.seconds() * 1e9)
-        for event, event_id in zip(events, event_ids(now_ns, len(events)), strict=True):
+        """The record of a batch: ids and quarantine stamped, repeats within it left out (counted)."""
+        now_ns = int(self.clock.seconds() * 1e9)
+        fresh, seen = [], set()
+        for event in events:
+            candidate = (event["type"], event["time_ns"], event["digest"])
+            if candidate not in seen:
+                seen.add(candidate)
+                fresh.append(event)
+        for event, event_id in zip(fresh, event_ids(now_ns, len(fresh)), strict=True):
             event["id"] = event_id
-            event["digest"] = digest(event["data"])
-            # From here on the data travels as its JSON text, which is what the
-            # spool frame and the store's column hold anyway.  As dicts and
-            # lists waiting for the fsync and the commit, it was most of what
-            # the garbage collector walked under native load: 8 % of a core,
-            # full passes holding the GIL 17-30 ms (docs/performance.rst).
-            event["data_json"] = jsoncodec.dumps_text(event.pop("data"))
             if event["time_ns"] < self.min_ns:
                 event["quarantine"] = "before min_event_time"
             elif event["time_ns"] > now_ns + self.skew_ns:
@@ -67,19 +106,17 @@ class Ingest:
             else:
                 event["quarantine"] = None
         return {"protocol": protocol, "station": str(station), "received_ns": now_ns,
-                "idempotency_key": idempotency_key, "events": events}
+                "idempotency_key": idempotency_key, "events": fresh, "duplicates": len(events) - len(fresh)}
 
-    def quarantined(self, record):
-        return sum(1 for e in record["events"] if e["quarantine"] is not None)
-
-    def count_events(self, protocol, record, duplicates=0):
-        """Count a spooled record's events, and ``duplicates`` left out of it."""
-        quarantined = self.quarantined(record)
-        accepted = len(record["events"]) - quarantined
-        counter = self.metrics.ingest_events
-        for result, n in (("accepted", accepted), ("quarantined", quarantined), ("duplicate", duplicates)):
-            if n:
-                counter.labels(protocol, result).inc(n)
+    async def accept_import(self, events):
+        """Store another node's checked events (stationd.web.imports), each with its file records;
+        (counts, the file records) once committed.  Raises StoreUnavailable when the store cannot
+        take them now (the sender keeps them and retries)."""
+        counts, records = await self.commits.submit({"protocol": "import", "events": events},
+                                                    sum(len(e["data_json"]) for e in events))
+        self.metrics.import_events.labels("accepted").inc(counts["accepted"])
+        self.metrics.import_events.labels("duplicate").inc(counts["duplicates"])
+        return counts, records
 
 
 class StationList(TimerService):

@@ -31,10 +31,11 @@ from stationd.logs import make_observer
 from stationd.metrics import Metrics
 from stationd.sensors import Sensors, drivers
 from stationd.store import Store, StoreError, exports, identity
+from stationd.store.cache import Cache
 from stationd.tls import ServerTLS
 from stationd.web import make_site
 from stationd.web.auth import Authenticator
-from stationd.writer import Spool, Writer
+from stationd.writer import GroupCommit, Spool, Writer
 
 log = Logger()
 
@@ -90,6 +91,7 @@ class NodeService(service.MultiService):
         self.tls = None
         self.store = None
         self.auth = None
+        self.cache = None
         self.metrics = Metrics()
         self.spool = None
         self.writer = None
@@ -182,13 +184,16 @@ def build_node(config, reactor):
     node.store.migrate(config.own_origin_names())
     node.node_id = node.store.call_read(identity.get_node_id)
     node.store.setServiceParent(node)
-    node.auth = Authenticator(node.store, config["web"]["public_read"])
+    node.cache = Cache(node.store)
+    node.auth = Authenticator(node.cache, config["web"]["public_read"])
 
     node.spool = Spool(config["writer"]["spool_dir"] or os.path.join(config["node"]["data_dir"], "spool"),
                        config["writer"]["max_spool_bytes"], reactor, node.metrics)
     node.writer = Writer(node.spool, node.store, node.node_id, node.metrics, reactor)
     node.writer.setServiceParent(node)
-    node.ingest = Ingest(node)
+    commits = GroupCommit(node.store, node.writer, node.node_id, node.metrics)
+    node.ingest = Ingest(commits, node.metrics, reactor, config["ingest"]["min_event_time"],
+                         config["ingest"]["max_future_skew"])
     node.files = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))
     node.configs = Configs(node.store, os.path.join(node.spool.directory, "configs"),
                            config["node"]["timezone"], reactor)

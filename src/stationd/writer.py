@@ -1,15 +1,20 @@
-"""The durable spool and the group-commit writer: the only road from an upload
-to the store.
+"""Group commit into the store, and the durable spool for what the store cannot take now.
 
-An accepted batch is appended to the spool and acknowledged only when it is on
-stable storage: batches that arrive while a write is in flight are gathered
-into the next segment file, written, fsynced, renamed into place and the
-directory fsynced, all at once (group commit: one fsync pair for many
-uploads).  The writer then moves each segment into the store in one
-transaction and deletes it.  On start, segments left by an earlier run are
-drained first; a temp file never renamed was never acknowledged and is
-removed.  The store dedupes, so a segment stored twice (a crash between the
-commit and the delete) lands once.
+Uploads are acknowledged only once they are on stable storage, and made
+durable once.  GroupCommit gathers the batches that arrive while a commit
+runs and stores them all in the next transaction, straight into the store
+(SQLite: synchronous=FULL, one fsync for the group; PostgreSQL: its commit);
+the store's unique natural key makes a replayed event a duplicate there, so
+no read comes before the insert.  When the store cannot take them (it is
+away, locked, or full), the batches go to the spool instead: appended to a
+segment file that is written, fsynced, renamed into place and its directory
+fsynced before they are acknowledged (concurrent appends share the fsyncs),
+and the Writer moves each segment into the store in one transaction once it
+can, and deletes it.  While segments wait, new batches queue behind them in
+the spool.  On start, segments left by an earlier run are drained first; a
+temp file never renamed was never acknowledged and is removed.  The store
+dedupes, so a segment stored twice (a crash between the commit and the
+delete) lands once.
 """
 
 import json
@@ -28,7 +33,7 @@ from twisted.python.threadpool import ThreadPool
 from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
 
 from stationd import jsoncodec
-from stationd.store.events import store_batches
+from stationd.store.events import commit_records, store_batches
 
 log = Logger()
 
@@ -95,7 +100,6 @@ class Spool:
         self.metrics = metrics
         self.fsync = fsync
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="stationd-spool")
-        self.on_segment = lambda path, size, count: None
         self._pending = []  # (encoded record, Deferred)
         self._pending_bytes = 0
         self._inflight_bytes = 0  # the group being written now
@@ -128,10 +132,13 @@ class Spool:
         self.metrics.spool_batches.set(self.batches + len(self._pending))
 
     def append(self, record):
-        """A Deferred that fires once ``record`` is durable; fails with SpoolFull or SpoolError."""
+        """A Deferred that fires once ``record`` is durable, with its segment (path, size, batches);
+        fails with SpoolFull or SpoolError."""
         frame = encode_segment([record])
-        if self.bytes + self._inflight_bytes + self._pending_bytes + len(frame) > self.max_bytes:
-            return defer.fail(SpoolFull(f"spool holds {self.bytes} of {self.max_bytes} bytes"))
+        held = self.bytes + self._inflight_bytes + self._pending_bytes
+        if held + len(frame) > self.max_bytes:
+            return defer.fail(SpoolFull(f"a batch of {len(frame)} bytes does not fit: the spool holds {held} "
+                                        f"of max_spool_bytes {self.max_bytes}"))
         d = defer.Deferred()
         self._pending.append((frame, d))
         self._pending_bytes += len(frame)
@@ -192,9 +199,9 @@ class Spool:
         else:
             self.bytes += size
             self.batches += len(group)
-            self.on_segment(result, size, len(group))
+            segment = (result, size, len(group))
             for _, d in group:
-                d.callback(result)
+                d.callback(segment)
         self._publish()
         if self._pending:
             self._write_next()
@@ -214,7 +221,8 @@ class Spool:
 
 
 class Writer(Service):
-    """Moves spool segments into the store, one transaction each, oldest first."""
+    """The spool's owner: makes batches durable in it, and moves its segments into the store,
+    as few transactions as it can, oldest first."""
 
     name = "writer"
 
@@ -230,7 +238,6 @@ class Writer(Service):
         self._queue = []
         self._draining = None
         self._retry = self._retry_call = None
-        spool.on_segment = self.segment_ready
 
     def startService(self):
         super().startService()
@@ -248,8 +255,11 @@ class Writer(Service):
             yield self._draining
         self.spool.stop()
 
-    def segment_ready(self, path, size, count):
-        self._queue.append((path, size, count))
+    async def spool_record(self, record):
+        """Make ``record`` durable in the spool (SpoolFull, SpoolError) and queue it for the store."""
+        segment = await self.spool.append(record)
+        if segment not in self._queue:  # (records appended together share a segment)
+            self._queue.append(segment)
         self._kick()
 
     def _kick(self):
@@ -407,3 +417,120 @@ def _set_aside(path, folder):
     target = os.path.join(os.path.dirname(path), folder)
     os.makedirs(target, exist_ok=True)
     os.replace(path, os.path.join(target, os.path.basename(path)))
+
+
+class Busy(Exception):
+    """More batches wait for the store than the node holds in memory: refuse, the client retries."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot take a batch now, and it is not one the spool keeps (an import)."""
+
+
+class StoreRefused(Exception):
+    """The store refuses this batch itself (not an outage): nothing of it was kept."""
+
+
+# Batches waiting for the next commit, at most: beyond, uploads are refused
+# (503 / HiSPARC 400) instead of filling the node's memory.
+PENDING_BYTES = 32 * 1024 * 1024
+
+
+def _commit_group(conn, records, origin):
+    """One transaction for a group: ingest records (commit_records) and imports (import_batch)."""
+    from stationd.store.imports import import_batch
+
+    answers = [None] * len(records)
+    ingest = [index for index, record in enumerate(records) if record["protocol"] != "import"]
+    for index, answer in zip(ingest, commit_records(conn, [records[index] for index in ingest], origin)):
+        answers[index] = answer
+    for index, record in enumerate(records):
+        if record["protocol"] == "import":
+            answers[index] = import_batch(conn, record["events"])
+    return answers
+
+
+class GroupCommit:
+    """Batches into the store, a group a transaction: what arrives during a commit goes in the next.
+
+    ``submit(record, size)`` fires with the record's answer once it is
+    durable: committed (the store's counts), or, when the store cannot take
+    it, in the spool (the counts as far as the batch itself tells: events
+    already in the store are found, and left out, when the Writer stores it).
+    An import is never spooled: it fails with StoreUnavailable, and its
+    sender, which keeps it, retries.
+    """
+
+    def __init__(self, store, writer, origin, metrics, max_pending_bytes=PENDING_BYTES):
+        self.store, self.writer, self.origin, self.metrics = store, writer, origin, metrics
+        self.max_pending_bytes = max_pending_bytes
+        self._pending, self._pending_bytes, self._busy = [], 0, False
+        self._outage = None  # the store's error while batches go to the spool
+
+    def submit(self, record, size):
+        if self._pending_bytes + size > self.max_pending_bytes:
+            return defer.fail(Busy(f"{self._pending_bytes} bytes of batches wait for the store"))
+        d = defer.Deferred()
+        self._pending.append((record, size, d))
+        self._pending_bytes += size
+        if not self._busy:
+            self._next()
+        return d
+
+    def _next(self):
+        group, self._pending = self._pending, []
+        self._pending_bytes -= sum(size for _, size, _ in group)
+        self._busy = True
+        defer.ensureDeferred(self._commit([(record, d) for record, _, d in group])).addBoth(self._done)
+
+    def _done(self, result):
+        if isinstance(result, Failure):
+            log.failure("Group commit failed", result)
+        self._busy = False
+        if self._pending:
+            self._next()
+
+    async def _commit(self, group):
+        if not self.writer.idle():  # batches wait in the spool: these go behind them
+            await self._spool(group)
+            return
+        try:
+            answers = await self.store.run(_commit_group, [record for record, _ in group], self.origin)
+        except TRANSIENT as e:
+            if self._outage is None:
+                log.warn("The store cannot take batches now ({e}); they are spooled until it can", e=e)
+            self._outage = e
+            await self._spool(group)
+            return
+        except Exception as e:
+            if len(group) > 1:  # one batch at fault, or all: each on its own
+                for one in group:
+                    await self._commit([one])
+                return
+            log.failure("The store refused a batch of {n} event(s)", n=len(group[0][0]["events"]))
+            group[0][1].errback(StoreRefused(f"the store refused this batch: {type(e).__name__}: {e}"))
+            return
+        if self._outage is not None:
+            log.info("The store takes batches again")
+            self._outage = None
+        self.metrics.store_events.inc(sum(a["accepted"] + a["quarantined"] for (record, _), a in zip(group, answers)
+                                          if record["protocol"] != "import" and "replayed" not in a))
+        for (_, d), answer in zip(group, answers):
+            d.callback(answer)
+
+    async def _spool(self, group):
+        for record, d in group:
+            if record["protocol"] == "import":
+                d.errback(StoreUnavailable(f"the store cannot take it now: {self._outage or 'spool draining'}"))
+        spooled = [(record, d) for record, d in group if record["protocol"] != "import"]
+        for record, _ in spooled:
+            quarantined = sum(1 for e in record["events"] if e["quarantine"] is not None)
+            record["response"] = {"accepted": len(record["events"]) - quarantined,
+                                  "duplicates": record.get("duplicates", 0), "quarantined": quarantined}
+        results = await defer.DeferredList([defer.ensureDeferred(self.writer.spool_record(record))
+                                            for record, _ in spooled], consumeErrors=True)
+        for (record, d), (ok, result) in zip(spooled, results):
+            if ok:
+                d.callback(dict(record["response"], spooled=True))
+            else:
+                d.errback(result)

@@ -15,6 +15,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from stationd.jsoncodec import dumps_text
+from stationd.store.changes import CHANGED, Stamp
 from stationd.store.migrations import SchemaError, migrate
 
 
@@ -77,6 +78,10 @@ class Store(Service):
             raise StoreError(f"cannot open database {url!r}: {e}") from None
         self.url = parsed
         self.dialect = self.engine.dialect.name
+        # Users and stations changed here are re-read by stationd.store.cache
+        # once this file is replaced (SQLite files only: see there).
+        database = parsed.database if self.dialect == "sqlite" else None
+        self.stamp = Stamp(os.path.abspath(database) + ".changes") if database and database != ":memory:" else None
         self.pool = ThreadPool(minthreads=1, maxthreads=threads, name="stationd-store")
         self.read_pool = (ThreadPool(minthreads=1, maxthreads=read_threads, name="stationd-store-read")
                           if read_threads else self.pool)
@@ -85,7 +90,13 @@ class Store(Service):
     def call(self, operation, *args, **kwargs):
         """Run ``operation(conn, *args, **kwargs)`` in one transaction, here and now."""
         with self.engine.begin() as conn:
-            return operation(conn, *args, **kwargs)
+            try:
+                result = operation(conn, *args, **kwargs)
+            finally:
+                changed = conn.info.pop(CHANGED, False)
+        if changed and self.stamp is not None:  # after the commit: whoever sees the new stamp sees the change
+            self.stamp.touch()
+        return result
 
     def call_read(self, operation, *args, **kwargs):
         """Like call(), for an operation that only reads."""

@@ -67,25 +67,41 @@ _COUNT_EVENTS = {
 
 
 def insert_events(conn, rows):
-    """Insert event rows (tuples of _COLUMNS but seq), skipping those stored already; how many were new.
-    Each station's count of stored events grows by its new ones.
+    """Insert event rows (tuples of _COLUMNS but seq), skipping those stored already; how many were new."""
+    return insert_event_groups(conn, [rows])[0][0]
+
+
+def insert_event_groups(conn, groups):
+    """Insert groups of event rows (tuples of _COLUMNS but seq), skipping those stored already;
+    for each group, (how many were new, how many of those were quarantined).  Each station's
+    count of stored events grows by its new ones.
 
     Each row gets the next ``seq``: exporters read events in seq order, so
     numbers must be handed out in commit order.  SQLite has one writer at a
     time; on PostgreSQL a transaction lock makes inserting transactions take
     turns from here to their commit.
     """
-    first = _next_seq(conn)
-    numbered = [row + (first + index,) for index, row in enumerate(rows)]
-    inserted = conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], numbered).rowcount
-    if inserted == len(rows):
-        per_station = collections.Counter(row[1] for row in rows)
-    else:  # some were stored already: those kept their seq, below ``first``
+    first = seq = _next_seq(conn)
+    statement, results, per_station, replayed = _INSERT_EVENTS[conn.dialect.name], [], collections.Counter(), False
+    for rows in groups:
+        numbered = [row + (seq + index,) for index, row in enumerate(rows)]
+        inserted = conn.exec_driver_sql(statement, numbered).rowcount if rows else 0
+        quarantined = sum(1 for row in rows if row[8])
+        if inserted < len(rows):  # some were stored already: those kept their seq, from before
+            replayed = True
+            if quarantined:
+                quarantined = conn.execute(select(func.count()).where(
+                    events.c.seq >= seq, events.c.seq < seq + len(rows), events.c.quarantined)).scalar()
+        seq += len(rows)
+        results.append((inserted, quarantined))
+    if replayed:
         per_station = dict(conn.execute(select(events.c.station, func.count()).where(events.c.seq >= first)
                                         .group_by(events.c.station)).all())
+    else:
+        per_station.update(row[1] for rows in groups for row in rows)
     if per_station:
         conn.exec_driver_sql(_COUNT_EVENTS[conn.dialect.name], list(per_station.items()))
-    return inserted
+    return results
 
 
 def renumber(conn, event_ids):
@@ -104,6 +120,14 @@ def _next_seq(conn):
     return (conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0) + 1
 
 
+def _rows(record, origin):
+    station, received_ns = record["station"], record["received_ns"]
+    return [(event["id"], station, event["type"], event["time_ns"], received_ns,
+             event["data_json"] if "data_json" in event else jsoncodec.dumps_text(event["data"]),
+             event["digest"], origin, event["quarantine"] is not None, event["quarantine"])
+            for event in record["events"]]
+
+
 def store_batches(conn, records, origin):
     """Insert the events of spooled batch records; returns (inserted, duplicates).
 
@@ -111,21 +135,41 @@ def store_batches(conn, records, origin):
     as the value (``data``: spools of earlier versions, alarms)."""
     rows, keys = [], []
     for record in records:
-        station, received_ns = record["station"], record["received_ns"]
-        for event in record["events"]:
-            rows.append((
-                event["id"], station, event["type"], event["time_ns"], received_ns,
-                event["data_json"] if "data_json" in event else jsoncodec.dumps_text(event["data"]),
-                event["digest"], origin,
-                event["quarantine"] is not None, event["quarantine"],
-            ))
+        rows += _rows(record, origin)
         if record.get("idempotency_key"):
-            keys.append({"station": station, "key": record["idempotency_key"],
-                         "response": json.dumps(record["response"]), "created_ns": received_ns})
+            keys.append({"station": record["station"], "key": record["idempotency_key"],
+                         "response": json.dumps(record["response"]), "created_ns": record["received_ns"]})
     inserted = insert_events(conn, rows) if rows else 0
     if keys:
         conn.execute(_insert(conn, idempotency_keys), keys)
     return inserted, len(rows) - inserted
+
+
+def commit_records(conn, records, origin):
+    """Store ingest records straight from the requests, all in one transaction (group commit);
+    each record's answer: {"accepted", "duplicates", "quarantined"} as stored (a record whose
+    Idempotency-Key was seen before is not stored again: the answer given then, "replayed")."""
+    answers, fresh = [None] * len(records), []
+    for index, record in enumerate(records):
+        key = record.get("idempotency_key")
+        earlier = idempotent_response(conn, record["station"], key) if key else None
+        if earlier is not None:
+            answers[index] = dict(earlier, replayed=True)
+        else:
+            fresh.append(index)
+    stored = insert_event_groups(conn, [_rows(records[index], origin) for index in fresh])
+    keys = []
+    for index, (inserted, quarantined) in zip(fresh, stored):
+        record = records[index]
+        answers[index] = answer = {"accepted": inserted - quarantined,
+                                   "duplicates": len(record["events"]) - inserted + record.get("duplicates", 0),
+                                   "quarantined": quarantined}
+        if record.get("idempotency_key"):
+            keys.append({"station": record["station"], "key": record["idempotency_key"],
+                         "response": json.dumps(answer), "created_ns": record["received_ns"]})
+    if keys:
+        conn.execute(_insert(conn, idempotency_keys), keys)
+    return answers
 
 
 _KNOWN = select(events.c.type, events.c.time_ns, events.c.digest).where(

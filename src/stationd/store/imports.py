@@ -10,7 +10,6 @@ import datetime
 
 from sqlalchemy import select
 
-from stationd import jsoncodec
 from stationd.store.events import _insert, insert_events, renumber
 from stationd.store.schema import event_files, files, stations
 
@@ -23,7 +22,7 @@ def import_batch(conn, batch):
                     for s in station_ids if s not in known]
     if new_stations:  # an upstream node learns stations from their events (no upload password)
         conn.execute(_insert(conn, stations), new_stations)
-    rows = [(e["id"], e["station"], e["type"], e["time_ns"], e["received_ns"], jsoncodec.dumps_text(e["data"]),
+    rows = [(e["id"], e["station"], e["type"], e["time_ns"], e["received_ns"], e["data_json"],
              e["digest"], e["origin"], e["quarantined"], e["quarantine_reason"]) for e in batch]
     inserted = insert_events(conn, rows)
     records = [dict(f, station=e["station"]) for e in batch for f in e["files"]]

@@ -19,6 +19,7 @@ import re
 
 from sqlalchemy import bindparam, select
 
+from stationd.store.changes import mark_changed
 from stationd.store.schema import station_status, stations
 from stationd.times import format_ns
 
@@ -108,6 +109,7 @@ def get_station(conn, station_id):
 
 
 def add_station(conn, station_id, password_hash=None, cluster=None, name=None):
+    mark_changed(conn)
     station_id = check_id(station_id)
     if get_station(conn, station_id):
         raise StationExists(f"station {station_id} already exists")
@@ -120,6 +122,7 @@ def add_station(conn, station_id, password_hash=None, cluster=None, name=None):
 
 def put_station(conn, station_id, password_hash, cluster):
     """Add or update a station from a station list; returns "added", "updated" or None."""
+    mark_changed(conn)
     existing = get_station(conn, station_id)
     if existing is None:
         add_station(conn, station_id, password_hash, cluster)
@@ -143,6 +146,7 @@ def list_stations(conn):
 
 
 def remove_station(conn, station_id):
+    mark_changed(conn)
     if conn.execute(stations.delete().where(stations.c.id == str(station_id))).rowcount == 0:
         raise NoSuchStation(f"no station {station_id}")
 
@@ -183,6 +187,7 @@ def hashed_rows(stored_hashes, rows):
 
 def put_stations(conn, hashed):
     """Apply hashed station-list rows; returns {"added": n, "updated": m}."""
+    mark_changed(conn)
     counts = {"added": 0, "updated": 0}
     for station_id, password_hash, cluster in hashed:
         change = put_station(conn, station_id, password_hash, cluster)

@@ -12,6 +12,7 @@ import secrets
 
 from sqlalchemy import bindparam, select
 
+from stationd.store.changes import mark_changed
 from stationd.store.schema import users
 
 ROLES = ("admin", "station", "importer", "editor", "reader")
@@ -64,6 +65,7 @@ def _row(row):
 
 def add_user(conn, name, role, email=None, first_name=None, last_name=None, station=None):
     """Create a user; returns (user, api_key). The key is not kept anywhere."""
+    mark_changed(conn)
     if (role == "station") != (station is not None):
         raise UserError("a user of role station needs --station ID (and only it has one)")
     if not _NAME.match(name or ""):
@@ -96,6 +98,7 @@ def list_users(conn):
 
 def rotate_key(conn, name):
     """Replace a user's key; the old one stops working at once. Returns the new key."""
+    mark_changed(conn)
     key = new_key()
     updated = conn.execute(
         users.update().where(users.c.name == name).values(key_hash=hash_key(key), key_rotated_at=_now())
@@ -106,6 +109,7 @@ def rotate_key(conn, name):
 
 
 def remove_user(conn, name):
+    mark_changed(conn)
     if conn.execute(users.delete().where(users.c.name == name)).rowcount == 0:
         raise NoSuchUser(f"no user {name!r}")
 

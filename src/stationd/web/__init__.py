@@ -10,7 +10,7 @@ from stationd.web.query import Query
 from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.http import make_app, mount
-from stationd.web.site import CORS, NodeSite
+from stationd.web.site import CORS, HotRoutes, NodeSite
 
 # [web] components names -> route group classes, each built with the node.
 COMPONENTS = {
@@ -28,9 +28,12 @@ COMPONENTS = {
 
 def make_resource(node, components, prefix, cors_origins=()):
     app = make_app()
+    mounted = {}
     for name in components:
-        mount(app, COMPONENTS[name](node), prefix)
-    return CORS(app.resource(), cors_origins) if cors_origins else app.resource()
+        mounted[name] = COMPONENTS[name](node)
+        mount(app, mounted[name], prefix)
+    routes = HotRoutes(app.resource(), prefix, mounted.get("ingest"), mounted.get("upload"))
+    return CORS(routes, cors_origins) if cors_origins else routes
 
 
 def make_site(node, reactor):

@@ -1,14 +1,14 @@
 """API-key authentication and role checks, as one decorator for route handlers.
 
-Every request looks its key up in the store, so keys added, rotated or removed
-by ``stationd-admin`` count from the next request on.
+Keys are looked up through stationd.store.cache, which the store keeps true:
+keys added, rotated or removed by ``stationd-admin`` or the admin API count
+from the next request on.
 """
 
 import functools
 import inspect
 import re
 
-from stationd.store import users
 from stationd.web.http import HTTPError
 
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
@@ -24,8 +24,8 @@ def api_key(request):
 
 
 class Authenticator:
-    def __init__(self, store, public_read):
-        self.store = store
+    def __init__(self, cache, public_read):
+        self.cache = cache
         self.public_read = public_read
 
     async def check(self, request, roles, read):
@@ -36,13 +36,10 @@ class Authenticator:
         if key is None:
             raise HTTPError(401, "this route needs an API key: Authorization: Bearer <key>",
                             headers=_CHALLENGE)
-        return self.admit(request, await self.store.read(users.authenticate, key), roles)
+        return self.admit(request, await self.cache.user(key), roles)
 
     def admit(self, request, user, roles):
-        """``user``, looked up by the request's key (None: unknown), if one of ``roles`` may pass; else 401/403.
-
-        For a handler that looks the key up in a read of its own (native
-        ingest: one thread hop instead of two)."""
+        """``user``, looked up by the request's key (None: unknown), if one of ``roles`` may pass; else 401/403."""
         if user is None:
             raise HTTPError(401, "unknown API key", headers=_CHALLENGE)
         request.stationd_user = user["name"]

@@ -1,6 +1,7 @@
 """What every route group shares: JSON bodies, JSON errors, route declarations."""
 
 import binascii
+import zlib
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -80,13 +81,45 @@ def _no_constants(name):
     raise ValueError(f"{name} is not JSON")
 
 
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+_WBITS = {b"gzip": (31,), b"x-gzip": (31,), b"deflate": (15, -15)}  # deflate: zlib-wrapped, or raw as some send it
+
+
+def read_body(request):
+    """The request body, decompressed if it is sent with Content-Encoding gzip or deflate (as
+    Telegraf's and Vector's HTTP outputs can).  The decompressed size is held to the site's
+    max_body_size (413) without ever holding more of it; a corrupt stream is a 400."""
+    body = request.content.read()
+    encoding = (request.getHeader(b"content-encoding") or b"identity").strip().lower()
+    if encoding == b"identity":
+        return body
+    if encoding not in _WBITS:
+        raise HTTPError(415, f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted; "
+                        "send identity, gzip or deflate")
+    limit = getattr(request.channel.site, "max_body_size", DEFAULT_MAX_BODY)
+    for wbits in _WBITS[encoding]:
+        stream = zlib.decompressobj(wbits)
+        try:
+            out = stream.decompress(body, limit + 1)
+        except zlib.error as e:
+            error = e
+            continue
+        if len(out) > limit or stream.unconsumed_tail:
+            raise HTTPError(413, f"the decompressed body is larger than the limit of {limit} bytes")
+        if not stream.eof:
+            raise HTTPError(400, f"the {encoding.decode()} body is truncated", code="bad_encoding")
+        return out
+    raise HTTPError(400, f"the body is not valid {encoding.decode()}: {error}", code="bad_encoding")
+
+
 def read_json(request):
-    """The request body as a JSON object, or a 400/415 HTTPError."""
+    """The request body (decompressed: read_body) as a JSON object, or a 400/413/415 HTTPError."""
     content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if content_type not in (b"application/json", b""):
         raise HTTPError(415, "send the body as application/json")
+    raw = read_body(request)
     try:
-        value = jsoncodec.loads(request.content.read() or b"null", parse_constant=_no_constants)
+        value = jsoncodec.loads(raw or b"null", parse_constant=_no_constants)
     except ValueError as e:
         raise HTTPError(400, f"body is not valid JSON: {e}", code="bad_json") from None
     if not isinstance(value, dict):
@@ -116,18 +149,33 @@ def mount(app, component, prefix):
             )(getattr(component, name))
 
 
+def render_error(request, error):
+    """The JSON answer of an HTTPError: status, headers, body."""
+    for name, value in error.headers.items():
+        request.setHeader(name.encode("ascii"), value.encode("latin-1"))
+    request.setResponseCode(error.status)
+    request.setHeader(b"content-type", b"application/json")
+    return error_body(error.code, error.message, error.details)
+
+
+def render_failure(request, failure):
+    """The JSON answer of any exception of a handler: an HTTPError as itself, the rest a logged 500."""
+    if failure.check(HTTPError):
+        return render_error(request, failure.value)
+    log.failure("Error handling {method} {path}", failure,
+                method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
+    request.setResponseCode(500)
+    request.setHeader(b"content-type", b"application/json")
+    return error_body("internal_error", "internal error; the node's log has the details")
+
+
 def make_app():
     """A Klein app whose every error, routing errors included, is JSON."""
     app = Klein()
 
     @app.handle_errors(HTTPError)
     def http_error(request, failure):
-        error = failure.value
-        for name, value in error.headers.items():
-            request.setHeader(name.encode("ascii"), value.encode("latin-1"))
-        request.setResponseCode(error.status)
-        request.setHeader(b"content-type", b"application/json")
-        return error_body(error.code, error.message, error.details)
+        return render_error(request, failure.value)
 
     @app.handle_errors(HTTPException)
     def routing_error(request, failure):
@@ -148,10 +196,6 @@ def make_app():
 
     @app.handle_errors(Exception)
     def internal_error(request, failure):
-        log.failure("Error handling {method} {path}", failure,
-                    method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
-        request.setResponseCode(500)
-        request.setHeader(b"content-type", b"application/json")
-        return error_body("internal_error", "internal error; the node's log has the details")
+        return render_failure(request, failure)
 
     return app

@@ -12,9 +12,9 @@ import re
 from twisted.internet.threads import deferToThread
 
 from stationd.filestore import ContentMismatch
-from stationd.ingest import NUL_MESSAGE, has_nul
-from stationd.store import files, imports, stations
-from stationd.store.events import digest
+from stationd.ingest import NUL_MESSAGE, canonical, has_nul
+from stationd.store import files, stations
+from stationd.writer import Busy, StoreRefused, StoreUnavailable
 from stationd.times import MAX_NS, MIN_NS, parse_time
 from stationd.web.auth import require
 from stationd.web.http import HTTPError, json_body, read_json, route
@@ -71,9 +71,8 @@ def parse_import_event(event, sender):
     data = event.get("data")
     if not isinstance(data, dict):
         raise ValueError("data must be an object")
-    # As at ingest: a PostgreSQL store, here or upstream, could not keep it.
-    if has_nul(data):
-        raise ValueError(NUL_MESSAGE)
+    # As at ingest: a PostgreSQL store, here or upstream, could not keep a NUL.
+    data_json, data_digest = canonical(data)
     quarantined = event.get("quarantined", False)
     if not isinstance(quarantined, bool):
         raise ValueError("quarantined must be true or false")
@@ -82,7 +81,7 @@ def parse_import_event(event, sender):
         raise ValueError("files must be a list")
     return {"id": event["id"], "station": station, "type": _text(event.get("type"), "type", 64),
             "time_ns": _int(time_ns, "time_ns"), "received_ns": _int(event.get("received_ns", 0), "received_ns"),
-            "data": data, "digest": digest(data), "origin": _text(event.get("origin", sender), "origin"),
+            "data_json": data_json, "digest": data_digest, "origin": _text(event.get("origin", sender), "origin"),
             "quarantined": quarantined,
             "quarantine_reason": _text(event.get("quarantine_reason"), "quarantine_reason", required=False),
             "files": [parse_file(f) for f in listed]}
@@ -93,7 +92,7 @@ class Import:
         self.store = node.store
         self.auth = node.auth
         self.files = node.files
-        self.metrics = node.metrics
+        self.ingest = node.ingest
         self.node_name, self.node_id = node.name, node.node_id  # exporters leave out events from here
         self.reactor = node.reactor
 
@@ -118,12 +117,15 @@ class Import:
         if errors:
             raise HTTPError(422, f"{len(errors)} invalid event(s); nothing of this batch was stored",
                             code="invalid_events", details=errors)
-        counts, records = await self.store.run(imports.import_batch, parsed)
+        try:
+            counts, records = await self.ingest.accept_import(parsed)
+        except (StoreUnavailable, Busy) as e:
+            raise HTTPError(503, f"cannot import now: {e}", headers={"Retry-After": "10"}) from None
+        except StoreRefused as e:
+            raise HTTPError(500, str(e), code="store_refused") from None
         missing = []
         if records:  # most batches have no files: no thread hop for them
             missing = await deferToThread(self._missing, records)
-        self.metrics.import_events.labels("accepted").inc(counts["accepted"])
-        self.metrics.import_events.labels("duplicate").inc(counts["duplicates"])
         # The batch's objects are let go after the answer has left (two reactor
         # turns from now: the first runs with this one's thread callbacks, before
         # the poll that writes the answer), while the exporter goes on: freeing

@@ -7,18 +7,18 @@ Answered 200 {"accepted", "duplicates", "quarantined"} once durable; a retry
 with the same Idempotency-Key gets the first answer again.
 """
 
-from stationd.ingest import NUL_MESSAGE, has_nul
-from stationd.store import events as store_events
-from stationd.store import users
+from stationd.ingest import canonical
 from stationd.times import parse_time
-from stationd.web.auth import api_key, require
+from stationd.web.auth import api_key
 from stationd.web.http import HTTPError, json_body, read_json, route
-from stationd.writer import SpoolError, SpoolFull
+from stationd.writer import Busy, SpoolError, SpoolFull, StoreRefused
 
 RETRY_AFTER = "5"
+ROLES = ("station", "admin")
 
 
 def parse_event(event):
+    """A native event as Ingest takes it; ValueError naming what is wrong."""
     if not isinstance(event, dict):
         raise ValueError("an event must be a JSON object")
     kind = event.get("type")
@@ -37,46 +37,48 @@ def parse_event(event):
     data = event.get("data", {})
     if not isinstance(data, dict):
         raise ValueError("data must be a JSON object")
-    if has_nul(data):
-        raise ValueError(NUL_MESSAGE)
-    return {"type": kind, "time_ns": time_ns, "data": data}
+    data_json, digest = canonical(data)
+    return {"type": kind, "time_ns": time_ns, "data_json": data_json, "digest": digest}
 
 
 class NativeIngest:
+    """Served by stationd.web.site.HotRoutes without Klein's routing; the route is declared here too."""
+
     def __init__(self, node):
-        self.store = node.store
         self.ingest = node.ingest
-        self.metrics = node.metrics
+        self.cache = node.cache
         self.auth = node.auth
+        self._requests = {}  # status -> the counter's child: labels() costs a lock and a lookup
+        self._counter = node.metrics.ingest_requests
 
     @route("POST", "/api/v1/stations/<station_id>/events")
     async def events(self, request, station_id):
         try:
             status, body = await self._ingest(request, station_id)
         except HTTPError as e:
-            self.metrics.ingest_requests.labels("native", str(e.status)).inc()
+            self._count(e.status)
             raise
-        self.metrics.ingest_requests.labels("native", str(status)).inc()
+        self._count(status)
         return json_body(request, body, status)
 
-    @require("station", "admin")
-    async def _authorized(self, request, station_id):
-        self._may_ingest(request, station_id)
-
-    def _may_ingest(self, request, station_id):
-        account = request.stationd_account
-        if account["role"] == "station" and account["station"] != station_id:
-            raise HTTPError(403, f"{account['name']} may only ingest for station {account['station']}")
+    def _count(self, status):
+        counter = self._requests.get(status)
+        if counter is None:
+            counter = self._requests[status] = self._counter.labels("native", str(status))
+        counter.inc()
 
     async def _ingest(self, request, station_id):
         secret = api_key(request)
-        try:
-            batch = _events_of(read_json(request))
-        except HTTPError:
-            await self._authorized(request, station_id)  # who asks is answered before what is wrong
-            raise
         if secret is None:
-            await self._authorized(request, station_id)  # the 401 every route gives
+            raise HTTPError(401, "this route needs an API key: Authorization: Bearer <key>",
+                            headers={"WWW-Authenticate": 'Bearer realm="stationd"'})
+        # Who asks is answered before what is wrong with the body.
+        account = self.auth.admit(request, self.cache.cached_user(secret) or await self.cache.user(secret), ROLES)
+        if account["role"] == "station" and account["station"] != station_id:
+            raise HTTPError(403, f"{account['name']} may only ingest for station {account['station']}")
+        batch = _events_of(read_json(request))
+        if self.cache.cached_station(station_id) is None and await self.cache.station(station_id) is None:
+            raise HTTPError(404, f"no station {station_id}")
         key = request.getHeader(b"idempotency-key")
         key = key.decode("latin-1").strip()[:255] if key else None
         parsed, errors = [], []
@@ -85,42 +87,19 @@ class NativeIngest:
                 parsed.append(parse_event(event))
             except ValueError as e:
                 errors.append({"index": index, "message": str(e)})
-        submitted = len(batch)
-        del batch  # the body as decoded: its data dicts are not kept while the batch waits (Ingest.record)
-        record = self.ingest.record("native", station_id, parsed, idempotency_key=key)
-        candidates = [(e["type"], e["time_ns"], e["digest"]) for e in record["events"]]
-        # The key, the station, an earlier answer and the known events in one
-        # read: each thread hop costs more than the queries (docs/performance.rst).
-        user, (exists, earlier, known) = await self.store.read(
-            _check, secret, station_id, key, [] if errors else candidates)
-        self.auth.admit(request, user, ("station", "admin"))
-        self._may_ingest(request, station_id)
-        if not exists:
-            raise HTTPError(404, f"no station {station_id}")
-        if earlier is not None:
-            request.setHeader(b"idempotent-replayed", b"true")
-            return 200, earlier
         if errors:
-            self.metrics.ingest_events.labels("native", "rejected").inc(submitted)
+            self.ingest.rejected("native", len(batch))
             raise _invalid(errors)
-
-        fresh, seen = [], set(known)
-        for event, candidate in zip(record["events"], candidates):
-            if candidate not in seen:
-                seen.add(candidate)
-                fresh.append(event)
-        duplicates = len(record["events"]) - len(fresh)
-        record["events"] = fresh
-        quarantined = self.ingest.quarantined(record)
-        answer = {"accepted": len(fresh) - quarantined, "duplicates": duplicates,
-                  "quarantined": quarantined}
-        record["response"] = answer
-        if fresh or key:
-            try:
-                await self.ingest.spool.append(record)
-            except (SpoolFull, SpoolError) as e:
-                raise HTTPError(503, f"cannot accept now: {e}", headers={"Retry-After": RETRY_AFTER}) from None
-        self.ingest.count_events("native", record, duplicates)
+        del batch  # the body as decoded: its data is kept as JSON text while the batch waits
+        try:
+            answer = await self.ingest.accept("native", station_id, parsed, idempotency_key=key)
+        except (Busy, SpoolFull, SpoolError) as e:
+            raise HTTPError(503, f"cannot accept now: {e}", headers={"Retry-After": RETRY_AFTER}) from None
+        except StoreRefused as e:
+            raise HTTPError(500, str(e), code="store_refused") from None
+        if answer.pop("replayed", False):
+            request.setHeader(b"idempotent-replayed", b"true")
+        answer.pop("spooled", None)
         return 200, answer
 
 
@@ -131,12 +110,6 @@ def _events_of(body):
     return batch
 
 
-def _check(conn, secret, station, key, candidates):
-    return users.authenticate(conn, secret), store_events.ingest_check(conn, station, key, candidates)
-
-
 def _invalid(errors):
     return HTTPError(422, f"{len(errors)} invalid event(s); nothing of this batch was stored",
                      code="invalid_events", details=errors)
-
-

@@ -14,10 +14,10 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThread
 
 from stationd.hisparc import DecodeError, decode_upload
-from stationd.ingest import has_nul
+from stationd.ingest import canonical
 from stationd.store import stations
 from stationd.web.http import parse_form, route
-from stationd.writer import SpoolError, SpoolFull
+from stationd.writer import Busy, SpoolError, SpoolFull, StoreRefused
 
 RETRY_AFTER = b"30"
 
@@ -37,10 +37,13 @@ def _payload_bytes(raw):
 
 
 class Upload:
+    """Served by stationd.web.site.HotRoutes without Klein's routing; the route is declared here too."""
+
     def __init__(self, node):
-        self.store = node.store
+        self.cache = node.cache
         self.ingest = node.ingest
         self.metrics = node.metrics
+        self._answers = {}  # code -> the counter's child
         # One password check at a time: each scrypt derivation holds 16 MiB
         # and a core for tens of ms, so a flood of wrong passwords must not
         # take a small board's memory or all the reactor's threads.
@@ -49,7 +52,10 @@ class Upload:
     @route("POST", "/upload")
     async def upload(self, request):
         code = await self._answer(request)
-        self.metrics.ingest_requests.labels("hisparc", code).inc()
+        counter = self._answers.get(code)
+        if counter is None:
+            counter = self._answers[code] = self.metrics.ingest_requests.labels("hisparc", code)
+        counter.inc()
         request.setHeader(b"content-type", b"text/plain")
         return code.encode("ascii")
 
@@ -65,7 +71,7 @@ class Upload:
             checksum = checksum.decode("ascii").strip().lower()
         except (ValueError, UnicodeDecodeError):
             return "400"
-        station = await self.store.read(stations.get_station, station_id)
+        station = self.cache.cached_station(station_id) or await self.cache.station(station_id)
         if station is None:
             return "206"
         stored = station["password_hash"]
@@ -80,16 +86,19 @@ class Upload:
         try:
             events = decode_upload(data, "json" if _field(form, b"format") == b"json" else "pickle")
         except DecodeError:
-            self.metrics.ingest_events.labels("hisparc", "rejected").inc()
+            self.ingest.rejected("hisparc", 1)
             return "208"
-        if any(has_nul(event["data"]) or "\x00" in event["type"] for event in events):
-            self.metrics.ingest_events.labels("hisparc", "rejected").inc()
-            return "208"  # NUL_MESSAGE: the store could not keep it
-        record = self.ingest.record("hisparc", station_id, events)
         try:
-            await self.ingest.spool.append(record)
-        except (SpoolFull, SpoolError):
+            for event in events:
+                if "\x00" in event["type"]:
+                    raise ValueError("NUL in the event type")
+                event["data_json"], event["digest"] = canonical(event.pop("data"))
+        except ValueError:
+            self.ingest.rejected("hisparc", 1)
+            return "208"  # NUL_MESSAGE: the store could not keep it
+        try:
+            await self.ingest.accept("hisparc", station_id, events)
+        except (Busy, SpoolFull, SpoolError, StoreRefused):
             request.setHeader(b"retry-after", RETRY_AFTER)
             return "400"
-        self.ingest.count_events("hisparc", record)
         return "100"

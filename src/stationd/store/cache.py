@@ -1,0 +1,66 @@
+"""Users and stations as every request needs them, kept in memory while the store says they are unchanged.
+
+A transaction that changes users or stations marks itself (``mark_changed``);
+once it has committed, the store replaces a stamp file beside the database
+(stationd.store.Store.call), whoever made the change: the node, or
+``stationd-admin`` in another process on the same file.  An entry here is
+good while the stamp is the one seen when it was read, so a request costs one
+stat() instead of a thread hop and a query, and a key removed or rotated is
+refused from the next request on.  A PostgreSQL store (its admin commands may
+run on another host) has no stamp: every lookup reads the store.
+"""
+
+import hashlib
+
+from stationd.store import stations, users
+
+class Cache:
+    def __init__(self, store):
+        self.store = store
+        self.stamp = store.stamp
+        self._seen = object()  # no version yet: the first lookup reads
+        self._users, self._stations = {}, {}
+
+    def _current(self):
+        """The stamp's version now; entries read under another are dropped."""
+        version = self.stamp.version()
+        if version != self._seen:
+            self._users.clear()
+            self._stations.clear()
+            self._seen = version
+        return version
+
+    async def user(self, key: str):
+        """The user holding ``key``, or None."""
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        return await self._lookup(self._users, digest, users.authenticate, key)
+
+    async def station(self, station_id: str):
+        """The station's row (with password_hash), or None."""
+        return await self._lookup(self._stations, station_id, stations.get_station, station_id)
+
+    def cached_user(self, key: str):
+        """The cached user for ``key``, or None when a lookup must read the store."""
+        if self.stamp is None:
+            return None
+        self._current()
+        return self._users.get(hashlib.sha256(key.encode("utf-8")).digest())
+
+    def cached_station(self, station_id: str):
+        if self.stamp is None:
+            return None
+        self._current()
+        return self._stations.get(station_id)
+
+    async def _lookup(self, entries, name, read, *args):
+        if self.stamp is None:
+            return await self.store.read(read, *args)
+        version = self._current()
+        if name in entries:
+            return entries[name]
+        found = await self.store.read(read, *args)
+        # Kept only if nothing changed since the version above was seen, and
+        # never a miss: unknown keys and stations are read each time.
+        if found is not None and self._current() == version:
+            entries[name] = found
+        return found
