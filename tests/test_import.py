@@ -155,3 +155,25 @@ async def test_integers_beyond_64_bits_are_stored_exactly(node):
         stored = node.store.call(lambda conn, i=event["id"]: conn.execute(
             select(events.c.digest).where(events.c.id == i)).scalar())
         assert stored == digest(event["data"])  # of the exact value: a float would give another
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gzip_batch_is_imported_and_one_the_store_cannot_take_is_503(node, monkeypatch):
+    import gzip
+
+    from sqlalchemy.exc import OperationalError
+    from twisted.internet import defer
+
+    batch = exported(4)
+    headers = {"Authorization": f"Bearer {node.importer_key}", "Content-Type": "application/json",
+               "Content-Encoding": "gzip"}
+    body = gzip.compress(json.dumps({"origin": "regional", "events": batch}).encode())
+    response, answer = await call(node.stub, "POST", "http://n/api/v1/import", data=body, headers=headers)
+    assert response.code == 200 and json.loads(answer)["accepted"] == 4
+    # An import is not spooled: the sender keeps its batch and is told to come back.
+    monkeypatch.setattr(node.store, "run", lambda *a, **k: defer.fail(
+        OperationalError("INSERT", {}, Exception("database is locked"))))
+    response, answer = await call(node.stub, "POST", "http://n/api/v1/import", data=gzip.compress(
+        json.dumps({"origin": "regional", "events": exported(2)}).encode()), headers=headers)
+    assert response.code == 503 and response.headers.getRawHeaders("retry-after") == ["10"]
+    assert node.spool.batches == 0

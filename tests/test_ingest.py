@@ -409,3 +409,53 @@ async def test_a_nul_character_is_refused_on_every_backend_not_acknowledged_and_
     assert response.code == 200
     await drained(node)
     assert [r["data"] for r in stored(node)] == [{"path": "C:\\u0000"}]
+
+
+# -- compressed bodies --
+
+def _compressed(body, how):
+    import gzip
+    import zlib
+
+    if how == "gzip":
+        return gzip.compress(body)
+    if how == "deflate":
+        return zlib.compress(body)
+    raw = zlib.compressobj(wbits=-15)  # raw deflate, as some clients send "deflate"
+    return raw.compress(body) + raw.flush()
+
+
+@pytest.mark.parametrize("encoding, how", [("gzip", "gzip"), ("deflate", "deflate"), ("deflate", "raw")])
+@pytest_twisted.ensureDeferred
+async def test_gzip_and_deflate_bodies_are_taken_on_native_ingest(node, keys, encoding, how):
+    batch = {"events": [{"type": "WTR", "time": 1714564800 + i, "data": {"t": i}} for i in range(20)]}
+    response, body = await call(node.stub, "POST", "http://n/api/v1/stations/501/events",
+                                data=_compressed(json.dumps(batch).encode(), how),
+                                headers={"Authorization": f"Bearer {keys['station']}",
+                                         "Content-Type": "application/json", "Content-Encoding": encoding})
+    assert response.code == 200, body
+    assert json.loads(body)["accepted"] == 20
+    await drained(node)
+    assert sorted(r["data"]["t"] for r in stored(node)) == list(range(20))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_decompression_bomb_is_413_and_a_corrupt_body_400(node, keys):
+    """64 MiB of zeros in 64 KiB of gzip: decompressed no further than max_body_size (16 MiB)."""
+    import gzip
+
+    headers = {"Authorization": f"Bearer {keys['station']}", "Content-Type": "application/json",
+               "Content-Encoding": "gzip"}
+    bomb = gzip.compress(b'{"events": [' + b" " * (64 * 2**20) + b"]}")
+    assert len(bomb) < 100_000
+    response, body = await call(node.stub, "POST", "http://n/api/v1/stations/501/events", data=bomb,
+                                headers=headers)
+    assert response.code == 413 and "decompressed body is larger" in json.loads(body)["error"]["message"]
+    response, body = await call(node.stub, "POST", "http://n/api/v1/stations/501/events",
+                                data=gzip.compress(b'{"events": []}')[:-6], headers=headers)
+    assert response.code == 400 and json.loads(body)["error"]["code"] == "bad_encoding"
+    response, body = await call(node.stub, "POST", "http://n/api/v1/stations/501/events", data=b"{}",
+                                headers=dict(headers, **{"Content-Encoding": "br"}))
+    assert response.code == 415
+    await drained(node)
+    assert stored(node) == []

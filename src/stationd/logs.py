@@ -3,14 +3,28 @@
 import os
 import sys
 
+import functools
+
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    formatEventAsClassicLogText,
+    formatTime,
     jsonFileLogObserver,
-    textFileLogObserver,
 )
 from twisted.python.logfile import LogFile
+
+
+def _second(when):
+    """formatTime, once a second: its strftime was a tenth of an access log line's cost."""
+    return _formatted(int(when)) if when is not None else formatTime(when)
+
+
+@functools.lru_cache(maxsize=4)
+def _formatted(second):
+    return formatTime(second)
 
 
 def make_observer(log_config, stream=None):
@@ -26,6 +40,6 @@ def make_observer(log_config, stream=None):
     if log_config["format"] == "json":
         observer = jsonFileLogObserver(out)
     else:
-        observer = textFileLogObserver(out)
+        observer = FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=_second))
     level = LogLevel.levelWithName(log_config["level"])
     return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])

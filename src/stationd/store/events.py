@@ -7,6 +7,7 @@ time a no-op.
 """
 
 import collections
+import functools
 import hashlib
 import json
 import os
@@ -60,6 +61,31 @@ _INSERT_EVENTS = {
                   f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
 }
 
+# On SQLite, many rows a statement: executemany releases and retakes the GIL
+# around each row's step, and with the reactor busy each retake waited for
+# a switch (the writer thread spent twice its insert's CPU on them; see
+# docs/performance.rst, Ingest).  500 rows of 11 values stay far below
+# SQLite's limit of 32766 variables.
+ROWS_A_STATEMENT = 500
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_insert(rows):
+    values = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+    return f"INSERT OR IGNORE INTO events ({', '.join(_COLUMNS)}) VALUES " + ", ".join([values] * rows)
+
+
+def _insert_rows(conn, numbered):
+    """Insert numbered rows, skipping those stored already; how many were new."""
+    if conn.dialect.name != "sqlite":
+        return conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], numbered).rowcount
+    inserted = 0
+    for start in range(0, len(numbered), ROWS_A_STATEMENT):
+        chunk = numbered[start:start + ROWS_A_STATEMENT]
+        inserted += conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(v for row in chunk for v in row)).rowcount
+    return inserted
+
+
 _COUNT_EVENTS = {
     dialect: f"INSERT INTO station_event_counts (station, events) VALUES ({mark}, {mark}) "
              "ON CONFLICT (station) DO UPDATE SET events = station_event_counts.events + excluded.events"
@@ -76,29 +102,33 @@ def insert_event_groups(conn, groups):
     for each group, (how many were new, how many of those were quarantined).  Each station's
     count of stored events grows by its new ones.
 
+    All groups go in as one statement (a few, for many rows): per statement,
+    the driver's and SQLAlchemy's own work cost more than a small group's
+    insert.  Only when some rows were stored already does a read find out
+    whose: each group's rows had seqs of their own, and the rows left out
+    kept theirs from before.
+
     Each row gets the next ``seq``: exporters read events in seq order, so
     numbers must be handed out in commit order.  SQLite has one writer at a
     time; on PostgreSQL a transaction lock makes inserting transactions take
     turns from here to their commit.
     """
     first = seq = _next_seq(conn)
-    statement, results, per_station, replayed = _INSERT_EVENTS[conn.dialect.name], [], collections.Counter(), False
+    numbered, bounds = [], []
     for rows in groups:
-        numbered = [row + (seq + index,) for index, row in enumerate(rows)]
-        inserted = conn.exec_driver_sql(statement, numbered).rowcount if rows else 0
-        quarantined = sum(1 for row in rows if row[8])
-        if inserted < len(rows):  # some were stored already: those kept their seq, from before
-            replayed = True
-            if quarantined:
-                quarantined = conn.execute(select(func.count()).where(
-                    events.c.seq >= seq, events.c.seq < seq + len(rows), events.c.quarantined)).scalar()
+        numbered += [row + (seq + index,) for index, row in enumerate(rows)]
+        bounds.append((seq, seq + len(rows)))
         seq += len(rows)
-        results.append((inserted, quarantined))
-    if replayed:
-        per_station = dict(conn.execute(select(events.c.station, func.count()).where(events.c.seq >= first)
-                                        .group_by(events.c.station)).all())
-    else:
-        per_station.update(row[1] for rows in groups for row in rows)
+    inserted = _insert_rows(conn, numbered) if numbered else 0
+    if inserted == len(numbered):
+        results = [(len(rows), sum(1 for row in rows if row[8])) for rows in groups]
+        per_station = collections.Counter(row[1] for row in numbered)
+    else:  # some were stored already: which rows have the seqs handed out here
+        new = conn.execute(select(events.c.seq, events.c.quarantined, events.c.station)
+                           .where(events.c.seq >= first)).all()
+        results = [(sum(1 for s, _, _ in new if low <= s < high),
+                    sum(1 for s, q, _ in new if low <= s < high and q)) for low, high in bounds]
+        per_station = collections.Counter(station for _, _, station in new)
     if per_station:
         conn.exec_driver_sql(_COUNT_EVENTS[conn.dialect.name], list(per_station.items()))
     return results
