@@ -237,6 +237,9 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=("native", "hisparc"))
     args = parser.parse_args()
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench/ingest.py needs {tool}: apt-get install -y wrk util-linux")
     workdir = tempfile.mkdtemp(prefix="stationd-bench-")
     servers = []
     try:
