@@ -1,4 +1,4 @@
-"""Crash test: every acknowledged HiSPARC upload survives SIGKILL, stored exactly once.
+"""Crash test: every acknowledged upload (HiSPARC and native) survives SIGKILL, stored exactly once.
 
 Uploading clients (threads, like stations) send distinct batches and record
 each one the node acknowledges with 100; meanwhile the node is killed with
@@ -17,6 +17,7 @@ import argparse
 import datetime
 import hashlib
 import http.client
+import json
 import os
 import pickle
 import random
@@ -49,6 +50,9 @@ class Node:
                     "https =\n[log]\nlevel = warn\n")
         subprocess.run([os.path.join(BIN, "stationd-admin"), "add-station", "501", "--password", "pw",
                         "--config", self.config], check=True, capture_output=True)
+        out = subprocess.run([os.path.join(BIN, "stationd-admin"), "add-user", "box", "--role", "station",
+                              "--station", "501", "--config", self.config], check=True, capture_output=True, text=True)
+        self.key = out.stdout.strip().splitlines()[-1]
         self.proc = None
         self.log = open(os.path.join(workdir, "node.log"), "ab")
 
@@ -85,11 +89,13 @@ class Node:
 
 
 class Station(threading.Thread):
-    """Uploads batches of distinct events; records the ones acknowledged with 100."""
+    """Uploads batches of distinct events, HiSPARC /upload or native JSON ingest; records the ones
+    acknowledged (100, or 200)."""
 
-    def __init__(self, node, number, stop, batch_size=10):
+    def __init__(self, node, number, stop, batch_size=10, native=False):
         super().__init__(daemon=True)
         self.node, self.number, self.stop_flag, self.batch_size = node, number, stop, batch_size
+        self.native = native
         self.acknowledged = []  # time_ns of every acknowledged event
         self.sequence = 0
 
@@ -103,6 +109,10 @@ class Station(threading.Thread):
             events.append({"header": {"eventtype_uploadcode": "CIC", "datetime": when, "nanoseconds": ns},
                            "datalist": [{"data_uploadcode": "N", "data": self.sequence}]})
             times.append(int((when - datetime.datetime(1970, 1, 1)).total_seconds()) * 10**9 + ns)
+        if self.native:
+            body = json.dumps({"events": [{"type": "CIC", "time_ns": t, "data": {"N": e["datalist"][0]["data"]}}
+                                          for t, e in zip(times, events)]}).encode()
+            return body, times
         text = pickle.dumps(events, protocol=2).decode("latin-1")
         body = urllib.parse.urlencode({
             "station_id": "501", "password": "pw", "data": text,
@@ -114,13 +124,19 @@ class Station(threading.Thread):
             body, times = self.batch()
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.node.port, timeout=10)
-                conn.request("POST", "/upload", body, {"Content-Type": "application/x-www-form-urlencoded"})
-                answer = conn.getresponse().read()
+                if self.native:
+                    conn.request("POST", "/api/v1/stations/501/events", body, {
+                        "Content-Type": "application/json", "Authorization": f"Bearer {self.node.key}"})
+                else:
+                    conn.request("POST", "/upload", body, {"Content-Type": "application/x-www-form-urlencoded"})
+                response = conn.getresponse()
+                answer, status = response.read(), response.status
                 conn.close()
             except OSError:
                 time.sleep(0.01)  # the node is down: this batch was never acknowledged
                 continue
-            if answer == b"100":
+            if answer == b"100" or (self.native and status == 200 and
+                                    json.loads(answer)["accepted"] == len(times)):
                 self.acknowledged.extend(times)
 
 
@@ -133,7 +149,7 @@ def run(kills, stations=4, workdir=None, seed=None):
     node = Node(workdir)
     node.start()
     stop = threading.Event()
-    clients = [Station(node, n + 1, stop) for n in range(stations)]
+    clients = [Station(node, n + 1, stop, native=n % 2 == 1) for n in range(stations)]  # half native
     try:
         for client in clients:
             client.start()

@@ -4,6 +4,6 @@ from crash_ingest import run
 
 
 def test_acknowledged_uploads_survive_20_sigkills(tmp_path):
-    events, kills = run(kills=20, workdir=str(tmp_path), seed=20261121)
+    events, kills = run(kills=20, workdir=str(tmp_path), seed=20261121)  # two HiSPARC, two native clients
     assert kills == 20
     assert events > 0  # uploads were acknowledged between the kills
