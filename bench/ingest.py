@@ -45,7 +45,7 @@ import urllib.request
 
 import numpy as np
 
-from nodes import HOST, admin, cpu_seconds, free_port, start_node, stop_node, write_config
+from nodes import HOST, admin, cpu_seconds, free_port, start_node, write_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATION, PASSWORD = "501", "secret"

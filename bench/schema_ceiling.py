@@ -1,6 +1,6 @@
 """durable_ceiling.py with stationd's events table (its columns, unique natural key and 5 indexes),
 digest and UUID per event: what the store's own schema costs at the least."""
-import hashlib, os, sqlite3, sys, threading, uuid, time
+import hashlib, os, sqlite3, sys, threading, time
 import orjson
 from twisted.internet import reactor
 from twisted.web import resource, server

@@ -95,25 +95,6 @@ def test_schema_matches_the_declared_metadata(store):
 
 
 
-def test_the_dedupe_lookup_uses_station_and_time_on_sqlite(tmp_path):
-    """Ingest checks every batch against the store: that must not scan a station's events."""
-    from sqlalchemy import event as sa_event
-
-    from stationd.store.events import known_events
-
-    store = Store(f"sqlite:///{tmp_path}/plan.sqlite")
-    store.migrate()
-    seen = []
-    sa_event.listen(store.engine, "before_cursor_execute",
-                    lambda conn, cursor, statement, params, *_: seen.append((statement, params)))
-    store.call(known_events, "501", [("CIC", 5, "d")])
-    statement, params = seen[-1]
-    with store.engine.connect() as conn:
-        plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
-    store.close()
-    assert "station=? AND time_ns=?" in plan, plan
-
-
 def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     """Version 3 added query indexes and the files and station status tables; 4 configs;
     5 export state; 6 export targets; 7 sensor readings; 8 events counted per station."""

@@ -3,7 +3,6 @@ bounded size, recovery, and exactly-once storage across replays."""
 
 import json
 import os
-import types
 
 import pytest
 import pytest_twisted

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stationd import jsoncodec
@@ -202,42 +202,10 @@ def commit_records(conn, records, origin):
     return answers
 
 
-_KNOWN = select(events.c.type, events.c.time_ns, events.c.digest).where(
-    events.c.station == bindparam("station"), events.c.time_ns.in_(bindparam("times", expanding=True)))
 _IDEMPOTENT = select(idempotency_keys.c.response).where(
     and_(idempotency_keys.c.station == bindparam("station"), idempotency_keys.c.key == bindparam("key")))
-
-
-def known_events(conn, station, candidates):
-    """Which of (type, time_ns, digest) the store already holds for ``station``.
-
-    Selected by (station, time) through the index, matched here: an IN of
-    tuples costs SQLAlchemy more to build than the query costs to run.
-    """
-    wanted = set(candidates)
-    times = sorted({c[1] for c in candidates})
-    found = set()
-    for start in range(0, len(times), 500):
-        rows = conn.execute(_KNOWN, {"station": station, "times": times[start:start + 500]})
-        found.update(row for row in map(tuple, rows) if row in wanted)
-    return found
 
 
 def idempotent_response(conn, station, key):
     row = conn.execute(_IDEMPOTENT, {"station": station, "key": key}).first()
     return None if row is None else json.loads(row.response)
-
-
-
-
-def ingest_check(conn, station, key, candidates):
-    """What native ingest needs to know before spooling, in one transaction:
-    (station exists, earlier answer for the idempotency key, known events)."""
-    from stationd.store.stations import get_station
-
-    if get_station(conn, station) is None:
-        return False, None, set()
-    earlier = idempotent_response(conn, station, key) if key else None
-    if earlier is not None:
-        return True, earlier, set()
-    return True, None, known_events(conn, station, candidates)
