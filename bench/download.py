@@ -176,7 +176,8 @@ def main():
             check = ("matches" if r["sha256"] == expected else "DIFFERS") if expected else "-"
             print(f"{name:48} {r['status']:>6} {r['bytes'] / MIB:6.0f} {r['seconds']:6.2f}"
                   f" {r['bytes'] / r['seconds'] / 1e6:7.0f} {r['rss_before']:7.1f} MiB {r['rss_max']:7.1f} MiB"
-                  f" {r['rss_after']:4.1f} MiB {r['samples']:7} {r['cpu']:10.2f}  {check}{'' if good else '  ** WRONG ANSWER'}")
+                  f" {r['rss_after']:4.1f} MiB {r['samples']:7} {r['cpu']:10.2f}  {check}"
+                  f"{'' if good else '  ** WRONG ANSWER'}")
         ranged = runs[2][1]["headers"]
         print(f"range answer: Content-Range {ranged.get('Content-Range')}, ETag {ranged.get('ETag')};"
               f" RSS sampled every 100 ms during each download, 1 s after it for \"after\"")

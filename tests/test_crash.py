@@ -1,6 +1,10 @@
 """The short form of the SIGKILL crash test (tests/crash_ingest.py has the long one)."""
 
+import pytest
+
 from crash_ingest import run
+
+pytestmark = pytest.mark.e2e  # real twistd processes: pytest -m 'not e2e' leaves them out
 
 
 def test_acknowledged_uploads_survive_20_sigkills(tmp_path):

@@ -25,6 +25,8 @@ from stationd.tls import make_certificate, write_pair
 
 from conftest import write_config
 
+pytestmark = pytest.mark.e2e  # real twistd processes: pytest -m 'not e2e' leaves them out
+
 BIN = os.path.dirname(sys.executable)
 
 
@@ -594,7 +596,8 @@ def test_replication_over_mutual_tls_through_outages_and_a_crash(tmp_path):
     import hashlib
 
     for name, args in (("ca", ["--ca", "--host", "test-ca"]), ("central", ["--issuer", str(tmp_path / "ca"),
-                       "--host", "localhost"]), ("station", ["--issuer", str(tmp_path / "ca"), "--host", "station-7"])):
+                       "--host", "localhost"]),
+                       ("station", ["--issuer", str(tmp_path / "ca"), "--host", "station-7"])):
         out = subprocess.run([os.path.join(BIN, "stationd-admin"), "make-cert", *args, "--out", str(tmp_path / name)],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

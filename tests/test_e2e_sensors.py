@@ -10,6 +10,8 @@ import pytest
 
 from test_e2e import Node, admin_cli, no_node_left_running  # noqa: F401 - the fixture stops strays
 
+pytestmark = pytest.mark.e2e  # real twistd processes: pytest -m 'not e2e' leaves them out
+
 SENSORS = """
 [sensor:system]
 interval = 1s

@@ -260,7 +260,8 @@ def test_a_batch_carries_the_files_of_its_own_events_dense_or_sparse(node):
         for limit in (1, 3, 7, 100):
             cursor, sent, batch = 0, [], True
             while batch:
-                batch, cursor, _, _ = node.store.call_read(exports.next_batch, target(batch_size=str(limit), **settings),
+                batch, cursor, _, _ = node.store.call_read(exports.next_batch,
+                                                           target(batch_size=str(limit), **settings),
                                                         cursor)
                 sent += batch
             assert sorted(e["id"] for e in sent) == sorted(

@@ -199,7 +199,8 @@ def store_away(node, monkeypatch, reason="database is locked"):
     from sqlalchemy.exc import OperationalError
 
     real = node.store.run
-    monkeypatch.setattr(node.store, "run", lambda *a, **k: defer.fail(OperationalError("INSERT", {}, Exception(reason))))
+    failure = OperationalError("INSERT", {}, Exception(reason))
+    monkeypatch.setattr(node.store, "run", lambda *a, **k: defer.fail(failure))
 
     def back():
         monkeypatch.setattr(node.store, "run", real)

@@ -274,7 +274,8 @@ async def test_metrics_carry_sensor_values_and_errors(served):
     response, body = await call(node.stub, "GET", "http://n/metrics")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(body.decode()) for s in family.samples}
-    assert samples[("stationd_sensor_value", (("field", "temperature"), ("sensor", "weather"), ("unit", "°C")))] == 22.5
+    labels = (("field", "temperature"), ("sensor", "weather"), ("unit", "°C"))
+    assert samples[("stationd_sensor_value", labels)] == 22.5
     assert samples[("stationd_sensor_errors_total", (("sensor", "quiet"),))] >= 1
 
 

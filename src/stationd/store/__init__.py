@@ -74,7 +74,10 @@ class Store(Service):
             else:
                 self.engine = create_engine(parsed, pool_pre_ping=True, json_serializer=dumps_text)
                 threads, read_threads = 4, 0
-        except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
+        except ImportError as e:  # station nodes are installed without the PostgreSQL driver
+            raise StoreError(f"cannot open database {url!r}: {e}; for PostgreSQL install "
+                             "stationd with its extra: pip install '.[postgresql]'") from None
+        except (SQLAlchemyError, ValueError, OSError) as e:
             raise StoreError(f"cannot open database {url!r}: {e}") from None
         self.url = parsed
         self.dialect = self.engine.dialect.name
