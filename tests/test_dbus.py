@@ -23,7 +23,9 @@ from txdbus import client, interface, objects
 from txdbus.error import RemoteError
 
 from stationd import __version__
-from stationd.dbus import INTERFACE, OBJECT_PATH, DBusDriver, NodeBus, open_connection
+from stationd.buses import open_connection
+from stationd.dbus import INTERFACE, OBJECT_PATH, NodeBus
+from stationd.sensors.dbus_driver import DBusDriver
 from stationd.sensors.drivers import DriverError, ReadError
 
 pytestmark = pytest.mark.skipif(not shutil.which("dbus-daemon"), reason="needs dbus-daemon (Debian: dbus)")

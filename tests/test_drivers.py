@@ -44,11 +44,9 @@ def test_unknown_key_is_refused_with_its_name(tmp_path, kind):
     assert "unknown key" in str(e.value)
 
 
-def test_dbus_is_made_by_stationd_dbus(tmp_path, monkeypatch):
+def test_dbus_is_made_by_its_own_module_with_the_options_as_given(tmp_path, monkeypatch):
     made = []
-    fake = types.ModuleType("stationd.dbus")
-    fake.DBusDriver = lambda options, context: made.append((options, context)) or "driver"
-    monkeypatch.setitem(sys.modules, "stationd.dbus", fake)
+    monkeypatch.setattr(drivers, "DBusDriver", lambda options, context: made.append((options, context)) or "driver")
     ctx = context(tmp_path)
     assert drivers.make("dbus", {"service": "org.x"}, ctx) == "driver"
     assert made == [({"service": "org.x"}, ctx)]

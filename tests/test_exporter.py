@@ -13,7 +13,8 @@ from twisted.internet import reactor, task
 
 from stationd import config as configuration
 from stationd.client import Client, ClientError
-from stationd.exporter import Exporter, backoff_delay, seconds_until_open
+from stationd.exporter import Exporter, seconds_until_open
+from stationd.retry import backoff_delay
 from stationd.store import exports, files, stations, users
 from stationd.store.events import digest, store_batches
 from stationd.store.schema import events

@@ -12,26 +12,21 @@ an injectable clock, and the interface's introspection XML is written here
 too (txdbus's has no argument names and no "const" properties).
 """
 
-import os
 import random
 
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.internet.error import ConnectError
 from twisted.logger import Logger
-from txdbus import client, endpoints, interface, marshal, objects
-from txdbus.error import MarshallingError
+from txdbus import interface, marshal, objects
 
 from stationd import __version__
-from stationd.exporter import backoff_delay
-from stationd.sensors.drivers import DriverError, Options, ReadError, number
+from stationd.buses import PROPERTIES_INTERFACE, NoBus, bus_address, open_connection, reason as _reason
+from stationd.retry import backoff_delay
 
 log = Logger()
 
 INTERFACE = "org.stationd.Node1"
 OBJECT_PATH = "/org/stationd/Node"
-PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
-SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"  # where DBUS_SYSTEM_BUS_ADDRESS is unset
 
 # The interface, once: txdbus dispatches on the signatures, introspection
 # also shows the argument names.  (name, D-Bus signature) pairs.
@@ -166,76 +161,6 @@ class NodeObject(objects.DBusObject):
 
     def dbus_ListSensors(self):
         return [str(name) for name in self.node.sensors.names()]
-
-
-# ---- connections
-
-
-class NoBus(Exception):
-    """No bus could be connected to (or none would give us the name): the reasons, joined."""
-
-
-class _Connection(client.DBusClientConnection):
-    """txdbus's connection, whose connect Deferred also fails when the bus hangs up before Hello."""
-
-    def connectionLost(self, reason):
-        if self.busName is None:  # txdbus would return here and leave its factory's Deferred unfired
-            if not self.factory.d.called:
-                self.factory._failed(reason)
-            return
-        super().connectionLost(reason)
-
-
-class _Factory(client.DBusClientFactory):
-    protocol = _Connection
-    noisy = False  # no "Starting factory" line at every reconnection attempt
-    connection = None  # the protocol, once connected: to hang up if the handshake does not finish
-
-    def buildProtocol(self, addr):
-        self.connection = super().buildProtocol(addr)
-        return self.connection
-
-
-def bus_address(bus):
-    """``system``/``session`` as the environment says (as txdbus reads them), or ``bus`` itself."""
-    if bus == "system":
-        return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS
-    if bus == "session":
-        address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
-        if not address:
-            raise NoBus("no session bus (DBUS_SESSION_BUS_ADDRESS is not set)")
-        return address
-    return bus
-
-
-def _reason(e):
-    """An exception in words for a log line, without Twisted's "An error occurred while connecting"."""
-    if isinstance(e, ConnectError) and e.args and e.args[0]:
-        return str(e.args[0]).rstrip(".")
-    return str(e).rstrip(".") or type(e).__name__
-
-
-def open_connection(reactor, address, timeout, clock=None):
-    """A Deferred DBusClientConnection (authenticated, with its unique name) to ``address``,
-    failing within ``timeout`` seconds of ``clock`` whatever the peer does."""
-    d = defer.ensureDeferred(_open_connection(reactor, address))
-    return d.addTimeout(timeout, clock or reactor)
-
-
-async def _open_connection(reactor, address):
-    problems = []
-    for endpoint in endpoints.getDBusEndpoints(reactor, address):  # an address may list several
-        factory = _Factory()
-        try:
-            await endpoint.connect(factory)
-            return await factory.getConnection()
-        except BaseException as e:  # also a cancellation (the timeout): hang up, then give up
-            if factory.connection is not None and factory.connection.transport is not None:
-                factory.connection.transport.loseConnection()
-            if isinstance(e, defer.CancelledError):
-                raise
-            problems.append(_reason(e))
-    raise ConnectError(string="; ".join(problems) or f"no usable address in {address!r}")
 
 
 # ---- the node's side
@@ -417,106 +342,3 @@ class NodeBus(service.Service):
 
 
 # ---- the `dbus` sensor driver
-
-CALL_TIMEOUT = 10.0  # seconds, when the sensor gives none (its timeout also cancels the read)
-
-
-def _valid(check):
-    """An Options parser from a txdbus name check."""
-    def parse(text):
-        try:
-            check(text)
-        except MarshallingError as e:
-            raise ValueError(str(e)) from None
-        return text
-    return parse
-
-
-def _bus_option(text):
-    if text in ("system", "session") or ":" in text:
-        return text
-    raise ValueError(f"system, session or a D-Bus address such as unix:path=/run/bus, not {text!r}")
-
-
-def _is_number(value):
-    return isinstance(value, (int, float))  # bool too: 1.0 / 0.0
-
-
-class DBusDriver:
-    """[sensor:NAME] driver = dbus: a property (Properties.Get) or a no-argument method of
-    another service, e.g. UPower's battery percentage.  It keeps a connection of its own,
-    opened at the first read and again at the read after it was lost.  Calls go by
-    name, without introspecting the peer (txdbus would otherwise ask for its XML first)."""
-
-    blocking = False
-
-    def __init__(self, options, context):
-        opts = Options(options)
-        self.bus = opts.get("bus", _bus_option, "system")
-        self.service = opts.required("service", _valid(marshal.validateBusName))
-        self.object = opts.required("object", _valid(marshal.validateObjectPath))
-        self.interface = opts.required("interface", _valid(marshal.validateInterfaceName))
-        self.property = opts.get("property", _valid(marshal.validateMemberName))
-        self.method = opts.get("method", _valid(marshal.validateMemberName))
-        if (self.property is None) == (self.method is None):
-            raise DriverError("property", "give one of property or method")
-        self.member = self.property or self.method
-        self.field = opts.get("field", default=self.member.lower())
-        self.unit = opts.get("unit", default="")
-        self.scale = opts.get("scale", number, 1.0)
-        self.offset = opts.get("offset", number, 0.0)
-        opts.done()
-        self.reactor = context.reactor
-        self.timeout = getattr(context, "timeout", None) or CALL_TIMEOUT
-        self.connection = None
-
-    def read(self):
-        return defer.ensureDeferred(self._read())
-
-    async def _read(self):
-        try:
-            connection = await self._connect()
-        except Exception as e:  # a cancellation (the sensor's timeout) is a BaseException and goes through
-            raise ReadError(f"cannot connect to the {self.bus} bus: {_reason(e)}") from e
-        try:
-            if self.property:
-                value = await connection.callRemote(self.object, "Get", interface=PROPERTIES_INTERFACE,
-                                                    destination=self.service, signature="ss",
-                                                    body=[self.interface, self.property], timeout=self.timeout)
-            else:
-                value = await connection.callRemote(self.object, self.method, interface=self.interface,
-                                                    destination=self.service, timeout=self.timeout)
-        except Exception as e:
-            raise ReadError(f"{self.service} {self.object} {self.member}: {_reason(e)}") from e
-        return self._fields(value)
-
-    async def _connect(self):
-        if self.connection is None:
-            connection = await open_connection(self.reactor, bus_address(self.bus), self.timeout)
-            if self.connection is None:
-                connection.notifyOnDisconnect(self._lost)
-                self.connection = connection
-            else:  # a read that overlapped this one connected first
-                connection.disconnect()
-        return self.connection
-
-    def _lost(self, connection, reason):
-        if connection is self.connection:
-            self.connection = None
-
-    def _fields(self, value):
-        if isinstance(value, dict):  # a{sv}, a{sd}...: its numeric entries
-            numbers = {str(key): item for key, item in value.items() if _is_number(item)}
-            if not numbers:
-                raise ReadError(f"{self.member}: no numeric entries in {sorted(map(str, value))}")
-        elif _is_number(value):
-            numbers = {self.field: value}
-        else:
-            raise ReadError(f"{self.member} is {value!r}, not a number")
-        return {field: (float(number) * self.scale + self.offset, self.unit) for field, number in numbers.items()}
-
-    def close(self):
-        """Hang up (for the sensors service's stop; a later read would connect again)."""
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.disconnect()

@@ -29,18 +29,11 @@ from twisted.logger import Logger
 
 from stationd.client import Client, ClientError
 from stationd.config import parse_export
+from stationd.retry import backoff_delay
 from stationd.store import exports, files
 from stationd.times import format_ns
 
 log = Logger()
-FIRST_BACKOFF = 1.0  # seconds: the cap of the first retry's delay, doubled each failure
-
-
-def backoff_delay(failures, max_backoff, rng=random.random):
-    """Full jitter: uniform in [0, min(max_backoff, FIRST_BACKOFF * 2 ** (failures - 1)))."""
-    return rng() * min(max_backoff, FIRST_BACKOFF * 2 ** min(failures - 1, 62))
-
-
 def seconds_until_open(window, when):
     """0 inside ``window`` ((start, end) minutes of the day, end may wrap past midnight), else
     the seconds until it opens.  None means always open."""

@@ -29,20 +29,23 @@ import subprocess
 from twisted.logger import Logger
 
 from stationd import config
+from stationd.sensors.dbus_driver import DBusDriver
+from stationd.sensors.options import (  # noqa: F401 (DriverError, ReadError, Options: the drivers' API)
+    FIELD_NAME,
+    DriverError,
+    Options,
+    ReadError,
+    directory,
+    field_name,
+    number,
+    numbered,
+    pairs,
+    positive,
+    positive_duration,
+    read_text,
+)
 
 log = Logger()
-
-
-class DriverError(ValueError):
-    """A bad driver option: ``key`` names it (None: the driver as a whole)."""
-
-    def __init__(self, key, message):
-        super().__init__(message)
-        self.key = key
-
-
-class ReadError(RuntimeError):
-    """A read that failed; the message says why, in one line."""
 
 
 class Driver:
@@ -60,9 +63,7 @@ def make(kind, options, context):
     None) and ``timeout`` (the sensor's, seconds; the command driver kills
     its program then).
     """
-    if kind == "dbus":
-        from stationd.dbus import DBusDriver
-
+    if kind == "dbus":  # (it reads its options itself)
         return DBusDriver(options, context)
     if kind not in DRIVERS:
         raise DriverError(None, f"no driver {kind!r}")
@@ -70,104 +71,6 @@ def make(kind, options, context):
     driver = DRIVERS[kind](opts, context)
     opts.done()
     return driver
-
-
-# -- options ------------------------------------------------------------------
-
-class Options:
-    """A driver's options, taken one by one; ``done()`` refuses any left over.
-
-    An empty value counts as not given.
-    """
-
-    def __init__(self, options):
-        self._left = {key: text.strip() for key, text in options.items() if text.strip()}
-        self._known = []
-
-    def get(self, key, parse=None, default=None):
-        self._known.append(key)
-        text = self._left.pop(key, None)
-        if text is None:
-            return default
-        try:
-            return parse(text) if parse else text
-        except ValueError as e:
-            raise DriverError(key, str(e)) from None
-
-    def required(self, key, parse=None):
-        value = self.get(key, parse)
-        if value is None:
-            raise DriverError(key, "required")
-        return value
-
-    def done(self):
-        for key in sorted(self._left):
-            known = ", ".join(self._known) or "none"
-            raise DriverError(key, f"unknown key (this driver's keys: {known})")
-
-
-def number(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number, not {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"expected a finite number, not {text!r}")
-    return value
-
-
-def positive(text):
-    value = number(text)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, not {text!r}")
-    return value
-
-
-def positive_duration(text):
-    value = config.duration(text)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, not {text!r}")
-    return value
-
-
-_FIELD = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def field_name(text):
-    if not _FIELD.match(text):
-        raise ValueError(f"field names are letters, digits, _ . and - (at most 64), not {text!r}")
-    return text
-
-
-def pairs(text):
-    """``a=x b=y`` (spaces or commas between) -> {"a": "x", "b": "y"}."""
-    result = {}
-    for word in config.words(text):
-        name, equals, value = word.partition("=")
-        if not equals or not name or not value:
-            raise ValueError(f"expected NAME=VALUE words, not {word!r}")
-        result[field_name(name)] = value
-    return result
-
-
-def directory(text):
-    if not os.path.isdir(text):
-        raise ValueError(f"not a directory: {text!r}")
-    return text
-
-
-def _read_text(path):
-    with open(path, encoding="ascii", errors="replace") as f:
-        return f.read().strip()
-
-
-def _numbered(pattern):
-    """Paths matching ``pattern`` (ending in ``*``) in numeric order: zone2 before zone10."""
-    def key(path):
-        digits = re.search(r"(\d+)$", path)
-        return (int(digits.group(1)) if digits else -1, path)
-
-    return sorted(glob.glob(pattern), key=key)
 
 
 # -- system -------------------------------------------------------------------
@@ -183,21 +86,21 @@ _CPU_HWMON = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal", "
 def cpu_temperature(root="/"):
     """The CPU temperature in degrees Celsius from /sys, or None where the kernel shows none."""
     candidates = []
-    for zone in _numbered(os.path.join(root, "sys/class/thermal/thermal_zone*")):
+    for zone in numbered(os.path.join(root, "sys/class/thermal/thermal_zone*")):
         try:
-            if _CPU_ZONE.search(_read_text(os.path.join(zone, "type"))):
+            if _CPU_ZONE.search(read_text(os.path.join(zone, "type"))):
                 candidates.append(os.path.join(zone, "temp"))
         except OSError:
             continue
-    for hwmon in _numbered(os.path.join(root, "sys/class/hwmon/hwmon*")):
+    for hwmon in numbered(os.path.join(root, "sys/class/hwmon/hwmon*")):
         try:
-            if _read_text(os.path.join(hwmon, "name")) in _CPU_HWMON:
+            if read_text(os.path.join(hwmon, "name")) in _CPU_HWMON:
                 candidates.append(os.path.join(hwmon, "temp1_input"))
         except OSError:
             continue
     for path in candidates:
         try:
-            return int(_read_text(path)) / 1000  # millidegrees
+            return int(read_text(path)) / 1000  # millidegrees
         except (OSError, ValueError):  # a zone that is there but cannot be read (EINVAL, ENODATA)
             continue
     return None
@@ -211,7 +114,7 @@ class System(Driver):
         self.data_dir = context.data_dir
 
     def _proc(self, name):
-        return _read_text(os.path.join(self.root, "proc", name))
+        return read_text(os.path.join(self.root, "proc", name))
 
     def read(self):
         fields = {}
@@ -290,7 +193,7 @@ class Sysfs(Driver):
                 if len(matches) != 1:
                     raise ReadError(f"{pattern} matches {len(matches)} files, not one")
                 path = matches[0]
-            text = _read_text(path)
+            text = read_text(path)
             try:
                 raw = float(text)
             except ValueError:
@@ -330,7 +233,7 @@ def parse_output(text, form):
     values = {}
     for key, value in items:
         key = key.strip()
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not _FIELD.match(key):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not FIELD_NAME.match(key):
             continue
         try:
             value = float(value)
