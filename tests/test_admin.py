@@ -3,7 +3,7 @@
 import pytest
 from cryptography import x509
 
-from stationd import admin, config
+from stationd import admin_cli, config
 from stationd.store import Store, users
 
 from conftest import write_config
@@ -15,7 +15,7 @@ def cfg(tmp_path, database_url):
 
 
 def run(capsys, *argv):
-    code = admin.main(list(argv))
+    code = admin_cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -21,7 +21,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from stationd import __version__, config as configuration
-from stationd.configs import Configs
+from stationd.instrument_configs import InstrumentConfigs
 from stationd.dbus import NodeBus
 from stationd.display import Display
 from stationd.exporter import ExportTargets
@@ -195,7 +195,7 @@ def build_node(config, reactor):
     node.ingest = Ingest(commits, node.metrics, reactor, config["ingest"]["min_event_time"],
                          config["ingest"]["max_future_skew"])
     node.files = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))
-    node.configs = Configs(node.store, os.path.join(node.spool.directory, "configs"),
+    node.configs = InstrumentConfigs(node.store, os.path.join(node.spool.directory, "configs"),
                            config["node"]["timezone"], reactor)
     if config["ingest"]["station_list"]:
         node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)

@@ -1,12 +1,12 @@
 """The node's HTTP surface: the route groups ("components") on one Klein app."""
 
-from stationd.web.admin import Admin
-from stationd.web.configs import Configs
+from stationd.web.admin import AdminRoutes
+from stationd.web.configs import ConfigRoutes
 from stationd.web.core import Core
 from stationd.web.imports import Import
 from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
-from stationd.web.query import Query
+from stationd.web.query import QueryRoutes
 from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.http import make_app, mount
@@ -15,11 +15,11 @@ from stationd.web.site import CORS, HotRoutes, NodeSite
 # [web] components names -> route group classes, each built with the node.
 COMPONENTS = {
     "core": Core,
-    "admin": Admin,
+    "admin": AdminRoutes,
     "upload": Upload,
     "ingest": NativeIngest,
-    "query": Query,
-    "configs": Configs,
+    "query": QueryRoutes,
+    "configs": ConfigRoutes,
     "import": Import,
     "sensors": SensorRoutes,
     "metrics": MetricsRoutes,

@@ -39,7 +39,7 @@ def _text_arg(request, name, default=None, limit=255):
     return value
 
 
-class Admin:
+class AdminRoutes:
     def __init__(self, node):
         self.store = node.store
         self.auth = node.auth

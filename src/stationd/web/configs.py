@@ -10,7 +10,7 @@ import datetime
 from twisted.internet.threads import deferToThread
 
 from stationd import fplane
-from stationd.configs import NAME
+from stationd.instrument_configs import NAME
 from stationd.store import configs as store_configs
 from stationd.times import DATESTR_FORMATS, parse_time
 from stationd.web.auth import require
@@ -56,7 +56,7 @@ def _text(request, text, filename=None):
     return text.encode("utf-8")
 
 
-class Configs:
+class ConfigRoutes:
     def __init__(self, node):
         self.auth = node.auth
         self.store = node.store

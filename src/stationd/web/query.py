@@ -99,7 +99,7 @@ def _http_date(ns):
     return email.utils.formatdate(ns / 1e9, usegmt=True).encode("ascii")
 
 
-class Query:
+class QueryRoutes:
     def __init__(self, node):
         self.store = node.store
         self.auth = node.auth

@@ -13,7 +13,7 @@ import time
 
 from stationd import config as configuration
 from stationd import tls
-from stationd.configs import NAME
+from stationd.instrument_configs import NAME
 from stationd.filestore import FileStore
 from stationd.store import Store, StoreError, files, identity, migrations, stations, users
 from stationd.times import format_ns, parse_time

@@ -24,7 +24,7 @@ log = Logger()
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class Configs:
+class InstrumentConfigs:
     def __init__(self, store, cache_dir, zone, reactor, slots=None):
         self.store = store
         self.cache_dir = cache_dir
