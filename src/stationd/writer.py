@@ -224,10 +224,9 @@ class Writer(Service):
     """The spool's owner: makes batches durable in it, and moves its segments into the store,
     as few transactions as it can, oldest first."""
 
-    name = "writer"
-
     def __init__(self, spool, store, origin, metrics, reactor, clock=None,
                  retry_delay=1.0, max_retry_delay=30.0):
+        self.setName("writer")  # (as an instance attribute: twisted's Service types the class one None)
         self.spool = spool
         self.store = store
         self.origin = origin

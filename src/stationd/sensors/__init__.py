@@ -60,9 +60,8 @@ class Alarms:
 
 
 class Sensors(Service):
-    name = "sensors"
-
     def __init__(self, node, clock, rng=random.random, run_blocking=None):
+        self.setName("sensors")  # (as an instance attribute: twisted's Service types the class one None)
         self.node, self.clock, self.rng = node, clock, rng
         self.store, self.metrics = node.store, node.metrics
         self._run_blocking = run_blocking  # tests: f(read, due) -> Deferred (started, values); else a thread a sensor

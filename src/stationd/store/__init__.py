@@ -60,9 +60,8 @@ def _sqlite_engine(url):
 class Store(Service):
     """The database, as a service: its thread pool runs while the node runs."""
 
-    name = "store"
-
     def __init__(self, url, reactor=None):
+        self.setName("store")  # (as an instance attribute: twisted's Service types the class one None)
         try:
             parsed = make_url(url)
             if parsed.get_backend_name() == "sqlite":

@@ -38,13 +38,13 @@ class Query:
     stations: list = dataclasses.field(default_factory=list)
     types: list = dataclasses.field(default_factory=list)  # event types, or file semantic types
     mime_types: list = dataclasses.field(default_factory=list)
-    after_ns: int = None  # inclusive
-    before_ns: int = None  # exclusive
+    after_ns: int | None = None  # inclusive
+    before_ns: int | None = None  # exclusive
     constraints: list = dataclasses.field(default_factory=list)  # (name, op, number or str)
-    quarantined: bool = False  # None: any
+    quarantined: bool | None = False  # None: any
     order: str = "desc"
     limit: int = 100
-    cursor: tuple = None  # (time_ns, id) of the last row of the previous page
+    cursor: tuple[int, str] | None = None  # (time_ns, id) of the last row of the previous page
 
 
 def encode_cursor(order, time_ns, row_id):

@@ -25,7 +25,8 @@ from stationd.times import format_ns
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-_right, _wrong = set(), set()  # (stored hash, SHA-256 of a password) checked, by result
+_right: set[tuple[str, bytes]] = set()  # (stored hash, SHA-256 of a password) checked, by result
+_wrong: set[tuple[str, bytes]] = set()
 
 
 class StationError(ValueError):
