@@ -13,7 +13,7 @@ from twisted.internet import reactor, task
 
 from stationd import config as configuration
 from stationd.client import Client, ClientError
-from stationd.exporter import Exporter, seconds_until_open
+from stationd.exporter import Exporter, LocalNode, seconds_until_open
 from stationd.retry import backoff_delay
 from stationd.store import exports, files, stations, users
 from stationd.store.events import digest, store_batches
@@ -94,9 +94,13 @@ def add_events(node, n, origin=None, start=0, received_ns=T0):
     return [e["id"] for e in events]
 
 
+def local(node):
+    return LocalNode(node.store, node.files, node.metrics, node.node_id, node.config["node"]["timezone"])
+
+
 def exporter(node, clock, upstream=None, **settings):
     upstream = upstream or FakeUpstream(clock)
-    return Exporter(target(**settings), node, clock, client=upstream, rng=lambda: 0.5), upstream
+    return Exporter(target(**settings), local(node), clock, client=upstream, rng=lambda: 0.5), upstream
 
 
 def sent_ids(upstream):
@@ -328,7 +332,7 @@ async def test_against_a_real_importer_replays_land_once(pair, node):
     node.store.call(files.attach_file, first, name="t.bin", mime_type="application/octet-stream",
                     sha256=sha256, size=size, now_ns=T0, origin="station-7")
     client = Client("http://central", api_key=key, http_client=FileBodies(up.stub), reactor=reactor)
-    job = Exporter(target(), node, clock, client=client)
+    job = Exporter(target(), local(node), clock, client=client)
     assert await job.run_round() == 10.0, job.status()["last_error"]
     _, body = await call(up.stub, "GET", "http://central/api/v1/events?order=asc")
     stored = json.loads(body)["events"]
@@ -383,7 +387,7 @@ async def test_a_file_attached_after_its_event_was_sent_follows_it_up_the_chain(
     clock = task.Clock()
     first, second = add_events(node, 2)
     client = Client("http://central", api_key=key, http_client=FileBodies(up.stub), reactor=reactor)
-    job = Exporter(target(), node, clock, client=client)
+    job = Exporter(target(), local(node), clock, client=client)
     await job.run_round()
     up_seq = {row.id: row.seq for row in up.store.call(lambda c: c.execute(select(events.c.id, events.c.seq)))}
     content = b"late frame" * 100

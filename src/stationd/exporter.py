@@ -20,8 +20,10 @@ upstream with this node's own id is refused, since everything of this
 node's would look like the upstream's.  docs/replication.rst has the states.
 """
 
+import dataclasses
 import datetime
 import random
+from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
@@ -66,6 +68,17 @@ class SameNode(Exception):
     """The upstream has this node's own node id: sending would be sending to itself."""
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalNode:
+    """This node's side of every export: what the exporters read, count and name themselves by."""
+
+    store: Any  # stationd.store.Store
+    files: Any  # stationd.filestore.FileStore
+    metrics: Any  # stationd.metrics.Metrics
+    node_id: str
+    zone: datetime.tzinfo
+
+
 class Exporter(Service):
     """One target's timed job.  Its state, for status, /metrics and the log:
 
@@ -77,14 +90,14 @@ class Exporter(Service):
     backoff cap).  A paused target (ExportTargets) is ``paused``.
     """
 
-    def __init__(self, target, node, clock, client=None, rng=random.random):
-        self.name = f"export:{target['name']}"
+    def __init__(self, target, local: LocalNode, clock, client=None, rng=random.random):
+        self.setName(f"export:{target['name']}")
         self.target = target
-        self.store = node.store
-        self.files = node.files
-        self.metrics = node.metrics
-        self.node_id = node.node_id
-        self.zone = node.config["node"]["timezone"]
+        self.store = local.store
+        self.files = local.files
+        self.metrics = local.metrics
+        self.node_id = local.node_id
+        self.zone = local.zone
         self.clock = clock
         self.rng = rng
         self.client = client or Client(target["target_url"], target["api_key"] or None, target["ca"],
@@ -311,16 +324,16 @@ class ExportTargets(MultiService):
     restarts.  A change restarts the target's exporter from its cursor.
     """
 
-    def __init__(self, node, clock):
+    def __init__(self, local: LocalNode, configured, clock):
         super().__init__()
-        self.node, self.clock = node, clock
-        self.targets = {}  # name -> (target, source "config" | "api", paused)
-        self.exporters = {}
+        self.local, self.configured, self.clock = local, configured, clock
+        self.targets: dict[str, tuple[dict, str, bool]] = {}  # name -> (target, "config" | "api", paused)
+        self.exporters: dict[str, Exporter] = {}
         self._changing = defer.DeferredLock()
 
     def load(self, stored):
         """At start: the config file's targets, then the stored ones ({name: (settings, paused)})."""
-        for name, target in self.node.config["exports"].items():
+        for name, target in self.configured.items():
             self._set(name, target, "config", False)
         for name, (settings, paused) in sorted(stored.items()):
             target, problems = parse_export(name, settings)
@@ -333,9 +346,9 @@ class ExportTargets(MultiService):
     def _set(self, name, target, source, paused):
         self.targets[name] = (target, source, paused)
         if paused:
-            show_state(self.node.metrics, name, "paused")
+            show_state(self.local.metrics, name, "paused")
         else:
-            self.exporters[name] = exporter = Exporter(target, self.node, self.clock)
+            self.exporters[name] = exporter = Exporter(target, self.local, self.clock)
             exporter.setServiceParent(self)
 
     async def _unset(self, name):
@@ -380,9 +393,9 @@ class ExportTargets(MultiService):
     async def remove(self, name):
         async with self._changing:
             self._get(name)
-            await self.node.store.run(exports.remove_target, name)
+            await self.local.store.run(exports.remove_target, name)
             await self._unset(name)
-            forget_target(self.node.metrics, name)
+            forget_target(self.local.metrics, name)
 
     def _get(self, name):
         if name not in self.targets:
@@ -397,7 +410,7 @@ class ExportTargets(MultiService):
         if problems:
             details = {key or "name": message for key, message in problems}
             raise TargetError(400, "bad_target", "; ".join(f"{k}: {m}" for k, m in details.items()), details)
-        await self.node.store.run(exports.put_target, name, settings, paused, int(self.clock.seconds() * 1e9))
+        await self.local.store.run(exports.put_target, name, settings, paused, int(self.clock.seconds() * 1e9))
         if name in self.targets:
             await self._unset(name)  # a batch in flight finishes first
         self._set(name, target, "api", paused)

@@ -24,7 +24,7 @@ from stationd import __version__, config as configuration
 from stationd.instrument_configs import InstrumentConfigs
 from stationd.dbus import NodeBus
 from stationd.display import Display
-from stationd.exporter import ExportTargets
+from stationd.exporter import ExportTargets, LocalNode
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
@@ -201,7 +201,8 @@ def build_node(config, reactor):
         node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)
         node.station_list.setServiceParent(node)
 
-    node.exports = ExportTargets(node, reactor)
+    local = LocalNode(node.store, node.files, node.metrics, node.node_id, config["node"]["timezone"])
+    node.exports = ExportTargets(local, config["exports"], reactor)
     node.exports.load(node.store.call_read(exports.list_targets))
     node.exports.setServiceParent(node)
 
