@@ -8,15 +8,23 @@ out of normal queries without losing them.
 
 import hashlib
 import os
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from twisted.internet.interfaces import IReactorTime
+
 from stationd import jsoncodec
+from stationd.metrics import Metrics
+from stationd.records import Answer, Event, Record
 from stationd.store import stations
 from stationd.store.events import event_ids
+
+if TYPE_CHECKING:
+    from stationd.writer import GroupCommit
 
 # PostgreSQL cannot keep U+0000 in jsonb text: such an event would be
 # acknowledged and then refused by the store (or by an upstream node on
@@ -24,7 +32,7 @@ from stationd.store.events import event_ids
 NUL_MESSAGE = "data holds a NUL character (U+0000), which the store cannot keep"
 
 
-def has_nul(data):
+def has_nul(data: Any) -> bool:
     # The JSON text shows a NUL as \u0000: one fast scan; the walk settles the
     # rare text that only looks like one (a backslash, then "u0000").
     return b"\\u0000" in jsoncodec.dumps(data) and _walk_nul(data)
@@ -40,7 +48,7 @@ def _walk_nul(value):
     return False
 
 
-def canonical(data):
+def canonical(data: dict[str, Any]) -> tuple[str, str]:
     """(the JSON text of ``data``, compact with keys sorted, and its SHA-256 hex digest): one
     encoding serves the digest (with station, type and time the natural key), the NUL check
     and the stored text.  ValueError if it holds a NUL."""
@@ -57,15 +65,18 @@ class Ingest:
     """Accepts checked batches: ``accept`` for a station's events, ``accept_import`` for another
     node's.  ``commits`` (stationd.writer.GroupCommit) makes them durable."""
 
-    def __init__(self, commits, metrics, clock, min_event_ns, max_future_skew):
+    def __init__(self, commits: "GroupCommit", metrics: Metrics, clock: IReactorTime, min_event_ns: int,
+                 max_future_skew: float):
         self.commits = commits
         self.metrics = metrics
         self.clock = clock
         self.min_ns = min_event_ns
         self.skew_ns = int(max_future_skew * 1e9)
-        self._events = {}  # (protocol, result) -> the counter's child (labels() costs a lock and a lookup)
+        # (protocol, result) -> the counter's child: labels() costs a lock and a lookup
+        self._events: dict[tuple[str, str], Any] = {}
 
-    async def accept(self, protocol, station, events, idempotency_key=None):
+    async def accept(self, protocol: str, station: str, events: list[Event],
+                     idempotency_key: str | None = None) -> Answer:
         """Store ``events`` ([{"type", "time_ns", "data_json", "digest"}], see canonical()) of
         ``station``; the answer {"accepted", "duplicates", "quarantined"} once they are durable
         (with "replayed": the answer given before to the same Idempotency-Key).  Raises
@@ -79,16 +90,16 @@ class Ingest:
                     self._count(protocol, result, n)
         return answer
 
-    def rejected(self, protocol, n):
+    def rejected(self, protocol: str, n: int) -> None:
         self._count(protocol, "rejected", n)
 
-    def _count(self, protocol, result, n):
+    def _count(self, protocol: str, result: str, n: int) -> None:
         counter = self._events.get((protocol, result))
         if counter is None:
             counter = self._events[protocol, result] = self.metrics.ingest_events.labels(protocol, result)
         counter.inc(n)
 
-    def record(self, protocol, station, events, idempotency_key=None):
+    def record(self, protocol: str, station: str, events: list[Event], idempotency_key: str | None = None) -> Record:
         """The record of a batch: ids and quarantine stamped, repeats within it left out (counted)."""
         now_ns = int(self.clock.seconds() * 1e9)
         fresh, seen = [], set()
@@ -108,7 +119,7 @@ class Ingest:
         return {"protocol": protocol, "station": str(station), "received_ns": now_ns,
                 "idempotency_key": idempotency_key, "events": fresh, "duplicates": len(events) - len(fresh)}
 
-    async def accept_import(self, events):
+    async def accept_import(self, events: list[dict[str, Any]]) -> tuple[dict[str, int], list[dict[str, Any]]]:
         """Store another node's checked events (stationd.web.imports), each with its file records;
         (counts, the file records) once committed.  Raises StoreUnavailable when the store cannot
         take them now (the sender keeps them and retries)."""

@@ -32,8 +32,15 @@ from twisted.python.threadpool import ThreadPool
 
 from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
 
+from typing import TYPE_CHECKING, Any
+
 from stationd import jsoncodec
+from stationd.records import Record
 from stationd.store.events import commit_records, store_batches
+
+if TYPE_CHECKING:
+    from stationd.metrics import Metrics
+    from stationd.store import Store
 
 log = Logger()
 
@@ -131,7 +138,7 @@ class Spool:
         self.metrics.spool_bytes.set(self.bytes + self._inflight_bytes + self._pending_bytes)
         self.metrics.spool_batches.set(self.batches + len(self._pending))
 
-    def append(self, record):
+    def append(self, record: Record) -> defer.Deferred[tuple[str, int, int]]:
         """A Deferred that fires once ``record`` is durable, with its segment (path, size, batches);
         fails with SpoolFull or SpoolError."""
         frame = encode_segment([record])
@@ -139,7 +146,7 @@ class Spool:
         if held + len(frame) > self.max_bytes:
             return defer.fail(SpoolFull(f"a batch of {len(frame)} bytes does not fit: the spool holds {held} "
                                         f"of max_spool_bytes {self.max_bytes}"))
-        d = defer.Deferred()
+        d: defer.Deferred[Any] = defer.Deferred()
         self._pending.append((frame, d))
         self._pending_bytes += len(frame)
         self._publish()
@@ -254,7 +261,7 @@ class Writer(Service):
             yield self._draining
         self.spool.stop()
 
-    async def spool_record(self, record):
+    async def spool_record(self, record: Record) -> None:
         """Make ``record`` durable in the spool (SpoolFull, SpoolError) and queue it for the store."""
         segment = await self.spool.append(record)
         if segment not in self._queue:  # (records appended together share a segment)
@@ -364,7 +371,7 @@ class Writer(Service):
                 self._retry_call.cancel()
             retry.callback(None)
 
-    def idle(self):
+    def idle(self) -> bool:
         """True when every acknowledged batch is in the store (for tests and status)."""
         return not self._queue and self._draining is None
 
@@ -460,16 +467,18 @@ class GroupCommit:
     sender, which keeps it, retries.
     """
 
-    def __init__(self, store, writer, origin, metrics, max_pending_bytes=PENDING_BYTES):
+    def __init__(self, store: "Store", writer: Writer, origin: str, metrics: "Metrics",
+                 max_pending_bytes: int = PENDING_BYTES):
         self.store, self.writer, self.origin, self.metrics = store, writer, origin, metrics
         self.max_pending_bytes = max_pending_bytes
-        self._pending, self._pending_bytes, self._busy = [], 0, False
+        self._pending: list[tuple[Any, int, defer.Deferred[Any]]] = []
+        self._pending_bytes, self._busy = 0, False
         self._outage = None  # the store's error while batches go to the spool
 
-    def submit(self, record, size):
+    def submit(self, record: Any, size: int) -> defer.Deferred[Any]:
         if self._pending_bytes + size > self.max_pending_bytes:
             return defer.fail(Busy(f"{self._pending_bytes} bytes of batches wait for the store"))
-        d = defer.Deferred()
+        d: defer.Deferred[Any] = defer.Deferred()
         self._pending.append((record, size, d))
         self._pending_bytes += size
         if not self._busy:

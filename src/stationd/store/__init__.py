@@ -6,17 +6,23 @@ directly (``store.call(op, ...)``, in the admin commands).
 """
 
 import os
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from stationd.jsoncodec import dumps_text
 from stationd.store.changes import CHANGED, Stamp
 from stationd.store.migrations import SchemaError, migrate
+
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -89,7 +95,7 @@ class Store(Service):
                           if read_threads else self.pool)
         self._reactor = reactor
 
-    def call(self, operation, *args, **kwargs):
+    def call(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``operation(conn, *args, **kwargs)`` in one transaction, here and now."""
         with self.engine.begin() as conn:
             try:
@@ -100,17 +106,17 @@ class Store(Service):
             self.stamp.touch()
         return result
 
-    def call_read(self, operation, *args, **kwargs):
+    def call_read(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Like call(), for an operation that only reads."""
         with self.engine.connect().execution_options(stationd_read_only=True) as conn:
             with conn.begin():
                 return operation(conn, *args, **kwargs)
 
-    def run(self, operation, *args, **kwargs):
+    def run(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> "defer.Deferred[T]":
         """Like call(), on the store's thread pool; returns a Deferred."""
         return self._defer(self.pool, self.call, operation, *args, **kwargs)
 
-    def read(self, operation, *args, **kwargs):
+    def read(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> "defer.Deferred[T]":
         """Like run(), for an operation that only reads (it may run beside writes)."""
         return self._defer(self.read_pool, self.call_read, operation, *args, **kwargs)
 
@@ -120,7 +126,7 @@ class Store(Service):
             from twisted.internet import reactor
         return deferToThreadPool(reactor, pool, function, *args, **kwargs)
 
-    def migrate(self, own_names=()):
+    def migrate(self, own_names: Iterable[str] = ()) -> tuple[int | None, int]:
         """Create or upgrade the schema (blocking: at start, before the reactor runs).
         ``own_names``: the origins this node's records had before node ids (migrations)."""
         try:
@@ -128,7 +134,7 @@ class Store(Service):
         except SchemaError as e:
             raise StoreError(str(e)) from None
         except SQLAlchemyError as e:
-            reason = " ".join(str(e.orig if getattr(e, "orig", None) else e).split())
+            reason = " ".join(str(getattr(e, "orig", None) or e).split())
             raise StoreError(
                 f"cannot use database {self.url.render_as_string()}: {reason}"
             ) from None

@@ -2,15 +2,20 @@
 
 import binascii
 import zlib
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from stationd import jsoncodec
 
 log = Logger()
+F = TypeVar("F", bound=Callable[..., Any])
 
 _CODES = {
     400: "bad_request",
@@ -31,7 +36,8 @@ _CODES = {
 class HTTPError(Exception):
     """Raise from a handler to answer ``{"error": {"code", "message"}}``."""
 
-    def __init__(self, status, message, code=None, headers=None, details=None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
+                 details: Any = None):
         super().__init__(message)
         self.status = status
         self.code = code or _CODES.get(status, "error")
@@ -40,14 +46,14 @@ class HTTPError(Exception):
         self.details = details
 
 
-def error_body(code, message, details=None):
+def error_body(code: str, message: str, details: Any = None) -> bytes:
     error = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
     return jsoncodec.dumps({"error": error})
 
 
-def json_body(request, value, status=200):
+def json_body(request: Request, value: Any, status: int = 200) -> bytes:
     """Set status and content type; return the encoded JSON for Klein to write."""
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
@@ -67,9 +73,9 @@ def _unquote_plus(value):
     return unquote_to_bytes(value.replace(b"+", b" "))
 
 
-def parse_form(body):
+def parse_form(body: bytes) -> dict[bytes, list[bytes]]:
     """An application/x-www-form-urlencoded body as {name: [value, ...]} (bytes)."""
-    fields = {}
+    fields: dict[bytes, list[bytes]] = {}
     for pair in body.split(b"&"):
         if pair:
             name, _, value = pair.partition(b"=")
@@ -85,18 +91,18 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 _WBITS = {b"gzip": (31,), b"x-gzip": (31,), b"deflate": (15, -15)}  # deflate: zlib-wrapped, or raw as some send it
 
 
-def read_body(request):
+def read_body(request: Request) -> bytes:
     """The request body, decompressed if it is sent with Content-Encoding gzip or deflate (as
     Telegraf's and Vector's HTTP outputs can).  The decompressed size is held to the site's
     max_body_size (413) without ever holding more of it; a corrupt stream is a 400."""
-    body = request.content.read()
+    body = request.content.read() if request.content is not None else b""
     encoding = (request.getHeader(b"content-encoding") or b"identity").strip().lower()
     if encoding == b"identity":
         return body
     if encoding not in _WBITS:
         raise HTTPError(415, f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted; "
                         "send identity, gzip or deflate")
-    limit = getattr(request.channel.site, "max_body_size", DEFAULT_MAX_BODY)
+    limit = getattr(getattr(request.channel, "site", None), "max_body_size", DEFAULT_MAX_BODY)
     for wbits in _WBITS[encoding]:
         stream = zlib.decompressobj(wbits)
         try:
@@ -112,7 +118,7 @@ def read_body(request):
     raise HTTPError(400, f"the body is not valid {encoding.decode()}: {error}", code="bad_encoding")
 
 
-def read_json(request):
+def read_json(request: Request) -> dict[str, Any]:
     """The request body (decompressed: read_body) as a JSON object, or a 400/413/415 HTTPError."""
     content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if content_type not in (b"application/json", b""):
@@ -127,17 +133,17 @@ def read_json(request):
     return value
 
 
-def route(method, path):
+def route(method: str, path: str) -> Callable[[F], F]:
     """Declare a component method as the handler of ``method path``."""
 
-    def declare(handler):
+    def declare(handler: F) -> F:
         handler.__dict__.setdefault("stationd_routes", []).append((method, path))
         return handler
 
     return declare
 
 
-def mount(app, component, prefix):
+def mount(app: Klein, component: object, prefix: str) -> None:
     """Register every @route method of ``component`` on ``app`` under ``prefix``."""
     owner = type(component).__name__
     for name in dir(type(component)):
@@ -149,7 +155,7 @@ def mount(app, component, prefix):
             )(getattr(component, name))
 
 
-def render_error(request, error):
+def render_error(request: Request, error: HTTPError) -> bytes:
     """The JSON answer of an HTTPError: status, headers, body."""
     for name, value in error.headers.items():
         request.setHeader(name.encode("ascii"), value.encode("latin-1"))
@@ -158,7 +164,7 @@ def render_error(request, error):
     return error_body(error.code, error.message, error.details)
 
 
-def render_failure(request, failure):
+def render_failure(request: Request, failure: Failure) -> bytes:
     """The JSON answer of any exception of a handler: an HTTPError as itself, the rest a logged 500."""
     if failure.check(HTTPError):
         return render_error(request, failure.value)
@@ -169,7 +175,7 @@ def render_failure(request, failure):
     return error_body("internal_error", "internal error; the node's log has the details")
 
 
-def make_app():
+def make_app() -> Klein:
     """A Klein app whose every error, routing errors included, is JSON."""
     app = Klein()
 
