@@ -460,3 +460,17 @@ async def test_a_decompression_bomb_is_413_and_a_corrupt_body_400(node, keys):
     assert response.code == 415
     await drained(node)
     assert stored(node) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_in_the_group_commit_refuses_the_batch_instead_of_hanging(node, keys, monkeypatch):
+    async def broken(group):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(node.ingest.commits, "_commit", broken)
+    response, body = await native(node, "501", {"events": [{"type": "WTR", "time": 1714564800}]}, keys["station"])
+    assert response.code == 500 and json.loads(body)["error"]["code"] == "store_refused"
+    assert await upload(node, upload_body(pickled(hisparc_events(1)))) == "400"
+    monkeypatch.undo()
+    response, _ = await native(node, "501", {"events": [{"type": "WTR", "time": 1714564800}]}, keys["station"])
+    assert response.code == 200  # the next group commits as usual

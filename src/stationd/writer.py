@@ -489,11 +489,15 @@ class GroupCommit:
         group, self._pending = self._pending, []
         self._pending_bytes -= sum(size for _, size, _ in group)
         self._busy = True
-        defer.ensureDeferred(self._commit([(record, d) for record, _, d in group])).addBoth(self._done)
+        waiting = [(record, d) for record, _, d in group]
+        defer.ensureDeferred(self._commit(waiting)).addBoth(self._done, waiting)
 
-    def _done(self, result):
-        if isinstance(result, Failure):
+    def _done(self, result, waiting):
+        if isinstance(result, Failure):  # a bug: no upload waits for ever, none is acknowledged
             log.failure("Group commit failed", result)
+            for _, d in waiting:
+                if not d.called:
+                    d.errback(StoreRefused(f"internal error: {result.getErrorMessage()}"))
         self._busy = False
         if self._pending:
             self._next()
