@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from stationd import jsoncodec
 from stationd.records import Record
 from stationd.store.events import commit_records, store_batches
+from stationd.store.imports import import_batch
 
 if TYPE_CHECKING:
     from stationd.metrics import Metrics
@@ -443,17 +444,10 @@ PENDING_BYTES = 32 * 1024 * 1024
 
 
 def _commit_group(conn, records, origin):
-    """One transaction for a group: ingest records (commit_records) and imports (import_batch)."""
-    from stationd.store.imports import import_batch
-
-    answers = [None] * len(records)
-    ingest = [index for index, record in enumerate(records) if record["protocol"] != "import"]
-    for index, answer in zip(ingest, commit_records(conn, [records[index] for index in ingest], origin)):
-        answers[index] = answer
-    for index, record in enumerate(records):
-        if record["protocol"] == "import":
-            answers[index] = import_batch(conn, record["events"])
-    return answers
+    """One transaction for a group: ingest records (commit_records) and imports (import_batch);
+    the answers in the records' order."""
+    ingested = iter(commit_records(conn, [r for r in records if r["protocol"] != "import"], origin))
+    return [import_batch(conn, r["events"]) if r["protocol"] == "import" else next(ingested) for r in records]
 
 
 class GroupCommit:

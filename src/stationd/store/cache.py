@@ -48,19 +48,6 @@ class Cache:
         """The station's row (with password_hash), or None."""
         return await self._lookup(self._stations, station_id, stations.get_station, station_id)
 
-    def cached_user(self, key: str):
-        """The cached user for ``key``, or None when a lookup must read the store."""
-        if self.stamp is None:
-            return None
-        self._current()
-        return self._users.get(hashlib.sha256(key.encode("utf-8")).digest())
-
-    def cached_station(self, station_id: str):
-        if self.stamp is None:
-            return None
-        self._current()
-        return self._stations.get(station_id)
-
     async def _lookup(self, entries, name, read, *args):
         if self.stamp is None:
             return await self.store.read(read, *args)

@@ -9,7 +9,6 @@ with the same Idempotency-Key gets the first answer again.
 
 from stationd.ingest import canonical
 from stationd.times import parse_time
-from stationd.web.auth import api_key
 from stationd.web.http import HTTPError, json_body, read_json, route
 from stationd.writer import Busy, SpoolError, SpoolFull, StoreRefused
 
@@ -68,16 +67,12 @@ class NativeIngest:
         counter.inc()
 
     async def _ingest(self, request, station_id):
-        secret = api_key(request)
-        if secret is None:
-            raise HTTPError(401, "this route needs an API key: Authorization: Bearer <key>",
-                            headers={"WWW-Authenticate": 'Bearer realm="stationd"'})
         # Who asks is answered before what is wrong with the body.
-        account = self.auth.admit(request, self.cache.cached_user(secret) or await self.cache.user(secret), ROLES)
+        account = await self.auth.check(request, ROLES, read=False)
         if account["role"] == "station" and account["station"] != station_id:
             raise HTTPError(403, f"{account['name']} may only ingest for station {account['station']}")
         batch = _events_of(read_json(request))
-        if self.cache.cached_station(station_id) is None and await self.cache.station(station_id) is None:
+        if await self.cache.station(station_id) is None:
             raise HTTPError(404, f"no station {station_id}")
         key = request.getHeader(b"idempotency-key")
         key = key.decode("latin-1").strip()[:255] if key else None

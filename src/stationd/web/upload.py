@@ -71,7 +71,7 @@ class Upload:
             checksum = checksum.decode("ascii").strip().lower()
         except (ValueError, UnicodeDecodeError):
             return "400"
-        station = self.cache.cached_station(station_id) or await self.cache.station(station_id)
+        station = await self.cache.station(station_id)
         if station is None:
             return "206"
         stored = station["password_hash"]
