@@ -245,6 +245,36 @@ def test_users_added_by_the_admin_command_work_on_the_next_request(node_factory)
     assert raised.value.code == 401
 
 
+def test_native_ingest_takes_gzip_and_refuses_a_key_rotated_by_the_admin_command(node_factory):
+    """Through the real daemon's ingest route (served without Klein's routing, keys cached)."""
+    import gzip
+
+    node = node_factory()
+    admin_cli(node.config, "add-station", "501")
+    key = admin_cli(node.config, "add-user", "box", "--role", "station", "--station", "501").strip().splitlines()[-1]
+    context = ssl.create_default_context(cafile=node.cert)
+
+    def ingest(body, secret, encoding=None):
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        request = urllib.request.Request(f"https://localhost:{node.https}/api/v1/stations/501/events", data=body,
+                                         headers=headers)
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return json.loads(response.read())
+
+    batch = json.dumps({"events": [{"type": "WTR", "time": 1714564800 + i, "data": {"i": i}} for i in range(50)]})
+    assert ingest(gzip.compress(batch.encode()), key, "gzip") == {"accepted": 50, "duplicates": 0, "quarantined": 0}
+    assert ingest(batch.encode(), key)["duplicates"] == 50  # the same events, plain: stored once
+    new_key = admin_cli(node.config, "rotate-key", "box").strip().splitlines()[-1]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        ingest(batch.encode(), key)
+    assert refused.value.code == 401
+    assert ingest(batch.encode(), new_key)["duplicates"] == 50
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/api/v1/events?limit=100", timeout=30) as response:
+        assert sorted(e["data"]["i"] for e in json.loads(response.read())["events"]) == list(range(50))
+
+
 # -- start-up errors: exit code and one line on stderr --
 
 def start_fails(tmp_path, body):
