@@ -61,11 +61,11 @@ _INSERT_EVENTS = {
                   f"(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
 }
 
-# On SQLite, many rows a statement: executemany releases and retakes the GIL
-# around each row's step, and with the reactor busy each retake waited for
-# a switch (the writer thread spent twice its insert's CPU on them; see
-# docs/performance.rst, Ingest).  500 rows of 11 values stay far below
-# SQLite's limit of 32766 variables.
+# On SQLite, many rows a statement, so SQLAlchemy's and the driver's
+# per-statement work is paid once a chunk, not once a batch (a group of
+# 1-event batches was as many statements as batches).  For 100-event batches
+# it measured within the noise (docs/performance.rst, Ingest).  500 rows of 11
+# values stay far below SQLite's limit of 32766 variables.
 ROWS_A_STATEMENT = 500
 
 
