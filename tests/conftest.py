@@ -99,10 +99,10 @@ def make_node(tmp_path, database_url, body=""):
     """A node as twistd builds it (no listeners), on ``database_url``; not started."""
     from twisted.internet import reactor
 
-    from stationd.service import build_node
+    from stationd.service import wire
 
     path = write_config(tmp_path, f"[database]\nurl = {database_url}\n{body}")
-    return build_node(configuration.load(str(path)), reactor)
+    return wire(configuration.load(str(path)), reactor)
 
 
 def serve(node):
@@ -111,8 +111,8 @@ def serve(node):
 
     from stationd.web import make_resource
 
-    node.startService()
-    node.stub = StubTreq(make_resource(node, configuration.COMPONENTS, "/", node.config["web"]["cors_origins"]))
+    node.service.startService()
+    node.stub = StubTreq(make_resource(node.routes, "/", node.config["web"]["cors_origins"]))
     return node
 
 

@@ -54,7 +54,7 @@ async def node(tmp_path, database_url):
     yield node
     pump.stop()
     await node.client.close()
-    await node.stopService()
+    await node.service.stopService()
 
 
 async def attach(node, event_id, content, **params):

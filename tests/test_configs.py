@@ -29,7 +29,7 @@ async def node(tmp_path, database_url):
     node.editor_key = node.store.call(users.add_user, "tcs", "editor")[1]
     node.reader_key = node.store.call(users.add_user, "obs", "reader")[1]
     yield serve(node)
-    await node.stopService()
+    await node.service.stopService()
 
 
 async def post(node, body, path="/fplane", key=None, fps=True):

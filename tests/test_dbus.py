@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import time
-import types
 
 import pytest
 import pytest_twisted
@@ -26,7 +25,7 @@ from stationd import __version__
 from stationd.buses import open_connection
 from stationd.dbus import INTERFACE, OBJECT_PATH, NodeBus
 from stationd.sensors.dbus_driver import DBusDriver
-from stationd.sensors.drivers import DriverError, ReadError
+from stationd.sensors.drivers import DriverContext, DriverError, ReadError
 
 pytestmark = pytest.mark.skipif(not shutil.which("dbus-daemon"), reason="needs dbus-daemon (Debian: dbus)")
 GDBUS = shutil.which("gdbus")
@@ -147,7 +146,7 @@ async def round_trip(connection):
                                 destination="org.freedesktop.DBus", timeout=5)
 
 
-# ---- the node, faked: the attributes NodeBus reads
+# ---- what NodeBus reads, faked
 
 
 class FakeDisplay:
@@ -187,11 +186,7 @@ class FakeExports:
         return self.targets
 
 
-class FakeNode:
-    def __init__(self, clock):
-        self.name, self.reactor, self.started_at = "station-501", clock, clock.seconds()
-        self.node_id = "5e1f0000-0000-4000-8000-000000000501"
-        self.spool, self.exports, self.display, self.sensors = FakeSpool(), FakeExports(), FakeDisplay(), FakeSensors()
+NODE_ID = "5e1f0000-0000-4000-8000-000000000501"
 
 
 @pytest.fixture
@@ -210,9 +205,8 @@ def logged():
 
 
 def make_bus(address, clock=None, **kwargs):
-    clock = clock or task.Clock()
-    node = FakeNode(clock)
-    return NodeBus(node, {"bus": address, "name": NAME}, reactor, clock=clock, **kwargs)
+    return NodeBus({"bus": address, "name": NAME}, "station-501", NODE_ID, FakeSpool(), FakeExports(), FakeSensors(),
+                   FakeDisplay(), reactor, clock=clock or task.Clock(), **kwargs)
 
 
 @pytest_twisted.async_yield_fixture()
@@ -262,7 +256,7 @@ async def test_introspection_shows_the_interface(node_bus, bus_address):
 async def test_show_message_reaches_the_display_and_answers_what_it_shows(node_bus, bus_address):
     code, out, err = await gdbus_call(bus_address, f"{INTERFACE}.ShowMessage", "hello from the shell")
     assert (code, out.strip()) == (0, "('hello from the s',)"), err
-    assert node_bus.node.display.shown == ["hello from the shell"]
+    assert node_bus.display.shown == ["hello from the shell"]
 
     code, out, err = await gdbus_call(bus_address, f"{INTERFACE}.ShowMessage", "")
     assert code != 0
@@ -275,7 +269,7 @@ async def test_read_and_list_sensors(node_bus, bus_address):
     code, out, err = await gdbus_call(bus_address, f"{INTERFACE}.ReadSensor", "bme280")
     assert code == 0, err
     assert ast.literal_eval(out) == ({"temperature": 21.5, "humidity": 40.0},)
-    node_bus.node.sensors.readings["bme280"]["temperature"] = 22  # read now, not cached: an int becomes a double
+    node_bus.sensors.readings["bme280"]["temperature"] = 22  # read now, not cached: an int becomes a double
     code, out, err = await gdbus_call(bus_address, f"{INTERFACE}.ReadSensor", "bme280")
     assert ast.literal_eval(out) == ({"temperature": 22.0, "humidity": 40.0},)
 
@@ -290,10 +284,9 @@ async def test_read_and_list_sensors(node_bus, bus_address):
 @needs_gdbus
 @pytest_twisted.ensureDeferred
 async def test_properties_are_read_when_asked(node_bus, bus_address):
-    node = node_bus.node
-    node.reactor.advance(12.5)
-    node.spool.bytes = 5 * 2**40  # beyond 32 bits
-    node.exports.targets["second"] = {"state": "backing_off", "lag_seconds": 3.25}
+    node_bus.clock.advance(12.5)
+    node_bus.spool.bytes = 5 * 2**40  # beyond 32 bits
+    node_bus.exports.targets["second"] = {"state": "backing_off", "lag_seconds": 3.25}
 
     async def get(name):
         code, out, err = await gdbus_call(bus_address, "org.freedesktop.DBus.Properties.Get", INTERFACE, name)
@@ -313,15 +306,15 @@ async def test_properties_are_read_when_asked(node_bus, bus_address):
 @pytest_twisted.ensureDeferred
 async def test_the_real_sensors_and_display_services(node_bus, listener):
     """stationd.sensors.Sensors and stationd.display.Display as NodeObject calls them; the
-    display's dbus driver answers with MessageShown through node.bus."""
+    display's dbus driver answers with MessageShown through NodeBus.message_shown."""
     from stationd.display import Display
     from stationd.sensors import Sensors
 
-    node = node_bus.node
-    node.sensors = Sensors(types.SimpleNamespace(store=None, metrics=None), node.reactor)
-    node.sensors.sensors["bme280"] = {"name": "bme280"}
-    node.sensors.latest["bme280"] = (0, {"temperature": (21.5, "celsius"), "pressure": (1013.2, "hPa")})
-    node.bus, node.display = node_bus, Display({"driver": "dbus", "path": None, "max_length": 20}, node)
+    sensors = node_bus.sensors = Sensors(None, None, "station-501", NODE_ID, reactor)  # (no store: nothing polls)
+    sensors.sensors["bme280"] = {"name": "bme280"}
+    sensors.latest["bme280"] = (0, {"temperature": (21.5, "celsius"), "pressure": (1013.2, "hPa")})
+    node_bus.display = Display({"driver": "dbus", "path": None, "max_length": 20})
+    node_bus.display.shown_listeners.append(node_bus.message_shown)
     remote = await listener.getRemoteObject(NAME, OBJECT_PATH)
     shown = []
     await remote.notifyOnSignal("MessageShown", shown.append)
@@ -365,22 +358,22 @@ async def test_properties_changed_only_for_what_changed(node_bus, listener):
                             interface="org.freedesktop.DBus.Properties", member="PropertiesChanged")
     await listener.addMatch(lambda m: alarms.append(m.body), mtype="signal", path=OBJECT_PATH,
                             interface=INTERFACE, member="SensorAlarm")
-    clock, node = node_bus.clock, node_bus.node
+    clock = node_bus.clock
 
-    node.spool.bytes = 2048
+    node_bus.spool.bytes = 2048
     clock.advance(node_bus.interval)
     await until(lambda: changes)
     assert changes == [[INTERFACE, {"SpoolDepth": 2048}, []]]
 
     # Nothing changed but the uptime (not announced): no signal.  The alarm sent
     # afterwards arrives first, so nothing was sent before it.
-    node.reactor.advance(60)
+    clock.advance(60)
     node_bus.alarm("system", "load1", 9.0)
     await until(lambda: alarms)
     assert changes == [[INTERFACE, {"SpoolDepth": 2048}, []]]
 
-    node.exports.targets["central"]["lag_seconds"] = 30.0
-    node.spool.bytes = 0
+    node_bus.exports.targets["central"]["lag_seconds"] = 30.0
+    node_bus.spool.bytes = 0
     clock.advance(node_bus.interval)
     await until(lambda: len(changes) == 2)
     assert changes[1] == [INTERFACE, {"SpoolDepth": 0, "ExportLag": 30.0}, []]
@@ -447,7 +440,7 @@ async def upower(bus_address):
 def driver(address, **options):
     options = dict({"bus": address, "service": "org.freedesktop.UPower", "object": BATTERY,
                     "interface": UPOWER_DEVICE}, **options)
-    context = types.SimpleNamespace(reactor=reactor, name="battery", data_dir="/nonexistent", bus=None, timeout=5.0)
+    context = DriverContext(name="battery", data_dir="/nonexistent", reactor=reactor, timeout=5.0)
     return DBusDriver(options, context)
 
 
@@ -672,7 +665,7 @@ async def test_system_bus_policy(tmp_path, start_daemon):
     assert code == 0 and "interface org.stationd.Node1" in out, err
     code, out, err = await gdbus_call(system.address, f"{INTERFACE}.ShowMessage", "hi")
     assert code != 0 and "AccessDenied" in err
-    assert bus.node.display.shown == []
+    assert bus.display.shown == []
 
     await bus.stopService()
     await stop_daemon(system)

@@ -16,11 +16,11 @@ from twisted.internet import task
 
 from stationd import config as configuration
 from stationd.sensors import drivers
-from stationd.sensors.drivers import DriverError, ReadError
+from stationd.sensors.drivers import DriverContext, DriverError, ReadError
 
 
-def context(tmp_path, **extra):
-    return types.SimpleNamespace(data_dir=str(tmp_path), reactor=task.Clock(), name="test", bus=None, **extra)
+def context(tmp_path, name="test", **extra):
+    return DriverContext(name=name, data_dir=str(tmp_path), reactor=task.Clock(), **extra)
 
 
 def write(path, text):
@@ -340,8 +340,7 @@ def test_simulated_noise_is_a_function_of_seed_and_time(tmp_path):
 
 def test_simulated_default_seed_is_the_sensor_name(tmp_path):
     one = drivers.make("simulated", {"noise": "1"}, context(tmp_path))
-    other = drivers.make("simulated", {"noise": "1"}, types.SimpleNamespace(
-        data_dir=str(tmp_path), reactor=task.Clock(), name="other", bus=None))
+    other = drivers.make("simulated", {"noise": "1"}, context(tmp_path, name="other"))
     assert one.value(5.0) == drivers.make("simulated", {"noise": "1"}, context(tmp_path)).value(5.0)
     assert one.value(5.0) != other.value(5.0)
 

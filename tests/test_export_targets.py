@@ -45,7 +45,7 @@ async def start(tmp_path, database_url):
 
 async def stop(node):
     node.pump.stop()
-    await node.stopService()
+    await node.service.stopService()
 
 
 async def admin(node, method, path, body=None, key=None):
@@ -86,7 +86,7 @@ async def test_targets_are_added_changed_paused_and_removed_and_outlive_a_restar
         assert code == 200 and answer["target"]["paused"] and answer["target"]["status"]["state"] == "paused"
         assert "stations" not in answer["target"]["settings"]
         assert not running.running and "regional" not in node.exports.exporters
-        assert node.status()["exports"]["regional"]["state"] == "paused"
+        assert node.service.status()["exports"]["regional"]["state"] == "paused"
     finally:
         await stop(node)
 
@@ -106,7 +106,7 @@ async def test_targets_are_added_changed_paused_and_removed_and_outlive_a_restar
 
     node = await start(tmp_path, database_url)
     try:
-        assert list(node.status()["exports"]) == ["central"]
+        assert list(node.service.status()["exports"]) == ["central"]
     finally:
         await stop(node)
 

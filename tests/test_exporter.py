@@ -83,7 +83,7 @@ async def node(tmp_path, database_url):
     node = make_node(tmp_path, database_url, "[node]\nname = station-7\n")
     node.store.call(stations.add_station, "501", None)
     yield serve(node)
-    await node.stopService()
+    await node.service.stopService()
 
 
 def add_events(node, n, origin=None, start=0, received_ns=T0):
@@ -319,7 +319,7 @@ async def pair(tmp_path):
     pump.start(0.001)
     yield up, key
     pump.stop()
-    await up.stopService()
+    await up.service.stopService()
 
 
 @pytest_twisted.ensureDeferred

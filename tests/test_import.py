@@ -24,7 +24,7 @@ async def node(tmp_path, database_url):
     node.importer_key = node.store.call(users.add_user, "regional", "importer")[1]
     node.reader_key = node.store.call(users.add_user, "obs", "reader")[1]
     yield serve(node)
-    await node.stopService()
+    await node.service.stopService()
 
 
 def exported(n=3, station="501", with_file=False, origin="camera-1"):

@@ -27,7 +27,7 @@ async def node(tmp_path, database_url):
     node.store.call(stations.add_station, "501", stations.hash_password("secret"), cluster="ams")
     node.store.call(stations.add_station, "502", None)
     yield serve(node)
-    await node.stopService()
+    await node.service.stopService()
 
 
 def hisparc_events(n=3, second=0, kind="CIC"):
@@ -179,7 +179,7 @@ async def test_json_format_and_quarantine(node):
     assert rows["WTR1714"]["data"] == {"T": 21.5} and not rows["WTR1714"]["quarantined"]
     assert rows["CIC1072"]["quarantine_reason"] == "before min_event_time"
     assert rows["CIC4070"]["quarantine_reason"] == "more than max_future_skew ahead"
-    status = node.status()["ingest"]["events"]
+    status = node.service.status()["ingest"]["events"]
     assert status == {"hisparc_accepted": 1, "hisparc_quarantined": 2}
     _, metrics = await call(node.stub, "GET", "http://n/metrics")
     assert b'stationd_ingest_events_total{protocol="hisparc",result="quarantined"} 2.0' in metrics

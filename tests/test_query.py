@@ -21,7 +21,7 @@ async def node(tmp_path, database_url):
         node.store.call(stations.add_station, station, None)
     node.admin_key = node.store.call(users.add_user, "root", "admin")[1]
     yield serve(node)
-    await node.stopService()
+    await node.service.stopService()
 
 
 async def get(node, path, headers=None):

@@ -54,8 +54,15 @@ def in_line(clock):
     return lambda read, due: defer.maybeDeferred(lambda: (clock.seconds(), read()))
 
 
+def sensors_of(node, clock, **kwargs):
+    """Sensors on ``node``'s store and metrics, polled on ``clock`` (their threads on the reactor)."""
+    from twisted.internet import reactor
+
+    return Sensors(node.store, node.metrics, node.service.name, node.node_id, reactor, clock=clock, **kwargs)
+
+
 def sensors_on(node, clock, run_blocking=None, rng=lambda: 0.5):
-    return Sensors(node, clock, rng=rng, run_blocking=run_blocking or in_line(clock))
+    return sensors_of(node, clock, rng=rng, run_blocking=run_blocking or in_line(clock))
 
 
 def test_polls_keep_their_schedule_aligned_and_jittered(node):
@@ -185,7 +192,7 @@ async def test_an_alarm_is_stored_as_an_event_logged_and_signalled(node):
         node.store.stopService()
     assert heard == [("cpu", "temperature", 85.0, "above", 80.0, "raised")]
     [event], _ = page
-    assert event["station"] == node.name
+    assert event["station"] == node.service.name
 
 
 @pytest_twisted.async_yield_fixture()
@@ -206,7 +213,7 @@ async def served(tmp_path, database_url):
     pump.start(0.001)
     yield node
     pump.stop()
-    await node.stopService()
+    await node.service.stopService()
 
 
 async def get(node, path, **kwargs):
@@ -289,7 +296,7 @@ def test_a_sensor_thread_gets_its_poll_early_and_starts_it_on_time(node):
         handed.append((clock.seconds(), due))
         return defer.succeed((due + 0.001, read()))
 
-    sensors = Sensors(node, clock, rng=lambda: 0.0, run_blocking=thread)
+    sensors = sensors_of(node, clock, rng=lambda: 0.0, run_blocking=thread)
     sensors.add(sensor("t", interval="1s", align="yes"), Fake(clock, {"v": (1.0, "")}))
     sensors.pollers["t"].lead = 0.25
     sensors.pollers["t"].start()
@@ -361,14 +368,14 @@ async def test_the_st7735_display_draws_the_message_through_pimoronis_library(mo
         multiline_text=lambda xy, text, fill: drawn.append((image, xy, text))))
     monkeypatch.setitem(sys.modules, "st7735", types.SimpleNamespace(ST7735=LCD))
     monkeypatch.setitem(sys.modules, "PIL", types.SimpleNamespace(Image=image_module, ImageDraw=draw_module))
-    display = Display({"driver": "st7735", "path": None, "max_length": 40}, node=None)
+    display = Display({"driver": "st7735", "path": None, "max_length": 40})
     assert await display.show("fog\nexpected") == "fog\nexpected"
     assert drawn == [(("image", "RGB", (160, 80)), (2, 2), "fog\nexpected")]
     assert shown == [("image", "RGB", (160, 80))]
     monkeypatch.delitem(sys.modules, "st7735")
     monkeypatch.setitem(sys.modules, "ST7735", None)
     with pytest.raises(ValueError, match="st7735 library"):
-        Display({"driver": "st7735", "path": None, "max_length": 40}, node=None)
+        Display({"driver": "st7735", "path": None, "max_length": 40})
 
 
 def test_jittered_polls_handed_over_early_do_not_count_as_busy(node):
@@ -379,7 +386,7 @@ def test_jittered_polls_handed_over_early_do_not_count_as_busy(node):
     def thread(read, due):  # starts each read when due, as SensorThread does
         return task.deferLater(clock, max(0.0, due - clock.seconds()), lambda: (clock.seconds(), read()))
 
-    sensors = Sensors(node, clock, rng=lambda: next(jitter), run_blocking=thread)
+    sensors = sensors_of(node, clock, rng=lambda: next(jitter), run_blocking=thread)
     driver = Fake(clock, {"v": (1.0, "")})
     sensors.add(sensor("t", interval="1s", align="yes", jitter="1s"), driver)
     sensors.pollers["t"].lead = 0.25
@@ -413,7 +420,7 @@ def test_a_refused_real_time_priority_is_logged_once_and_the_threads_go_on(node,
 
     monkeypatch.setattr(poller, "realtime", lambda thread: "Operation not permitted")
     clock = task.Clock()
-    sensors = Sensors(node, clock)
+    sensors = sensors_of(node, clock)
     for name in ("a", "b"):
         sensors.add(sensor(name=name), Fake(clock, {"value": (1.0, "")}))
     logged = []
@@ -433,7 +440,7 @@ def test_sensor_threads_shorten_the_gil_switch_interval_while_they_run(node):
 
     before = sys.getswitchinterval()
     clock = task.Clock()
-    threaded, in_reactor = Sensors(node, clock), sensors_on(node, clock)
+    threaded, in_reactor = sensors_of(node, clock), sensors_on(node, clock)
     threaded.add(sensor(name="a"), Fake(clock, {"value": (1.0, "")}))
     in_reactor.add(sensor(name="b"), Fake(clock, {"value": (1.0, "")}))
     in_reactor.startService()

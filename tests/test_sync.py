@@ -73,7 +73,7 @@ async def node(tmp_path, database_url):
     pump.stop()
     await node.client.close()
     await node.admin.close()
-    await node.stopService()
+    await node.service.stopService()
 
 
 async def stored(node, station="501"):

@@ -8,56 +8,58 @@ import pytest
 import pytest_twisted
 from treq.testing import StubTreq
 
-from conftest import call
+from conftest import call, make_node
 
 from stationd import jsoncodec
 from stationd.store import users
 from stationd.store.cache import Cache
-from stationd.web import COMPONENTS, make_resource
+from stationd.web import make_resource
+from stationd.web.admin import AdminRoutes
+from stationd.web.core import Core
 from stationd.web.auth import Authenticator
 from stationd.web.http import _no_constants, parse_form, route
 
 
-class FakeNode:
-    """What components need of the node: its store, auth, config and status."""
-
-    def __init__(self, store, public_read=True):
-        from twisted.internet import reactor
-
-        self.store = store
-        self.cache = Cache(store)
-        self.auth = Authenticator(self.cache, public_read)
-        self.files, self.reactor, self.name, self.exports = None, reactor, "test", None
-        self.node_id = "00000000-0000-4000-8000-000000000000"
-
-    def status(self):
-        return {"node": "test", "components": {}}
+NODE_ID = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
-def node(store):
+def auth(store):
     store.startService()
-    yield FakeNode(store)
+    yield Authenticator(Cache(store), public_read=True)
     store.stopService()
 
 
-def client(node, components=("core", "admin"), prefix="/"):
-    return StubTreq(make_resource(node, components, prefix))
+@pytest.fixture
+def routes(store, auth):
+    """The route groups these tests mount, each given what it uses (as stationd.service.wire does)."""
+    from twisted.internet import reactor
+
+    return {"core": Core(auth, "test", NODE_ID, lambda: {"node": "test", "components": {}}),
+            "admin": AdminRoutes(store, auth, None, None, NODE_ID, reactor)}
+
+
+def client(routes, components=("core", "admin"), prefix="/"):
+    return StubTreq(make_resource({name: routes[name] for name in components}, prefix))
 
 
 def error_code(body):
     return json.loads(body)["error"]["code"]
 
 
-def test_config_and_web_agree_on_component_names():
+def test_the_node_builds_a_route_group_for_every_component_name(tmp_path, database_url):
     from stationd import config
 
-    assert set(config.COMPONENTS) == set(COMPONENTS)
+    node = make_node(tmp_path, database_url)
+    try:
+        assert list(node.routes) == list(config.COMPONENTS)
+    finally:
+        node.store.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_core_routes(node):
-    stub = client(node)
+async def test_core_routes(routes, store, auth):
+    stub = client(routes)
     response, body = await call(stub, "GET", "http://n/heartbeat")
     assert (response.code, body) == (200, b"OK")
     assert response.headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
@@ -68,8 +70,8 @@ async def test_core_routes(node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_path_and_wrong_method_are_json(node):
-    stub = client(node)
+async def test_unknown_path_and_wrong_method_are_json(routes, store, auth):
+    stub = client(routes)
     response, body = await call(stub, "GET", "http://n/no/such/thing")
     assert response.code == 404 and error_code(body) == "not_found"
     assert response.headers.getRawHeaders("content-type") == ["application/json"]
@@ -79,8 +81,8 @@ async def test_unknown_path_and_wrong_method_are_json(node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_request_path_prefixes_every_route(node):
-    stub = client(node, prefix="/stationd/")
+async def test_request_path_prefixes_every_route(routes, store, auth):
+    stub = client(routes, prefix="/stationd/")
     response, body = await call(stub, "GET", "http://n/stationd/heartbeat")
     assert body == b"OK"
     response, body = await call(stub, "GET", "http://n/heartbeat")
@@ -88,24 +90,21 @@ async def test_request_path_prefixes_every_route(node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_components_not_configured_are_not_mounted(node):
-    stub = client(node, components=("core",))
+async def test_components_not_configured_are_not_mounted(routes, store, auth):
+    stub = client(routes, components=("core",))
     response, _ = await call(stub, "GET", "http://n/api/v1/admin/users")
     assert response.code == 404
 
 
 @pytest_twisted.ensureDeferred
-async def test_handler_exception_is_500_json_without_traceback(node, monkeypatch):
+async def test_handler_exception_is_500_json_without_traceback(routes, store, auth, monkeypatch):
     class Broken:
-        def __init__(self, node):
-            pass
-
         @route("GET", "/broken")
         def broken(self, request):
             raise RuntimeError("secret internals")
 
-    monkeypatch.setitem(COMPONENTS, "broken", Broken)
-    stub = client(node, components=("core", "broken"))
+    routes["broken"] = Broken()
+    stub = client(routes, components=("core", "broken"))
     response, body = await call(stub, "GET", "http://n/broken")
     assert response.code == 500 and error_code(body) == "internal_error"
     assert b"secret internals" not in body and b"Traceback" not in body
@@ -114,23 +113,23 @@ async def test_handler_exception_is_500_json_without_traceback(node, monkeypatch
 # -- authentication --
 
 @pytest_twisted.ensureDeferred
-async def test_no_header_is_401_with_challenge(node):
-    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users")
+async def test_no_header_is_401_with_challenge(routes, store, auth):
+    response, body = await call(client(routes), "GET", "http://n/api/v1/admin/users")
     assert response.code == 401 and error_code(body) == "unauthorized"
     assert response.headers.getRawHeaders("www-authenticate") == ['Bearer realm="stationd"']
 
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_key_is_401(node):
-    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users",
+async def test_unknown_key_is_401(routes, store, auth):
+    response, body = await call(client(routes), "GET", "http://n/api/v1/admin/users",
                                 headers={"Authorization": "Bearer not-a-key"})
     assert response.code == 401 and "unknown API key" in body.decode()
 
 
 @pytest_twisted.ensureDeferred
-async def test_wrong_role_is_403(node):
-    _, key = node.store.call(users.add_user, "reader1", "reader")
-    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users",
+async def test_wrong_role_is_403(routes, store, auth):
+    _, key = store.call(users.add_user, "reader1", "reader")
+    response, body = await call(client(routes), "GET", "http://n/api/v1/admin/users",
                                 headers={"Authorization": f"Bearer {key}"})
     assert response.code == 403 and error_code(body) == "forbidden"
 
@@ -139,21 +138,21 @@ async def test_wrong_role_is_403(node):
     "Bearer {key}", "bearer {key}", "FPS_API APIKEY={key}", "FPS_API apikey={key}", "fps_api ApiKey = {key}",
 ])
 @pytest_twisted.ensureDeferred
-async def test_both_header_forms_authenticate(node, header):
-    _, key = node.store.call(users.add_user, "root", "admin")
-    response, body = await call(client(node), "GET", "http://n/api/v1/admin/users",
+async def test_both_header_forms_authenticate(routes, store, header):
+    _, key = store.call(users.add_user, "root", "admin")
+    response, body = await call(client(routes), "GET", "http://n/api/v1/admin/users",
                                 headers={"Authorization": header.format(key=key)})
     assert response.code == 200
     assert [u["name"] for u in json.loads(body)["users"]] == ["root"]
 
 
 @pytest_twisted.ensureDeferred
-async def test_reads_need_a_key_when_not_public(node):
-    node.auth.public_read = False
-    stub = client(node)
+async def test_reads_need_a_key_when_not_public(routes, store, auth):
+    auth.public_read = False
+    stub = client(routes)
     response, _ = await call(stub, "GET", "http://n/api/v1/status")
     assert response.code == 401
-    _, key = node.store.call(users.add_user, "viewer", "reader")
+    _, key = store.call(users.add_user, "viewer", "reader")
     response, _ = await call(stub, "GET", "http://n/api/v1/status", headers={"Authorization": f"Bearer {key}"})
     assert response.code == 200
     response, _ = await call(stub, "GET", "http://n/heartbeat")
@@ -161,16 +160,16 @@ async def test_reads_need_a_key_when_not_public(node):
 
 
 @pytest_twisted.ensureDeferred
-async def test_admin_user_routes(node):
-    _, root = node.store.call(users.add_user, "root", "admin")
+async def test_admin_user_routes(routes, store, auth):
+    _, root = store.call(users.add_user, "root", "admin")
     auth = {"Authorization": f"Bearer {root}"}
-    stub = client(node)
+    stub = client(routes)
     response, body = await call(stub, "POST", "http://n/api/v1/admin/users", headers=auth,
                                 json={"name": "ed", "role": "editor", "email": "ed@example.org"})
     assert response.code == 201
     created = json.loads(body)
     assert created["user"]["role"] == "editor"
-    assert node.store.call(users.authenticate, created["api_key"])["name"] == "ed"
+    assert store.call(users.authenticate, created["api_key"])["name"] == "ed"
 
     response, body = await call(stub, "POST", "http://n/api/v1/admin/users", headers=auth,
                                 json={"name": "ed", "role": "editor"})
@@ -180,8 +179,8 @@ async def test_admin_user_routes(node):
 
     response, body = await call(stub, "POST", "http://n/api/v1/admin/users/ed/rotate-key", headers=auth)
     new_key = json.loads(body)["api_key"]
-    assert node.store.call(users.authenticate, created["api_key"]) is None
-    assert node.store.call(users.authenticate, new_key)["name"] == "ed"
+    assert store.call(users.authenticate, created["api_key"]) is None
+    assert store.call(users.authenticate, new_key)["name"] == "ed"
 
     response, _ = await call(stub, "DELETE", "http://n/api/v1/admin/users/ed", headers=auth)
     assert response.code == 200

@@ -13,15 +13,21 @@ too (txdbus's has no argument names and no "const" properties).
 """
 
 import random
+from collections.abc import Callable, Mapping
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txdbus import interface, marshal, objects
 
 from stationd import __version__
 from stationd.buses import PROPERTIES_INTERFACE, NoBus, bus_address, open_connection, reason as _reason
+from stationd.display import Display
+from stationd.exporter import ExportTargets
 from stationd.retry import backoff_delay
+from stationd.sensors import Sensors
+from stationd.writer import Spool
 
 log = Logger()
 
@@ -54,18 +60,20 @@ PROPERTIES = {
 WATCHED = [name for name, (_, emits) in PROPERTIES.items() if emits == "true"]
 
 
-def _export_lag(node):
-    lags = [status["lag_seconds"] for status in node.exports.status().values()
+def _export_lag(node_bus):
+    lags = [status["lag_seconds"] for status in node_bus.exports.status().values()
             if status.get("lag_seconds") is not None]
     return float(max(lags, default=0.0))
 
 
-VALUES = {  # name: the value now, of the property's D-Bus type
-    "Version": lambda node: __version__,
-    "Name": lambda node: node.name,
-    "NodeId": lambda node: node.node_id or "",
-    "Uptime": lambda node: 0.0 if node.started_at is None else float(node.reactor.seconds() - node.started_at),
-    "SpoolDepth": lambda node: marshal.UInt64(node.spool.bytes),
+VALUES = {  # name: the value now (of a NodeBus), of the property's D-Bus type
+    "Version": lambda node_bus: __version__,
+    "Name": lambda node_bus: node_bus.node_name,
+    "NodeId": lambda node_bus: node_bus.node_id or "",
+    # The bus starts in the node's first reactor turn, with the rest of the node.
+    "Uptime": lambda node_bus: (0.0 if node_bus.started_at is None
+                                else float(node_bus.clock.seconds() - node_bus.started_at)),
+    "SpoolDepth": lambda node_bus: marshal.UInt64(node_bus.spool.bytes),
     "ExportLag": _export_lag,
 }
 
@@ -113,7 +121,7 @@ class _Live(objects.DBusProperty):
         super().__init__(name, INTERFACE)
 
     def __get__(self, instance, owner):
-        return self if instance is None else VALUES[self.pname](instance.node)
+        return self if instance is None else VALUES[self.pname](instance.node_bus)
 
     def __set__(self, instance, value):
         raise AttributeError(f"{self.pname} is read-only")
@@ -134,12 +142,12 @@ class NodeObject(objects.DBusObject):
     Version, Name, NodeId, Uptime = _Live("Version"), _Live("Name"), _Live("NodeId"), _Live("Uptime")
     SpoolDepth, ExportLag = _Live("SpoolDepth"), _Live("ExportLag")
 
-    def __init__(self, node):
+    def __init__(self, node_bus: "NodeBus"):
         super().__init__(OBJECT_PATH)
-        self.node = node
+        self.node_bus = node_bus
 
     def dbus_ShowMessage(self, message):
-        display = getattr(self.node, "display", None)
+        display = self.node_bus.display
         if display is None:
             raise NodeError("NoDisplay", "this node has no display")
         d = defer.maybeDeferred(display.show, message)
@@ -154,13 +162,13 @@ class NodeObject(objects.DBusObject):
 
     def dbus_ReadSensor(self, name):
         try:
-            fields = self.node.sensors.latest_values(name)
+            fields = self.node_bus.sensors.latest_values(name)
         except KeyError:
             raise NodeError("UnknownSensor", f"no sensor {name!r}") from None
         return {str(field): float(value) for field, value in fields.items() if value is not None}
 
     def dbus_ListSensors(self):
-        return [str(name) for name in self.node.sensors.names()]
+        return [str(name) for name in self.node_bus.sensors.names()]
 
 
 # ---- the node's side
@@ -169,25 +177,32 @@ class NodeObject(objects.DBusObject):
 class NodeBus(service.Service):
     """Exports NodeObject on the configured bus and owns the bus name there, come what may.
 
-    ``config`` is the [dbus] section.  With no bus (or no way to own the name)
+    ``config`` is the [dbus] section; the properties and methods answer from
+    the other arguments.  ``reactor`` opens connections, ``clock`` times
+    (tests: a task.Clock).  With no bus (or no way to own the name)
     the node runs on: one warning, then attempts with full-jitter backoff up
     to ``max_backoff`` seconds; a lost bus is the same.  Log lines are one a
     state change (connected / unavailable), not one an attempt.
     """
 
-    def __init__(self, node, config, reactor, clock=None, rng=random.random, interval=5.0, timeout=10.0,
-                 max_backoff=60.0):
-        self.node, self.reactor, self.clock = node, reactor, clock or reactor
+    def __init__(self, config: Mapping, node_name: str, node_id: str, spool: Spool, exports: ExportTargets,
+                 sensors: Sensors, display: Display | None, reactor,
+                 clock: IReactorTime | None = None, rng: Callable[[], float] = random.random,
+                 interval: float = 5.0, timeout: float = 10.0, max_backoff: float = 60.0):
+        self.node_name, self.node_id = node_name, node_id
+        self.spool, self.exports, self.sensors, self.display = spool, exports, sensors, display
+        self.reactor, self.clock = reactor, clock or reactor
+        self.started_at: float | None = None
         self.bus, self.bus_name = config["bus"], config["name"]
         self.rng, self.interval, self.timeout, self.max_backoff = rng, interval, timeout, max_backoff
-        self.object = NodeObject(node)
+        self.object = NodeObject(self)
         self.connection = None  # a DBusClientConnection, while exported and owning the name
         self.where = None  # e.g. "session bus (unix:path=...)", while connected
         self.state = "stopped"  # "connected", "unavailable" or "off"
         self.failures = 0  # attempts failed since the last success
         self._attempt = None  # Deferred of the attempt in progress
         self._retry = None  # IDelayedCall of the next attempt
-        self._announced = {}  # the WATCHED properties as last announced
+        self._announced: dict[str, object] = {}  # the WATCHED properties as last announced
         self._watch = task.LoopingCall(self._check_properties)
         self._watch.clock = self.clock
 
@@ -218,6 +233,7 @@ class NodeBus(service.Service):
 
     def startService(self):
         super().startService()
+        self.started_at = self.clock.seconds()
         if self.bus == "none":
             self.state = "off"
             log.info("D-Bus: off ([dbus] bus = none)")
@@ -291,7 +307,7 @@ class NodeBus(service.Service):
     def _connected(self, result):
         self._attempt = None
         self.connection, self.where = result
-        self._announced = {name: VALUES[name](self.node) for name in WATCHED}
+        self._announced = {name: VALUES[name](self) for name in WATCHED}
         log.info("D-Bus: {name} exported on the {where}{again}", name=self.bus_name, where=self.where,
                  again=" again" if self.state == "unavailable" else "")
         self.state, self.failures = "connected", 0
@@ -332,7 +348,7 @@ class NodeBus(service.Service):
         if self.connection is None:
             return
         try:
-            now = {name: VALUES[name](self.node) for name in WATCHED}
+            now = {name: VALUES[name](self) for name in WATCHED}
             changed = {name: value for name, value in now.items() if self._announced.get(name) != value}
             self._announced = now
             if changed:

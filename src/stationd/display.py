@@ -7,6 +7,8 @@ replaces ``path`` atomically, for a kiosk or a status page to pick up),
 ``st7735`` (the Enviro+ 0.96" LCD, when its library is installed).
 """
 
+from collections.abc import Callable, Mapping
+
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -25,15 +27,18 @@ def _printable(message):
 
 
 class Display:
-    def __init__(self, config, node):
+    """The [display] section's display.  The ``dbus`` driver's messages go to
+    ``shown_listeners`` (f(text): NodeBus.message_shown, which signals them)."""
+
+    def __init__(self, config: Mapping):
         self.driver = config["driver"]
         self.path = config["path"]
         self.max_length = config["max_length"]
-        self.node = node
-        self.message = None
+        self.shown_listeners: list[Callable[[str], object]] = []
+        self.message: str | None = None
         self._lcd = _St7735() if self.driver == "st7735" else None
 
-    async def show(self, message):
+    async def show(self, message: str) -> str:
         if len(message) > self.max_length:
             raise MessageTooLong(f"the message has {len(message)} characters; the display takes "
                                  f"{self.max_length}")
@@ -41,9 +46,9 @@ class Display:
         if self.driver == "file":
             await deferToThread(replace_file, self.path, shown.encode("utf-8"))
         elif self.driver == "dbus":
-            if self.node.bus is not None:
-                self.node.bus.message_shown(shown)
-        elif self.driver == "st7735":
+            for listener in self.shown_listeners:
+                listener(shown)
+        elif self._lcd is not None:
             await deferToThread(self._lcd.show, shown)
         log.info("Display: {message!r}", message=shown)
         self.message = shown

@@ -9,7 +9,7 @@ import gc
 import os
 import signal
 import sys
-import types
+from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
@@ -30,10 +30,21 @@ from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
 from stationd.metrics import Metrics
 from stationd.sensors import Sensors, drivers
-from stationd.store import Store, StoreError, exports, identity
+from stationd.sensors.options import DriverContext
+from stationd.store import Store, StoreError, identity
+from stationd.store import exports as exports_table
 from stationd.store.cache import Cache
 from stationd.tls import ServerTLS
 from stationd.web import make_site
+from stationd.web.admin import AdminRoutes
+from stationd.web.configs import ConfigRoutes
+from stationd.web.core import Core
+from stationd.web.imports import Import
+from stationd.web.ingest import NativeIngest
+from stationd.web.metrics import MetricsRoutes
+from stationd.web.query import QueryRoutes
+from stationd.web.sensors import SensorRoutes
+from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
 from stationd.writer import GroupCommit, Spool, Writer
 
@@ -77,32 +88,19 @@ def _freeze_heap():
 
 
 class NodeService(service.MultiService):
-    """The node: parent of every component, holder of what they share."""
+    """The node: parent of every component; answers status, reloads on SIGHUP."""
 
     handle_signals = False  # twistd's node does; a node built inside tests does not
 
-    def __init__(self, config, reactor):
+    def __init__(self, config: configuration.Config, reactor, node_id: str, metrics: Metrics,
+                 spool: Spool, exports: ExportTargets, sensors: Sensors, tls: ServerTLS | None = None,
+                 station_list: StationList | None = None):
         super().__init__()
-        self.config = config
-        self.reactor = reactor
-        self.name = config["node"]["name"]
-        self.node_id = None  # the store's (stationd.store.identity): set once the store is open
-        self.started_at = None
-        self.tls = None
-        self.store = None
-        self.auth = None
-        self.cache = None
-        self.metrics = Metrics()
-        self.spool = None
-        self.writer = None
-        self.ingest = None
-        self.files = None
-        self.configs = None
-        self.exports = None
-        self.sensors = None
-        self.display = None
-        self.bus = None
-        self.station_list = None
+        self.config, self.reactor = config, reactor
+        self.name, self.node_id = config["node"]["name"], node_id
+        self.metrics, self.spool, self.exports, self.sensors = metrics, spool, exports, sensors
+        self.tls, self.station_list = tls, station_list
+        self.started_at: float | None = None
         self.log_observer = make_observer(config["log"])
 
     def setServiceParent(self, parent):
@@ -112,7 +110,7 @@ class NodeService(service.MultiService):
             parent.setComponent(ILogObserver, self.log_observer)
         super().setServiceParent(parent)
 
-    def startService(self):
+    def startService(self) -> None:
         self.started_at = self.reactor.seconds()
         if self.handle_signals:
             # After the reactor's own handlers, which this replaces for SIGTERM.
@@ -131,17 +129,17 @@ class NodeService(service.MultiService):
         for child in reversed(list(self)):
             yield defer.maybeDeferred(child.stopService)
 
-    def _handle_signals(self):
+    def _handle_signals(self) -> None:
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
         signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._terminate))
 
-    def _terminate(self):
+    def _terminate(self) -> None:
         # The reactor's handler would make twistd kill itself with SIGTERM
         # once stopped; SIGTERM is how a node is meant to stop, so exit 0.
         log.info("Received SIGTERM, shutting down.")
         self.reactor.stop()
 
-    def reload(self):
+    def reload(self) -> None:
         """SIGHUP: pick up renewed TLS certificates without dropping connections."""
         log.info("SIGHUP: reloading")
         if self.tls is not None:
@@ -149,7 +147,7 @@ class NodeService(service.MultiService):
         if self.station_list is not None:
             self.station_list.check(force=True)
 
-    def status(self):
+    def status(self) -> dict:
         uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
         return {
             "node": self.name,
@@ -175,65 +173,106 @@ class NodeService(service.MultiService):
         }
 
 
-def build_node(config, reactor):
-    """The service tree of a node: store, writer, station list, then the web listeners."""
-    node = NodeService(config, reactor)
-    os.makedirs(config["node"]["data_dir"], exist_ok=True)
+@dataclass
+class BuiltNode:
+    """What wire() made, by name: the service twistd runs, and its parts for
+    tests that look inside a node (no component is handed this)."""
 
-    node.store = Store(config["database"]["url"], reactor)
-    node.store.migrate(config.own_origin_names())
-    node.node_id = node.store.call_read(identity.get_node_id)
-    node.store.setServiceParent(node)
-    node.cache = Cache(node.store)
-    node.auth = Authenticator(node.cache, config["web"]["public_read"])
+    service: NodeService
+    config: configuration.Config
+    node_id: str
+    metrics: Metrics
+    store: Store
+    cache: Cache
+    auth: Authenticator
+    spool: Spool
+    writer: Writer
+    ingest: Ingest
+    files: FileStore
+    configs: InstrumentConfigs
+    exports: ExportTargets
+    bus: NodeBus
+    display: Display
+    sensors: Sensors
+    routes: dict[str, object]  # component name -> route group, enabled or not
 
-    node.spool = Spool(config["writer"]["spool_dir"] or os.path.join(config["node"]["data_dir"], "spool"),
-                       config["writer"]["max_spool_bytes"], reactor, node.metrics)
-    node.writer = Writer(node.spool, node.store, node.node_id, node.metrics, reactor)
-    node.writer.setServiceParent(node)
-    commits = GroupCommit(node.store, node.writer, node.node_id, node.metrics)
-    node.ingest = Ingest(commits, node.metrics, reactor, config["ingest"]["min_event_time"],
-                         config["ingest"]["max_future_skew"])
-    node.files = FileStore(config["files"]["dir"] or os.path.join(config["node"]["data_dir"], "files"))
-    node.configs = InstrumentConfigs(node.store, os.path.join(node.spool.directory, "configs"),
-                           config["node"]["timezone"], reactor)
-    if config["ingest"]["station_list"]:
-        node.station_list = StationList(config["ingest"]["station_list"], node.store, clock=reactor)
-        node.station_list.setServiceParent(node)
 
-    local = LocalNode(node.store, node.files, node.metrics, node.node_id, config["node"]["timezone"])
-    node.exports = ExportTargets(local, config["exports"], reactor)
-    node.exports.load(node.store.call_read(exports.list_targets))
-    node.exports.setServiceParent(node)
+def build_node(config: configuration.Config, reactor) -> NodeService:
+    """The service tree of a node, as twistd runs it."""
+    return wire(config, reactor).service
 
-    node.bus = NodeBus(node, config["dbus"], reactor)
-    node.bus.setServiceParent(node)
+
+def wire(config: configuration.Config, reactor) -> BuiltNode:
+    """Every component, given what it uses; then the tree, in start order:
+    store, writer, station list, exporters, D-Bus, sensors, the web listeners."""
+    node_name, zone = config["node"]["name"], config["node"]["timezone"]
+    data_dir = config["node"]["data_dir"]
+    os.makedirs(data_dir, exist_ok=True)
+    metrics = Metrics()
+
+    store = Store(config["database"]["url"], reactor)
+    store.migrate(config.own_origin_names())
+    node_id = store.call_read(identity.get_node_id)
+    if node_id is None:  # (migrate() makes it)
+        raise StoreError("the store has no node id")
+    cache = Cache(store)
+    auth = Authenticator(cache, config["web"]["public_read"])
+
+    spool = Spool(config["writer"]["spool_dir"] or os.path.join(data_dir, "spool"),
+                  config["writer"]["max_spool_bytes"], reactor, metrics)
+    writer = Writer(spool, store, node_id, metrics, reactor)
+    ingest = Ingest(GroupCommit(store, writer, node_id, metrics), metrics, reactor,
+                    config["ingest"]["min_event_time"], config["ingest"]["max_future_skew"])
+    files = FileStore(config["files"]["dir"] or os.path.join(data_dir, "files"))
+    configs = InstrumentConfigs(store, os.path.join(spool.directory, "configs"), zone, reactor)
+    station_list = (StationList(config["ingest"]["station_list"], store, clock=reactor)
+                    if config["ingest"]["station_list"] else None)
+
+    exports = ExportTargets(LocalNode(store, files, metrics, node_id, zone), config["exports"], reactor)
+    exports.load(store.call_read(exports_table.list_targets))
+
     try:
-        node.display = Display(config["display"], node)
+        display = Display(config["display"])
     except ValueError as e:
         raise config.error("display", "driver", str(e)) from None
-    node.sensors = Sensors(node, reactor)
+    sensors = Sensors(store, metrics, node_name, node_id, reactor)
     for sensor in config["sensors"].values():
-        context = types.SimpleNamespace(name=sensor["name"], data_dir=config["node"]["data_dir"], reactor=reactor,
-                                        bus=node.bus, timeout=sensor["timeout"])
+        context = DriverContext(name=sensor["name"], data_dir=data_dir, reactor=reactor, timeout=sensor["timeout"])
         try:
-            node.sensors.add(sensor, drivers.make(sensor["driver"], sensor["options"], context))
+            sensors.add(sensor, drivers.make(sensor["driver"], sensor["options"], context))
         except drivers.DriverError as e:
             key = e.key or "driver"
             origin = sensor["origin"].get(key, sensor["origin"].get("driver"))
             raise configuration.ConfigError([f"{origin}:sensor:{sensor['name']}:{key}: {e}"]) from None
-    node.sensors.alarm_listeners.append(node.bus.sensor_alarm)
-    node.sensors.setServiceParent(node)
+    bus = NodeBus(config["dbus"], node_name, node_id, spool, exports, sensors, display, reactor)
+    sensors.alarm_listeners.append(bus.sensor_alarm)
+    display.shown_listeners.append(bus.message_shown)
 
-    site = make_site(node, reactor)
+    tls = ServerTLS.from_config(config) if config["web"]["https"] else None
+    node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list)
+    routes: dict[str, object] = {
+        "core": Core(auth, node_name, node_id, node.status),
+        "admin": AdminRoutes(store, auth, files, exports, node_id, reactor),
+        "upload": Upload(cache, ingest, metrics),
+        "ingest": NativeIngest(auth, cache, ingest, metrics),
+        "query": QueryRoutes(store, auth, files, reactor),
+        "configs": ConfigRoutes(store, auth, configs),
+        "import": Import(store, auth, files, ingest, node_name, node_id, reactor),
+        "sensors": SensorRoutes(auth, sensors, display, config["web"]["request_path"], reactor),
+        "metrics": MetricsRoutes(metrics),
+    }
+    for child in (store, writer, station_list, exports, bus, sensors):
+        if child is not None:
+            child.setServiceParent(node)
+    site = make_site(routes, config["web"], reactor)
     for description in config["web"]["http"]:
         Listener(description, serverFromString(reactor, description), site).setServiceParent(node)
-    if config["web"]["https"]:
-        node.tls = ServerTLS.from_config(config)
+    if tls is not None:
         for description in config["web"]["https"]:
-            endpoint = wrapServerTLS(node.tls, serverFromString(reactor, description))
+            endpoint = wrapServerTLS(tls, serverFromString(reactor, description))
             Listener(description, endpoint, site).setServiceParent(node)
-    return node
+    return BuiltNode(node, config, node_id, metrics, store, cache, auth, spool, writer, ingest, files, configs,
+                     exports, bus, display, sensors, routes)
 
 
 def makeService(options):

@@ -12,12 +12,16 @@ downsampled and expired.
 import math
 import random
 import sys
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from stationd.metrics import Metrics
 from stationd.sensors.poller import Poller, SensorThread
+from stationd.store import Store
 from stationd.store import sensors as history
 from stationd.store.events import digest, event_ids, store_batches
 
@@ -60,19 +64,29 @@ class Alarms:
 
 
 class Sensors(Service):
-    def __init__(self, node, clock, rng=random.random, run_blocking=None):
+    """Polls the sensors, keeps their history and alarms; alarm events are
+    stored as station ``node_name``'s, of origin ``node_id``.  ``reactor``
+    runs the sensor threads, ``clock`` times the polls (tests: a task.Clock)."""
+
+    def __init__(self, store: Store, metrics: Metrics, node_name: str, node_id: str, reactor,
+                 clock: IReactorTime | None = None, rng: Callable[[], float] = random.random,
+                 run_blocking: Callable | None = None):
         self.setName("sensors")  # (as an instance attribute: twisted's Service types the class one None)
-        self.node, self.clock, self.rng = node, clock, rng
-        self.store, self.metrics = node.store, node.metrics
+        self.store, self.metrics = store, metrics
+        self.node_name, self.node_id = node_name, node_id
+        self.reactor, self.clock, self.rng = reactor, clock or reactor, rng
         self._run_blocking = run_blocking  # tests: f(read, due) -> Deferred (started, values); else a thread a sensor
-        self.sensors, self.pollers, self.threads, self.alarms = {}, {}, {}, {}
-        self.latest = {}  # name -> (time_ns, {field: (value, unit)})
-        self.failing = {}  # name -> the error while it fails
-        self.pending = []  # (sensor, field, time_ns, value) not yet in the store
-        self.alarm_listeners = []  # f(sensor, field, value, kind, threshold, state)
+        self.sensors: dict[str, dict] = {}  # name -> its [sensor:NAME] section
+        self.pollers: dict[str, Poller] = {}
+        self.threads: dict[str, SensorThread] = {}
+        self.alarms: dict[str, Alarms] = {}
+        self.latest: dict[str, tuple[int, dict]] = {}  # name -> (time_ns, {field: (value, unit)})
+        self.failing: dict[str, str] = {}  # name -> the error while it fails
+        self.pending: list[tuple] = []  # (sensor, field, time_ns, value) not yet in the store
+        self.alarm_listeners: list[Callable] = []  # f(sensor, field, value, kind, threshold, state)
         self._switch_interval = None  # Python's, while the threads run with GIL_SWITCH_SECONDS
-        self._flusher = _loop(self.flush, clock)
-        self._compactor = _loop(self.compact, clock)
+        self._flusher = _loop(self.flush, self.clock)
+        self._compactor = _loop(self.compact, self.clock)
 
     def add(self, sensor, driver):
         name = sensor["name"]
@@ -87,7 +101,7 @@ class Sensors(Service):
         super().startService()
         for name, poller in self.pollers.items():
             if poller.driver.blocking and self._run_blocking is None:
-                self.threads[name] = SensorThread(name, self.node.reactor)
+                self.threads[name] = SensorThread(name, self.reactor)
             poller.start()
         refused = {thread.realtime_error for thread in self.threads.values()} - {None}
         if refused:
@@ -155,7 +169,7 @@ class Sensors(Service):
                 "state": state}
         event = {"id": None, "type": "sensor_alarm", "time_ns": time_ns, "data": data, "digest": digest(data),
                  "quarantine": None}
-        self.store.run(_store_alarm, self.node.name, event, self.node.node_id).addErrback(
+        self.store.run(_store_alarm, self.node_name, event, self.node_id).addErrback(
             lambda failure: log.failure("Sensor {name}: alarm event not stored", failure, name=name))
         for listener in self.alarm_listeners:
             listener(name, field, value, kind, threshold, state)

@@ -56,7 +56,7 @@ class DBusDriver:
         self.offset = opts.get("offset", number, 0.0)
         opts.done()
         self.reactor = context.reactor
-        self.timeout = getattr(context, "timeout", None) or CALL_TIMEOUT
+        self.timeout = context.timeout or CALL_TIMEOUT
         self.connection = None
 
     def read(self):

@@ -32,6 +32,7 @@ from stationd import config
 from stationd.sensors.dbus_driver import DBusDriver
 from stationd.sensors.options import (  # noqa: F401 (DriverError, ReadError, Options: the drivers' API)
     FIELD_NAME,
+    DriverContext,
     DriverError,
     Options,
     ReadError,
@@ -55,14 +56,8 @@ class Driver:
         raise NotImplementedError
 
 
-def make(kind, options, context):
-    """The driver ``kind`` for ``options`` ({key: text}); DriverError if they do not fit.
-
-    ``context`` has ``data_dir``, ``reactor``, ``name`` (the sensor's),
-    ``bus`` (the node's D-Bus connection manager, stationd.dbus.NodeBus, or
-    None) and ``timeout`` (the sensor's, seconds; the command driver kills
-    its program then).
-    """
+def make(kind: str, options: dict[str, str], context: DriverContext) -> "Driver | DBusDriver":
+    """The driver ``kind`` for ``options`` ({key: text}); DriverError if they do not fit."""
     if kind == "dbus":  # (it reads its options itself)
         return DBusDriver(options, context)
     if kind not in DRIVERS:
@@ -256,7 +251,7 @@ class Command(Driver):
         self.argv = options.required("command", command_line)
         self.form = options.get("format", config.choice("auto", "keyvalue", "json"), "auto")
         self.units = options.get("units", pairs, {})
-        self.timeout = getattr(context, "timeout", None) or 10.0
+        self.timeout = context.timeout or 10.0
 
     def read(self):
         program = os.path.basename(self.argv[0])

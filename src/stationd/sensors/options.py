@@ -4,8 +4,21 @@ import glob
 import math
 import os
 import re
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
 
 from stationd import config
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What a driver may know of the node, besides its options."""
+
+    name: str  # the sensor's
+    data_dir: str  # [node] data_dir
+    reactor: IReactorTime  # its clock; the dbus driver connects through it too
+    timeout: float | None = None  # the sensor's, seconds: the command driver kills its program then
 
 
 class DriverError(ValueError):

@@ -3,13 +3,15 @@ event files, and export targets at run time."""
 
 import json
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
-from stationd.exporter import TargetError
+from stationd.exporter import ExportTargets, TargetError
+from stationd.filestore import FileStore
 from stationd.ingest import has_nul
-from stationd.store import files, stations, users
+from stationd.store import Store, files, stations, users
 from stationd.times import parse_time
-from stationd.web.auth import require
+from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
 
@@ -40,13 +42,11 @@ def _text_arg(request, name, default=None, limit=255):
 
 
 class AdminRoutes:
-    def __init__(self, node):
-        self.store = node.store
-        self.auth = node.auth
-        self.files = node.files
-        self.reactor = node.reactor
-        self.origin = node.node_id
-        self.exports = node.exports
+    def __init__(self, store: Store, auth: Authenticator, files: FileStore, exports: ExportTargets, node_id: str,
+                 clock: IReactorTime):
+        self.store, self.auth, self.files, self.exports = store, auth, files, exports
+        self.origin = node_id
+        self.clock = clock
 
     @route("GET", "/api/v1/admin/users")
     @require("admin")
@@ -116,7 +116,7 @@ class AdminRoutes:
         sha256, size = await deferToThread(self.files.put, request.content)
         record = await _run(self.store, files.attach_file, event_id, name=name, mime_type=mime_type,
                             semantic_type=semantic_type, meta=meta, sha256=sha256, size=size,
-                            now_ns=int(self.reactor.seconds() * 1e9), origin=self.origin)
+                            now_ns=int(self.clock.seconds() * 1e9), origin=self.origin)
         return json_body(request, {"file": record}, status=201)
 
     @route("POST", "/api/v1/admin/stations/<station_id>/status")
@@ -126,11 +126,11 @@ class AdminRoutes:
         body = read_json(request)
         try:
             valid_from = (parse_time(body["valid_from"]) if body.get("valid_from") is not None
-                          else int(self.reactor.seconds() * 1e9))
+                          else int(self.clock.seconds() * 1e9))
         except ValueError as e:
             raise HTTPError(400, f"valid_from: {e}") from None
         history = await _run(self.store, stations.add_status, station_id, valid_from,
-                             int(self.reactor.seconds() * 1e9), instrument=body.get("instrument"),
+                             int(self.clock.seconds() * 1e9), instrument=body.get("instrument"),
                              location=body.get("location"), orientation=body.get("orientation"))
         return json_body(request, {"station": station_id, "history": history}, status=201)
 

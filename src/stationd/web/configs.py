@@ -10,10 +10,11 @@ import datetime
 from twisted.internet.threads import deferToThread
 
 from stationd import fplane
-from stationd.instrument_configs import NAME
+from stationd.instrument_configs import NAME, InstrumentConfigs
+from stationd.store import Store
 from stationd.store import configs as store_configs
 from stationd.times import DATESTR_FORMATS, parse_time
-from stationd.web.auth import require
+from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
 # JSON true/false, and 1/0 (equal to True/False as keys), as text too.
@@ -57,10 +58,8 @@ def _text(request, text, filename=None):
 
 
 class ConfigRoutes:
-    def __init__(self, node):
-        self.auth = node.auth
-        self.store = node.store
-        self.configs = node.configs
+    def __init__(self, store: Store, auth: Authenticator, configs: InstrumentConfigs):
+        self.store, self.auth, self.configs = store, auth, configs
 
     async def _version(self, name, datestr):
         try:

@@ -9,14 +9,15 @@ exporter PUTs each, checked against the announced SHA-256 and size.
 
 import re
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
-from stationd.filestore import ContentMismatch
-from stationd.ingest import NUL_MESSAGE, canonical, has_nul
-from stationd.store import files, stations
+from stationd.filestore import ContentMismatch, FileStore
+from stationd.ingest import NUL_MESSAGE, Ingest, canonical, has_nul
+from stationd.store import Store, files, stations
 from stationd.writer import Busy, StoreRefused, StoreUnavailable
 from stationd.times import MAX_NS, MIN_NS, parse_time
-from stationd.web.auth import require
+from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
 MAX_BATCH = 10000
@@ -88,13 +89,11 @@ def parse_import_event(event, sender):
 
 
 class Import:
-    def __init__(self, node):
-        self.store = node.store
-        self.auth = node.auth
-        self.files = node.files
-        self.ingest = node.ingest
-        self.node_name, self.node_id = node.name, node.node_id  # exporters leave out events from here
-        self.reactor = node.reactor
+    def __init__(self, store: Store, auth: Authenticator, files: FileStore, ingest: Ingest, node_name: str,
+                 node_id: str, clock: IReactorTime):
+        self.store, self.auth, self.files, self.ingest = store, auth, files, ingest
+        self.node_name, self.node_id = node_name, node_id  # exporters leave out events from here
+        self.clock = clock
 
     @route("POST", "/api/v1/import")
     @require("importer")
@@ -133,7 +132,7 @@ class Import:
         # ~20 ms of a 5000-event round (docs/performance.rst, Export).
         held = [body, batch, parsed, records]
         del body, batch, parsed, records, event
-        self.reactor.callLater(0, self.reactor.callLater, 0, held.clear)
+        self.clock.callLater(0, self.clock.callLater, 0, held.clear)
         return json_body(request, {**counts, "need": missing, "node": self.node_name, "node_id": self.node_id})
 
     def _missing(self, records):

@@ -7,8 +7,13 @@ Answered 200 {"accepted", "duplicates", "quarantined"} once durable; a retry
 with the same Idempotency-Key gets the first answer again.
 """
 
-from stationd.ingest import canonical
+from typing import Any
+
+from stationd.ingest import Ingest, canonical
+from stationd.metrics import Metrics
+from stationd.store.cache import Cache
 from stationd.times import parse_time
+from stationd.web.auth import Authenticator
 from stationd.web.http import HTTPError, json_body, read_json, route
 from stationd.writer import Busy, SpoolError, SpoolFull, StoreRefused
 
@@ -43,12 +48,10 @@ def parse_event(event):
 class NativeIngest:
     """Served by stationd.web.site.HotRoutes without Klein's routing; the route is declared here too."""
 
-    def __init__(self, node):
-        self.ingest = node.ingest
-        self.cache = node.cache
-        self.auth = node.auth
-        self._requests = {}  # status -> the counter's child: labels() costs a lock and a lookup
-        self._counter = node.metrics.ingest_requests
+    def __init__(self, auth: Authenticator, cache: Cache, ingest: Ingest, metrics: Metrics):
+        self.auth, self.cache, self.ingest = auth, cache, ingest
+        self._requests: dict[int, Any] = {}  # status -> the counter's child: labels() costs a lock and a lookup
+        self._counter = metrics.ingest_requests
 
     @route("POST", "/api/v1/stations/<station_id>/events")
     async def events(self, request, station_id):

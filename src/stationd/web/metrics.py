@@ -2,12 +2,13 @@
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from stationd.metrics import Metrics
 from stationd.web.http import route
 
 
 class MetricsRoutes:
-    def __init__(self, node):
-        self.registry = node.metrics.registry
+    def __init__(self, metrics: Metrics):
+        self.registry = metrics.registry
 
     @route("GET", "/metrics")
     def exposition(self, request):

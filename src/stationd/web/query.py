@@ -9,12 +9,15 @@ import os
 import re
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.web import static
 
+from stationd.filestore import FileStore
+from stationd.store import Store
 from stationd.store import query as store_query
 from stationd.store import stations
 from stationd.times import parse_query_time
-from stationd.web.auth import require
+from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, error_body, json_body, route
 
 _FIELD = re.compile(r"^(field|meta)\.([A-Za-z0-9_-]{1,64})\.(eq|lt|le|gt|ge)$")
@@ -100,11 +103,8 @@ def _http_date(ns):
 
 
 class QueryRoutes:
-    def __init__(self, node):
-        self.store = node.store
-        self.auth = node.auth
-        self.files = node.files
-        self.reactor = node.reactor
+    def __init__(self, store: Store, auth: Authenticator, files: FileStore, clock: IReactorTime):
+        self.store, self.auth, self.files, self.clock = store, auth, files, clock
 
     @route("GET", "/api/v1/events")
     @require(read=True)
@@ -189,13 +189,13 @@ class QueryRoutes:
     @route("GET", "/api/v1/stations")
     @require(read=True)
     async def stations(self, request):
-        now_ns = int(self.reactor.seconds() * 1e9)
+        now_ns = int(self.clock.seconds() * 1e9)
         return json_body(request, {"stations": await self.store.read(stations.public_stations, now_ns)})
 
     @route("GET", "/api/v1/stations/<station_id>")
     @require(read=True)
     async def station(self, request, station_id):
-        now_ns = int(self.reactor.seconds() * 1e9)
+        now_ns = int(self.clock.seconds() * 1e9)
 
         def described(conn):
             row = stations.get_station(conn, station_id)

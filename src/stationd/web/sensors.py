@@ -1,22 +1,23 @@
 """Sensor routes: QIoT-compatible (/api/sensors, /api/lcd) and the node's own
 (/api/v1/sensors...): current values, history, the display."""
 
-from stationd.display import MessageTooLong
+from twisted.internet.interfaces import IReactorTime
+
+from stationd.display import Display, MessageTooLong
+from stationd.sensors import Sensors
 from stationd.store.sensors import TooManyReadings
 from stationd.times import format_ns, parse_query_time
-from stationd.web.auth import require
+from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
 MAX_SPAN_STEP = 1.0  # seconds: the smallest step a readings query may ask for
 
 
 class SensorRoutes:
-    def __init__(self, node):
-        self.auth = node.auth
-        self.sensors = node.sensors
-        self.display = node.display
-        self.prefix = node.config["web"]["request_path"]
-        self.reactor = node.reactor
+    def __init__(self, auth: Authenticator, sensors: Sensors, display: Display, prefix: str, clock: IReactorTime):
+        self.auth, self.sensors, self.display = auth, sensors, display
+        self.prefix = prefix  # [web] request_path: QIoT's sensor list gives paths
+        self.clock = clock
 
     def _sensor(self, name):
         if name not in self.sensors.sensors:
@@ -69,7 +70,7 @@ class SensorRoutes:
     async def readings(self, request, name):
         """since (default an hour before until), until (default now), step (seconds; averages)."""
         self._sensor(name)
-        until = _time_arg(request, "until", int(self.reactor.seconds() * 1e9) + 1)
+        until = _time_arg(request, "until", int(self.clock.seconds() * 1e9) + 1)
         since = _time_arg(request, "since", until - 3600 * 10**9)
         step = request.args.get(b"step", [None])[0]
         try:

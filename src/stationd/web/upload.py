@@ -9,13 +9,16 @@ but 100.
 """
 
 import hashlib
+from typing import Any
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThread
 
 from stationd.hisparc import DecodeError, decode_upload
-from stationd.ingest import canonical
+from stationd.ingest import Ingest, canonical
+from stationd.metrics import Metrics
 from stationd.store import stations
+from stationd.store.cache import Cache
 from stationd.web.http import parse_form, route
 from stationd.writer import Busy, SpoolError, SpoolFull, StoreRefused
 
@@ -39,11 +42,9 @@ def _payload_bytes(raw):
 class Upload:
     """Served by stationd.web.site.HotRoutes without Klein's routing; the route is declared here too."""
 
-    def __init__(self, node):
-        self.cache = node.cache
-        self.ingest = node.ingest
-        self.metrics = node.metrics
-        self._answers = {}  # code -> the counter's child
+    def __init__(self, cache: Cache, ingest: Ingest, metrics: Metrics):
+        self.cache, self.ingest, self.metrics = cache, ingest, metrics
+        self._answers: dict[str, Any] = {}  # code -> the counter's child
         # One password check at a time: each scrypt derivation holds 16 MiB
         # and a core for tens of ms, so a flood of wrong passwords must not
         # take a small board's memory or all the reactor's threads.
