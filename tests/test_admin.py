@@ -1,5 +1,7 @@
 """stationd-admin, run in-process (the same main() the console script calls)."""
 
+import json
+
 import pytest
 from cryptography import x509
 
@@ -190,6 +192,20 @@ def test_import_config(capsys, cfg, database_url, tmp_path):
     assert [(u["ifuslot"], u["ifuid"], u["specid"]) for u in version["content"]["units"]] == [
         ("013", "031", 20), ("014", "000", 0)]
     store.close()
+    # The JSON form round-trips: a version as the API gives it, or only its content.
+    for valid_from, exported in (("2024-05-02T00:00:00Z", version), ("2024-05-03T00:00:00Z", version["content"])):
+        structured = tmp_path / "fplane.json"
+        structured.write_text(json.dumps(exported))
+        code, out, err = run(capsys, "import-config", "fplane", str(structured), "--valid-from", valid_from,
+                             "--config", cfg)
+        assert code == 0 and out.endswith(" stored\n"), err
+        store = Store(database_url)
+        assert store.call(configs.latest_version, "fplane")["content"] == version["content"]
+        store.close()
+    structured.write_text('{"units": [{"ifuslot": "013"}]}')
+    code, _, err = run(capsys, "import-config", "fplane", str(structured), "--valid-from", "2024-05-04T00:00:00Z",
+                       "--config", cfg)
+    assert code == 1 and err.startswith(f"stationd-admin: {structured}: ")
     text.write_text("013 -350.0\n")
     code, _, err = run(capsys, "import-config", "fplane", str(text), "--valid-from", "2024-06-01T00:00:00Z",
                        "--config", cfg)

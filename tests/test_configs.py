@@ -107,6 +107,8 @@ async def test_a_dry_run_renders_and_stores_nothing(node, commit):
     response, _ = await get(node, "/fplane/")
     assert response.code == 404
     response, _ = await post(node, {"config": V1})  # commit defaults to false
+    response, text = await post(node, {"config": V1, "commit": commit, "valid_from": "2024-05-10T00:00:00Z"})
+    assert text.splitlines()[0].endswith("preview, not stored, valid from 2024-05-10T00:00:00.000000000Z")
     assert (await get(node, "/api/v1/configs"))[1] == '{"configs":[]}'
 
 

@@ -619,6 +619,21 @@ async def test_a_peer_that_hangs_up_or_stalls_during_the_handshake_fails_the_att
             await port.stopListening()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_bus_that_does_not_answer_is_logged_in_words(tmp_path, logged):
+    silent = reactor.listenUNIX(str(tmp_path / "silent"), protocol.Factory.forProtocol(protocol.Protocol))
+    bus = make_bus(f"unix:path={tmp_path / 'silent'}")
+    try:
+        bus.startService()
+        await task.deferLater(reactor, 0.05, lambda: None)
+        bus.clock.advance(bus.timeout)
+        await until(lambda: bus.state == "unavailable")
+        assert "no answer within 10 s" in logged[-1] and "Deferred" not in logged[-1]
+    finally:
+        await bus.stopService()
+        await silent.stopListening()
+
+
 # ---- bus = auto, and the system-bus policy
 
 

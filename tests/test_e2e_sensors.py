@@ -1,5 +1,6 @@
 """The real daemon's sensors: polled with nobody asking, exposed to Prometheus and HTTP."""
 
+import calendar
 import json
 import shutil
 import subprocess
@@ -67,6 +68,8 @@ def test_metrics_are_fresh_without_anyone_asking_and_pass_promtool(tmp_path):
     with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/api/sensors/wave", timeout=30) as response:
         result = json.loads(response.read())["result"]
     assert set(result) == {"instant", "temperature"}
+    read_at = calendar.timegm(time.strptime(result["instant"], "%Y-%m-%d %H:%M:%S%Z"))  # as QIoT clients parse it
+    assert abs(read_at - time.time()) < 600
     request = urllib.request.Request(f"http://127.0.0.1:{node.http}/api/lcd", data=b'{"message": "clear skies"}',
                                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:

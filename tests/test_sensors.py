@@ -227,7 +227,7 @@ async def test_qiot_routes_answer_as_the_qiot_app_did(served):
     node.sensors._reading("weather", 1714564800.25, {"temperature": (22.0, "°C"), "humidity": (40, "%")})
     assert await get(node, "/api/sensors") == (200, {"result": ["/api/sensors/quiet", "/api/sensors/weather"]})
     assert await get(node, "/api/sensors/weather") == (200, {"result": {
-        "instant": "2024-05-01T12:00:00.250000000Z", "temperature": 22.0, "humidity": 40.0}})
+        "instant": "2024-05-01 12:00:00GMT", "temperature": 22.0, "humidity": 40.0}})  # QIoT's %Y-%m-%d %H:%M:%S%Z
     assert (await get(node, "/api/sensors/nowhere"))[0] == 404
 
     async def lcd(body, key=node.editor_key):
@@ -267,6 +267,13 @@ async def test_sensor_list_detail_and_readings(served):
     assert [(r["values"]["temperature"], r["min"]["temperature"], r["max"]["temperature"])
             for r in answer["readings"]] == [(21.0, 20.0, 22.0), (24.0, 23.0, 25.0)]
     assert (await get(node, "/api/v1/sensors/weather/readings?step=0"))[0] == 400
+    for step in ("30s", "0.5m"):  # durations as the configuration writes them
+        assert (await get(node, f"/api/v1/sensors/weather/readings?since={since}&until={t0 + 60}&step={step}")
+                ) == (code, answer)
+    code, refused = await get(node, "/api/v1/sensors/weather/readings?step=500ms")
+    assert code == 400 and "a duration from 1 s" in refused["error"]["message"]
+    code, refused = await get(node, f"/api/v1/sensors/weather/readings?since={t0 + 60}&until={t0}")
+    assert code == 400 and refused["error"]["message"] == "since: after until"
     assert (await get(node, "/api/v1/sensors/weather/readings?since=yesterday"))[0] == 400
     assert (await get(node, "/api/v1/sensors/none/readings"))[0] == 404
 

@@ -182,8 +182,21 @@ def add_status(args):
     print(f"station {args.id}: status from {format_ns(valid_from)} added; {len(history)} in its history")
 
 
+def _fplane_content(text):
+    """An fplane text file (FPlaneServer's, or ours), or the structured JSON form: a version as
+    GET /api/v1/configs/fplane answers it, or only its content ({"units": [...]})."""
+    from stationd import fplane
+
+    if not text.lstrip().startswith("{"):
+        return fplane.parse(text, fplane.default_slots())
+    content = json.loads(text)
+    if isinstance(content, dict) and "units" not in content and isinstance(content.get("content"), dict):
+        content = content["content"]
+    return fplane.validate(content, fplane.default_slots())
+
+
 def import_config(args):
-    """An fplane text file (FPlaneServer's, or ours), or a JSON file for any other name."""
+    """fplane: a text file or its JSON form; any other name: a JSON object."""
     from stationd import fplane
     from stationd.store import configs
 
@@ -192,7 +205,7 @@ def import_config(args):
     try:
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
-        content = fplane.parse(text, fplane.default_slots()) if args.name == "fplane" else json.loads(text)
+        content = _fplane_content(text) if args.name == "fplane" else json.loads(text)
         if not isinstance(content, dict):
             raise ValueError("the configuration must be a JSON object")
     except (fplane.ConfigInvalid, ValueError) as e:

@@ -52,6 +52,8 @@ def reason(e):
     """An exception in words for a log line, without Twisted's "An error occurred while connecting"."""
     if isinstance(e, ConnectError) and e.args and e.args[0]:
         return str(e.args[0]).rstrip(".")
+    if isinstance(e, defer.TimeoutError) and e.args and isinstance(e.args[0], (int, float)):
+        return f"no answer within {e.args[0]:g} s"  # (addTimeout's: its args are (timeout, "Deferred"))
     return str(e).rstrip(".") or type(e).__name__
 
 

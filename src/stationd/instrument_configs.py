@@ -78,8 +78,8 @@ class InstrumentConfigs:
             log.warn("Configuration cache {path} not written: {e}", path=path, e=e)
         return text
 
-    def preview(self, name, content, author, full=True, actual=False):
-        version = {"name": name, "version": None, "valid_from_ns": self.now_ns(), "author": author,
+    def preview(self, name, content, author, valid_from_ns, full=True, actual=False):
+        version = {"name": name, "version": None, "valid_from_ns": valid_from_ns, "author": author,
                    "created_ns": self.now_ns(), "content": content}
         return fplane.render(content, full=full, actual=actual, header=_header(version))
 

@@ -8,6 +8,7 @@ import datetime
 import decimal
 import functools
 import re
+import time
 
 _ISO = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$")
 _EPOCH_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
@@ -54,6 +55,12 @@ def parse_query_time(text):
 def _minute(minutes):
     days, minute = divmod(minutes, 1440)
     return f"{_EPOCH + datetime.timedelta(days=days):%Y-%m-%d}T{minute // 60:02d}:{minute % 60:02d}:"
+
+
+def format_qiot(ns: int) -> str:
+    """The QIoT sensor app's time, to the second: ``2024-05-01 22:13:05GMT``
+    (its ``time.strftime("%Y-%m-%d %H:%M:%S%Z", time.gmtime())``)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // 10**9)) + "GMT"
 
 
 def format_ns(ns):

@@ -71,7 +71,7 @@ class ConfigRoutes:
         return version
 
     async def _submit(self, request, name):
-        """Validate a POSTed config; store it when commit is true: (content, version or None)."""
+        """Validate a POSTed config; store it when commit is true: (content, valid_from, version or None)."""
         body = read_json(request)
         content = body.get("config", body.get("content"))
         commit = _commit(body)
@@ -79,18 +79,18 @@ class ConfigRoutes:
             content = self.configs.validate(name, content)
         except fplane.ConfigInvalid as e:
             raise _invalid(e) from None
-        if not commit:
-            return content, None
         try:
             valid_from = (parse_time(body["valid_from"]) if body.get("valid_from") is not None
                           else self.configs.now_ns())
         except ValueError as e:
             raise HTTPError(400, f"valid_from: {e}", code="bad_parameter") from None
+        if not commit:
+            return content, valid_from, None
         try:
             version = await self.configs.add(name, content, valid_from, request.stationd_user)
         except store_configs.VersionExists as e:
             raise HTTPError(409, str(e)) from None
-        return content, version
+        return content, valid_from, version
 
     # ---- FPlaneServer
 
@@ -108,9 +108,10 @@ class ConfigRoutes:
     @require("editor")
     async def post_fplane(self, request):
         actual, full = _flag(request, "actual_pos", False), _flag(request, "full_fplane", True)
-        content, version = await self._submit(request, "fplane")
+        content, valid_from, version = await self._submit(request, "fplane")
         if version is None:
-            return _text(request, self.configs.preview("fplane", content, request.stationd_user, full, actual))
+            return _text(request, self.configs.preview("fplane", content, request.stationd_user, valid_from, full,
+                                                       actual))
         request.setHeader(b"x-stationd-config-version", str(version["version"]).encode())
         return _text(request, await deferToThread(self.configs.render, version, full, actual))
 
@@ -161,7 +162,7 @@ class ConfigRoutes:
     @require("editor")
     async def post_config(self, request, name):
         """{"config", "commit", "valid_from"?}: 201 with the stored version, or 200 with the preview."""
-        content, version = await self._submit(request, _name(name))
+        content, _, version = await self._submit(request, _name(name))
         if version is None:
             return json_body(request, {"name": name, "version": None, "content": content})
         return json_body(request, version, status=201)

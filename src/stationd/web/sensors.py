@@ -6,11 +6,13 @@ from twisted.internet.interfaces import IReactorTime
 from stationd.display import Display, MessageTooLong
 from stationd.sensors import Sensors
 from stationd.store.sensors import TooManyReadings
-from stationd.times import format_ns, parse_query_time
+from stationd.config import duration
+from stationd.times import format_ns, format_qiot, parse_query_time
 from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
 MAX_SPAN_STEP = 1.0  # seconds: the smallest step a readings query may ask for
+MAX_STEP = 366 * 86400.0
 
 
 class SensorRoutes:
@@ -39,7 +41,7 @@ class SensorRoutes:
             raise HTTPError(503, f"sensor {name!r} has no reading yet", code="no_reading",
                             headers={"Retry-After": str(max(1, round(sensor["interval"])))})
         values = {field: reading["value"] for field, reading in sensor["fields"].items()}
-        return json_body(request, {"result": {"instant": format_ns(sensor["time_ns"]), **values}})
+        return json_body(request, {"result": {"instant": format_qiot(sensor["time_ns"]), **values}})
 
     @route("POST", "/api/lcd")
     @require("editor")
@@ -68,17 +70,13 @@ class SensorRoutes:
     @route("GET", "/api/v1/sensors/<name>/readings")
     @require(read=True)
     async def readings(self, request, name):
-        """since (default an hour before until), until (default now), step (seconds; averages)."""
+        """since (default an hour before until), until (default now), step (a duration; averages)."""
         self._sensor(name)
         until = _time_arg(request, "until", int(self.clock.seconds() * 1e9) + 1)
         since = _time_arg(request, "since", until - 3600 * 10**9)
-        step = request.args.get(b"step", [None])[0]
-        try:
-            step = None if step is None else float(step)
-        except ValueError:
-            step = -1
-        if step is not None and not MAX_SPAN_STEP <= step <= 366 * 86400:
-            raise HTTPError(400, f"step: seconds, from {MAX_SPAN_STEP:g}", code="bad_parameter")
+        if since > until:
+            raise HTTPError(400, "since: after until", code="bad_parameter")
+        step = _step_arg(request)
         try:
             rows = await self.sensors.readings(name, since, until, step)
         except TooManyReadings as e:
@@ -96,6 +94,21 @@ class SensorRoutes:
 def _public(sensor):
     time_ns = sensor.pop("time_ns")
     return dict(sensor, time=None if time_ns is None else format_ns(time_ns))
+
+
+def _step_arg(request):
+    """Seconds, from a duration as the configuration writes them (60, 60s, 5m, 1h, 1d); None if not given."""
+    text = request.args.get(b"step", [None])[0]
+    if text is None:
+        return None
+    try:
+        step = duration(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        step = None
+    if step is None or not MAX_SPAN_STEP <= step <= MAX_STEP:
+        raise HTTPError(400, f"step: a duration from {MAX_SPAN_STEP:g} s to 366 d (60, 60s, 5m, 1h, 1d), "
+                        f"not {text.decode('utf-8', 'replace')!r}", code="bad_parameter")
+    return step
 
 
 def _time_arg(request, name, default):
