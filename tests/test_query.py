@@ -73,7 +73,9 @@ async def test_filters(node):
     assert await times("type=WTR&type=CIC&order=asc") == [1, 2, 3, 5]
     assert await times(f"after={T0 // 10**9}.000000002") == [5, 3, 2]  # inclusive
     assert await times("before=2024-05-01T12:00:00.000000003Z") == [2, 1]  # exclusive
-    assert await times("after=2024-05-01T14:00:00.000000002%2B02:00&before=3") == []
+    assert await times("after=2024-05-01T14:00:00.000000002%2B02:00") == [5, 3, 2]  # a zone, the same instant
+    response, _ = await get(node, "/api/v1/events?after=2024-05-01T14:00:00.000000002%2B02:00&before=3")
+    assert response.code == 400  # after later than before
     assert await times("field.ph.gt=10") == [5, 2]  # "60" is text, not a number
     assert await times("field.ph.ge=50&field.ph.lt=500") == [2]
     assert await times("field.ph.eq=5") == [1]
@@ -81,15 +83,15 @@ async def test_filters(node):
     assert await times("field.ph.eq=%2260%22") == [3]  # quoted: compared as text
     assert await times("field.ph.eq=5e0") == [1]  # JSON number syntax
     assert await times("field.ph.eq=%2B5") == []  # "+5" is not a JSON number: text
-    assert await times("field.name.lt=b") == [5]
-    assert await times("field.name.ge=a&station=501") == [1]
+    assert await times('field.name.lt="b"') == [5]
+    assert await times('field.name.ge="a"&station=501') == [1]
     assert await times("quarantined=true") == [4]
     assert await times("quarantined=any&station=501") == [4, 3, 2, 1]
     assert await times("limit=2") == [5, 3]
     # true reads as 1 and an array or object as its text in SQLite: neither is a number nor a string
     add_events(node, "503", [("CIC", T0 + 6, {"ph": True}), ("CIC", T0 + 7, {"ph": [70]}),
                              ("CIC", T0 + 8, {"ph": {"a": 1}}), ("CIC", T0 + 9, {"ph": None})])
-    for constraint in ("ph.eq=1", "ph.lt=10", "ph.ge=0", "ph.gt=10", "ph.lt=z", "ph.gt=%22%22", "ph.eq=true"):
+    for constraint in ("ph.eq=1", "ph.lt=10", "ph.ge=0", "ph.gt=10", "ph.lt=%22z%22", "ph.gt=%22%22", "ph.eq=true"):
         assert await times(f"field.{constraint}&station=503") == [], constraint
 
 
@@ -98,6 +100,8 @@ async def test_filters(node):
     ("limit=10001", "limit"), ("limit=x", "limit"), ("order=up", "order"), ("quarantined=maybe", "quarantined"),
     ("cursor=nonsense", "cursor"), ("colour=red", "colour"), ("field.ph.ne=3", "field.ph.ne"),
     ("field.p%20h.eq=3", "field.p h.eq"), ("order=asc&order=desc", "order"), ("meta.x.eq=1", "meta.x.eq"),
+    ("field.speed.gt=abc", "field.speed.gt"), ("after=1e300", "after"),
+    ("after=2024-05-02T00:00:00Z&before=2024-05-01T00:00:00Z", "after"),
 ])
 @pytest_twisted.ensureDeferred
 async def test_bad_parameters_are_named(node, query, parameter):
@@ -105,6 +109,18 @@ async def test_bad_parameters_are_named(node, query, parameter):
     assert response.code == 400
     assert answer["error"]["code"] == "bad_parameter"
     assert answer["error"]["message"].startswith(parameter + ":"), answer
+
+
+@pytest.mark.parametrize("query, message", [
+    ("field.speed.gt=abc", "field.speed.gt: gt compares numbers: give one, or text in double quotes"),
+    ("after=1e300", "after: time '1e300' is out of range: times are from years 1678 to 2262"),
+    ("after=yesterday", "or give epoch seconds such as 1714564800.5"),
+    ("after=2024-05-02T00:00:00Z&before=2024-05-01T00:00:00Z", "after: later than before: nothing can match"),
+])
+@pytest_twisted.ensureDeferred
+async def test_parameters_that_cannot_match_say_why(node, query, message):
+    response, answer = await get(node, "/api/v1/events?" + query)
+    assert response.code == 400 and message in answer["error"]["message"], answer
 
 
 @pytest_twisted.ensureDeferred

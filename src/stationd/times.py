@@ -11,7 +11,7 @@ import re
 import time
 
 _ISO = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)$")
-_EPOCH_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
+_EPOCH_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 MIN_NS, MAX_NS = -(2**63), 2**63 - 1
 
@@ -45,9 +45,12 @@ def parse_query_time(text):
     if _EPOCH_TEXT.match(text):
         ns = int(decimal.Decimal(text) * 10**9)
     else:
-        ns = parse_time(text)
+        try:
+            ns = parse_time(text)
+        except ValueError as e:
+            raise ValueError(f"{e}; or give epoch seconds such as 1714564800.5") from None
     if not MIN_NS <= ns <= MAX_NS:
-        raise ValueError("time is outside years 1678 to 2262")
+        raise ValueError(f"time {text!r} is out of range: times are from years 1678 to 2262")
     return ns
 
 

@@ -46,12 +46,16 @@ def _one(args, name):
     return values[0] if values else None
 
 
-def _constraint_value(text):
-    """A number compares as a number; anything else (or text in double quotes) as text."""
+def _constraint_value(name, op, text):
+    """A number compares as a number; text in double quotes as text, and so does anything else
+    with eq.  lt/le/gt/ge with neither: a 400 (it could only ever match nothing)."""
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return text[1:-1]
     match = _NUMBER.fullmatch(text)
     if not match:
+        if op != "eq":
+            raise bad(name, f"{op} compares numbers: give one, or text in double quotes to compare text; "
+                            f"not {text!r}")
         return text
     return float(text) if match.group(1) or match.group(2) else int(text)
 
@@ -63,7 +67,8 @@ def parse_query(args, allowed, constraint_prefix):
         match = _FIELD.match(name)
         if match and match.group(1) == constraint_prefix:
             for value in args[name]:
-                query.constraints.append((match.group(2), match.group(3), _constraint_value(value)))
+                query.constraints.append((match.group(2), match.group(3), _constraint_value(name, match.group(3),
+                                                                                            value)))
         elif name not in allowed:
             hint = f"; constraints are {constraint_prefix}.<name>.<eq|lt|le|gt|ge>" if "." in name else ""
             raise bad(name, f"unknown parameter{hint}")
@@ -76,7 +81,9 @@ def parse_query(args, allowed, constraint_prefix):
             try:
                 setattr(query, f"{name}_ns", parse_query_time(value))
             except ValueError as e:
-                raise bad(name, f"{e}; or give epoch seconds such as 1714564800.5") from None
+                raise bad(name, str(e)) from None
+    if query.after_ns is not None and query.before_ns is not None and query.after_ns > query.before_ns:
+        raise bad("after", "later than before: nothing can match")
     quarantined = _one(args, "quarantined") or "false"
     if quarantined not in ("true", "false", "any"):
         raise bad("quarantined", "use true, false or any")
