@@ -20,12 +20,15 @@ import pickle
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol, TypeAlias, cast
 from urllib.parse import quote, urlencode
 
 import treq
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from stationd import jsoncodec
@@ -35,11 +38,31 @@ MAX_PAGE = 10000  # the node's largest page (store.query.MAX_LIMIT)
 OPERATORS = ("eq", "lt", "le", "gt", "ge")
 _CONSTRAINT = re.compile(r"^([A-Za-z0-9_-]{1,64})\.(eq|lt|le|gt|ge)=(.*)$", re.DOTALL)
 
+# The types of the arguments (for mypy; nothing checks them at run time).
+_Path: TypeAlias = str | os.PathLike[str]
+_Time: TypeAlias = str | int | float | datetime.datetime  # ISO 8601 with a zone, epoch seconds, an aware datetime
+_Several: TypeAlias = str | int | Iterable[str | int] | None  # one value, or several (ORed)
+_Constraints: TypeAlias = str | Iterable[str]  # NAME.OP=VALUE, one or several (ANDed)
+_Params: TypeAlias = list[tuple[str, str]]  # query parameters, in order
+_Setting: TypeAlias = str | int | float | list[str] | None  # an export target's setting (None: the default)
+_Order: TypeAlias = Literal["desc", "asc"]
+_Quarantined: TypeAlias = bool | Literal["true", "false", "any"]
+_Format: TypeAlias = Literal["json", "pickle"]
+
+
+class _HTTP(Protocol):
+    """What Client uses of treq's HTTPClient: its request() (the tests give it StubTreq, or a wrapper of one)."""
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Awaitable[IResponse]: ...
+
 
 class ClientError(Exception):
     """The node answered with an error, or could not be reached."""
 
-    def __init__(self, message, status=None, code=None, retry_after=None):
+    details: Any  # the node's "details" (any JSON), set only by _answer_error: an upload's error
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -50,17 +73,18 @@ class ClientError(Exception):
 class TLSPolicy:
     """Verify the node against ``ca`` (PEM), optionally present a client certificate."""
 
-    def __init__(self, ca=None, client_cert=None, client_key=None):
-        self.trust = None
+    def __init__(self, ca: _Path | None = None, client_cert: _Path | None = None,
+                 client_key: _Path | None = None) -> None:
+        self.trust: ssl.Certificate | None = None
         if ca is not None:
             with open(ca, "rb") as f:
                 self.trust = ssl.Certificate.loadPEM(f.read())
-        self.client = None
+        self.client: ssl.PrivateCertificate | None = None
         if client_cert is not None:
             with open(client_cert, "rb") as c, open(client_key or client_cert, "rb") as k:
                 self.client = ssl.PrivateCertificate.loadPEM(c.read() + b"\n" + k.read())
 
-    def creatorForNetloc(self, hostname, port):
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         if self.trust is None and self.client is None:
             return BrowserLikePolicyForHTTPS().creatorForNetloc(hostname, port)
         return ssl.optionsForClientTLS(
@@ -69,8 +93,10 @@ class TLSPolicy:
 
 
 class Client:
-    def __init__(self, url, api_key=None, ca=None, client_cert=None, client_key=None,
-                 reactor=None, timeout=30, http_client=None):
+    # reactor: Any, as the pool uses it (IReactorTime) and Agent's endpoints (IReactorTCP, a name resolver).
+    def __init__(self, url: str, api_key: str | None = None, ca: _Path | None = None,
+                 client_cert: _Path | None = None, client_key: _Path | None = None,
+                 reactor: Any = None, timeout: float = 30, http_client: _HTTP | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.url = url.rstrip("/")
@@ -81,12 +107,12 @@ class Client:
             agent = Agent(reactor, contextFactory=TLSPolicy(ca, client_cert, client_key), pool=self.pool,
                           connectTimeout=timeout)
             http_client = treq.client.HTTPClient(agent)
-        self.http = http_client
+        self.http: _HTTP = http_client
 
-    def _headers(self):
+    def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    async def request(self, method, path, **kwargs):
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
         """Send a request; return (status, body bytes); raise ClientError on failure."""
         headers = {**self._headers(), **kwargs.pop("headers", {})}
         try:
@@ -102,25 +128,27 @@ class Client:
             raise error
         return response.code, body
 
-    async def get_json(self, path, params=None):
+    async def get_json(self, path: str, params: _Params | None = None) -> Any:
         _, body = await self.request("GET", path, params=params)
         try:
             return json.loads(body)
         except ValueError:
             raise ClientError(f"{self.url}{path}: the answer is not JSON") from None
 
-    async def heartbeat(self):
+    async def heartbeat(self) -> str:
         _, body = await self.request("GET", "/heartbeat")
         return body.decode("utf-8")
 
-    async def status(self):
+    async def status(self) -> dict[str, Any]:
         _, body = await self.request("GET", "/api/v1/status")
         return json.loads(body)
 
     # Events
 
-    async def iter_events(self, station=(), type=(), after=None, before=None, fields=(), quarantined=None,
-                          order=None, page_size=None, limit=None):
+    async def iter_events(self, station: _Several = (), type: _Several = (), after: _Time | None = None,
+                          before: _Time | None = None, fields: _Constraints = (),
+                          quarantined: _Quarantined | None = None, order: _Order | None = None,
+                          page_size: int | None = None, limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Yield the events matching the filters, following the cursors.
 
         ``station``, ``type``: one or several (OR).  ``after`` (inclusive),
@@ -138,20 +166,24 @@ class Client:
         async for event in self._pages("/api/v1/events", "events", params, page_size, limit):
             yield event
 
-    async def query_events(self, station=(), type=(), after=None, before=None, fields=(), quarantined=None,
-                           order=None, page_size=None, limit=None):
+    async def query_events(self, station: _Several = (), type: _Several = (), after: _Time | None = None,
+                           before: _Time | None = None, fields: _Constraints = (),
+                           quarantined: _Quarantined | None = None, order: _Order | None = None,
+                           page_size: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """All the events matching the filters (up to ``limit``), as a list; see iter_events."""
         return [event async for event in self.iter_events(
             station, type, after, before, fields, quarantined, order, page_size, limit)]
 
-    async def event(self, event_id):
+    async def event(self, event_id: str) -> dict[str, Any]:
         """One event, its "files" as file records."""
         return await self.get_json(f"/api/v1/events/{_segment(event_id)}")
 
     # Files
 
-    async def iter_files(self, station=(), semantic_type=(), mime_type=(), after=None, before=None, meta=(),
-                         order=None, page_size=None, limit=None):
+    async def iter_files(self, station: _Several = (), semantic_type: _Several = (), mime_type: _Several = (),
+                         after: _Time | None = None, before: _Time | None = None, meta: _Constraints = (),
+                         order: _Order | None = None, page_size: int | None = None,
+                         limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Yield the file records matching the filters, following the cursors.
 
         As iter_events; ``meta``: constraints on the records' meta such as
@@ -162,19 +194,21 @@ class Client:
         async for record in self._pages("/api/v1/files", "files", params, page_size, limit):
             yield record
 
-    async def query_files(self, station=(), semantic_type=(), mime_type=(), after=None, before=None, meta=(),
-                          order=None, page_size=None, limit=None):
+    async def query_files(self, station: _Several = (), semantic_type: _Several = (), mime_type: _Several = (),
+                          after: _Time | None = None, before: _Time | None = None, meta: _Constraints = (),
+                          order: _Order | None = None, page_size: int | None = None,
+                          limit: int | None = None) -> list[dict[str, Any]]:
         """All the file records matching the filters (up to ``limit``), as a list; see iter_files."""
         return [record async for record in self.iter_files(
             station, semantic_type, mime_type, after, before, meta, order, page_size, limit)]
 
     files = query_files
 
-    async def file(self, file_id):
+    async def file(self, file_id: str) -> dict[str, Any]:
         """One file record, with the ids of its "events"."""
         return await self.get_json(f"/api/v1/files/{_segment(file_id)}")
 
-    async def download(self, file_id, path):
+    async def download(self, file_id: str, path: _Path) -> int:
         """Write the content of file ``file_id`` to ``path``; the number of bytes.
 
         Streamed to a temporary file beside ``path`` (never whole in memory),
@@ -206,7 +240,7 @@ class Client:
         out = os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
         try:
             with out:
-                def write(chunk):
+                def write(chunk: bytes) -> None:
                     nonlocal written
                     out.write(chunk)
                     digest.update(chunk)
@@ -232,36 +266,38 @@ class Client:
 
     # Stations
 
-    async def stations(self):
+    async def stations(self) -> list[dict[str, Any]]:
         """Every station, with its current status (or None)."""
         return (await self.get_json("/api/v1/stations"))["stations"]
 
-    async def station(self, station_id):
+    async def station(self, station_id: str | int) -> dict[str, Any]:
         """One station with its status "history" and event "counts"."""
         return await self.get_json(f"/api/v1/stations/{_segment(station_id)}")
 
     # Sensors and the display
 
-    async def sensors(self):
+    async def sensors(self) -> list[dict[str, Any]]:
         """Every sensor with its last reading, state and raised alarms."""
         return (await self.get_json("/api/v1/sensors"))["sensors"]
 
-    async def sensor(self, name):
+    async def sensor(self, name: str) -> dict[str, Any]:
         return await self.get_json(f"/api/v1/sensors/{_segment(name)}")
 
-    async def readings(self, name, since=None, until=None, step=None):
+    async def readings(self, name: str, since: _Time | None = None, until: _Time | None = None,
+                       step: str | float | None = None) -> list[dict[str, Any]]:
         """A sensor's readings, oldest first ({"time", "values"} and, for averages, "min" and "max")."""
         params = [(k, _time(k, v)) for k, v in (("since", since), ("until", until), ("step", step)) if v is not None]
         return (await self.get_json(f"/api/v1/sensors/{_segment(name)}/readings", params))["readings"]
 
-    async def display(self, message):
+    async def display(self, message: str) -> str:
         """Show ``message`` on the node's display (role editor); the text as shown."""
         _, answer = await self.request("POST", "/api/lcd", json={"message": message})
         return json.loads(answer)["result"]["message posted"]
 
     # Instrument configurations
 
-    async def get_config(self, datestr="", name="fplane", short=False, actual=False):
+    async def get_config(self, datestr: str = "", name: str = "fplane", short: bool = False,
+                         actual: bool = False) -> str | dict[str, Any]:
         """fplane: the text file FPlaneServer served; any other name: the version as JSON."""
         if name == "fplane":
             _, body = await self.request("GET", f"/fplane/{quote(datestr, safe=':')}", params={
@@ -269,9 +305,10 @@ class Client:
             return body.decode("utf-8")
         return await self.get_json(f"/api/v1/configs/{quote(name, safe='')}/{quote(datestr, safe=':')}")
 
-    async def put_config(self, config, commit=False, name="fplane", valid_from=None):
+    async def put_config(self, config: Any, commit: bool = False, name: str = "fplane",
+                         valid_from: str | float | None = None) -> str | dict[str, Any]:
         """Validate (and with commit, store) a version; fplane: the rendered file, else the JSON answer."""
-        body = {"config": config, "commit": bool(commit)}
+        body: dict[str, Any] = {"config": config, "commit": bool(commit)}
         if valid_from is not None:
             body["valid_from"] = valid_from
         path = "/fplane" if name == "fplane" else f"/api/v1/configs/{quote(name, safe='')}"
@@ -280,40 +317,41 @@ class Client:
 
     # Replication (role importer upstream)
 
-    async def exports(self):
+    async def exports(self) -> dict[str, dict[str, Any]]:
         """The node's export targets and their state ({name: {...}})."""
         return (await self.status()).get("exports", {})
 
-    async def export_targets(self):
+    async def export_targets(self) -> list[dict[str, Any]]:
         """Every export target with its settings (not the API key), source and state (role admin)."""
         return (await self.get_json("/api/v1/admin/exports"))["targets"]
 
-    async def add_export(self, name, settings, paused=False):
+    async def add_export(self, name: str, settings: Mapping[str, _Setting], paused: bool = False) -> dict[str, Any]:
         """Add a target; settings as in an [export:NAME] section (lists of words allowed)."""
         return await self._export_change("POST", "", dict(settings, name=name, paused=paused))
 
-    async def change_export(self, name, settings=(), paused=None):
+    async def change_export(self, name: str, settings: Mapping[str, _Setting] | Iterable[tuple[str, _Setting]] = (),
+                            paused: bool | None = None) -> dict[str, Any]:
         """Change an API-added target: settings given replace the stored (None: the default)."""
         body = dict(settings)
         if paused is not None:
             body["paused"] = paused
         return await self._export_change("PATCH", f"/{_segment(name)}", body)
 
-    async def remove_export(self, name):
+    async def remove_export(self, name: str) -> None:
         await self.request("DELETE", f"/api/v1/admin/exports/{_segment(name)}")
 
-    async def _export_change(self, method, path, body):
+    async def _export_change(self, method: str, path: str, body: Mapping[str, _Setting]) -> dict[str, Any]:
         _, answer = await self.request(method, "/api/v1/admin/exports" + path, json=body)
         return json.loads(answer)["target"]
 
-    async def import_events(self, origin, events):
+    async def import_events(self, origin: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Hand a batch to the node's import API: {"accepted", "duplicates", "need": [file ids], "node"}."""
         _, body = await self.request("POST", "/api/v1/import", data=jsoncodec.dumps({"origin": origin,
                                                                                      "events": events}),
                                      headers={"Content-Type": "application/json"})
         return json.loads(body)
 
-    async def put_file(self, file_id, path):
+    async def put_file(self, file_id: str, path: _Path) -> None:
         """Upload a file's content for an import (streamed from ``path``)."""
         with open(path, "rb") as content:
             await self.request("PUT", f"/api/v1/import/files/{_segment(file_id)}", data=content,
@@ -321,8 +359,9 @@ class Client:
 
     # Uploads: the node's two ingest protocols
 
-    async def upload(self, station, events, password=None, protocol="native", idempotency_key=None,
-                     format="json"):
+    async def upload(self, station: str | int, events: Iterable[Mapping[str, Any]], password: str | None = None,
+                     protocol: Literal["native", "hisparc"] = "native", idempotency_key: str | None = None,
+                     format: _Format = "json") -> dict[str, Any] | str:
         """Send a batch of ``events`` of ``station`` over one of the node's ingest protocols.
 
         ``protocol="native"`` (the default): the JSON ingest with this client's
@@ -339,7 +378,8 @@ class Client:
             return await self.upload_hisparc(station, password, events, format)
         raise ValueError(f"protocol must be 'native' or 'hisparc', not {protocol!r}")
 
-    async def upload_events(self, station, events, idempotency_key=None):
+    async def upload_events(self, station: str | int, events: Iterable[Mapping[str, Any]],
+                            idempotency_key: str | None = None) -> dict[str, Any]:
         """Native ingest (POST /api/v1/stations/{station}/events) of a list of events.
 
         An event is {"type", "time" (ISO 8601 with a zone, or epoch seconds)
@@ -366,7 +406,8 @@ class Client:
             raise ClientError(f"{self.url}: the answer to an ingest is not a JSON object") from None
         return result
 
-    async def upload_hisparc(self, station, password, events, format="json"):
+    async def upload_hisparc(self, station: str | int, password: str,
+                             events: bytes | bytearray | Iterable[object], format: _Format = "json") -> str:
         """HiSPARC upload (POST /upload) as a station sends it: "100" once the batch is durable.
 
         ``events``: a list of events, each in the native form (converted, see
@@ -402,7 +443,7 @@ class Client:
             meaning = f"the node cannot accept now (retry after {retry_after:g} s)"
         raise ClientError(f"HiSPARC {code}: {meaning}", response.code, code, retry_after)
 
-    async def _post(self, path, body, headers):
+    async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[IResponse, bytes]:
         """(response, body bytes) of a POST, whatever its status; ClientError if the node is not reached."""
         try:
             response = await self.http.request("POST", self.url + path, headers=headers, data=body,
@@ -411,7 +452,8 @@ class Client:
         except Exception as e:
             raise ClientError(f"cannot reach {self.url}: {_reason(e)}") from None
 
-    async def _pages(self, path, key, params, page_size, limit):
+    async def _pages(self, path: str, key: str, params: _Params, page_size: int | None,
+                     limit: int | None) -> AsyncIterator[dict[str, Any]]:
         if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise ValueError(f"page_size must be from 1 to {MAX_PAGE}")
         if limit is not None and limit < 0:
@@ -435,11 +477,11 @@ class Client:
             if not items:
                 raise ClientError(f"{self.url}{path}: an empty page with a next cursor")
 
-    async def close(self):
+    async def close(self) -> None:
         await self.pool.closeCachedConnections()
 
 
-def _retry_after(values):
+def _retry_after(values: Sequence[str] | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None without one."""
     if not values:
         return None
@@ -453,7 +495,7 @@ def _retry_after(values):
     return max(0.0, when.timestamp() - time.time())
 
 
-def _error(status, body):
+def _error(status: int, body: bytes) -> ClientError:
     try:
         error = json.loads(body)["error"]
         return ClientError(f"HTTP {status}: {error['message']}", status, error["code"])
@@ -461,12 +503,12 @@ def _error(status, body):
         return ClientError(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}", status)
 
 
-def _segment(value):
+def _segment(value: str | int) -> str:
     """An id as one path segment (a "/" or "?" in it must not change the route)."""
     return quote(str(value), safe="")
 
 
-def _several(name, value):
+def _several(name: str, value: _Several) -> _Params:
     if value is None:
         return []
     if isinstance(value, (str, int)):
@@ -474,7 +516,7 @@ def _several(name, value):
     return [(name, str(v)) for v in value]
 
 
-def _time(name, value):
+def _time(name: str, value: _Time) -> str:
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             raise ValueError(f"{name}: a datetime needs a time zone")
@@ -488,8 +530,9 @@ def _time(name, value):
     return str(value)
 
 
-def _params(station=(), type=(), semantic_type=(), mime_type=(), after=None, before=None,
-            quarantined=None, order=None):
+def _params(station: _Several = (), type: _Several = (), semantic_type: _Several = (), mime_type: _Several = (),
+            after: _Time | None = None, before: _Time | None = None, quarantined: _Quarantined | None = None,
+            order: _Order | None = None) -> _Params:
     params = (_several("station", station) + _several("type", type)
               + _several("semantic_type", semantic_type) + _several("mime_type", mime_type))
     for name, value in (("after", after), ("before", before)):
@@ -498,22 +541,24 @@ def _params(station=(), type=(), semantic_type=(), mime_type=(), after=None, bef
     if quarantined is not None:
         if quarantined not in (True, False, "true", "false", "any"):
             raise ValueError("quarantined: use True, False or 'any'")
-        params.append(("quarantined", {True: "true", False: "false"}.get(quarantined, quarantined)))
+        # A bool as its text, text as it is (checked above): text either way, which mypy cannot tell.
+        params.append(("quarantined", cast(str, {True: "true", False: "false"}.get(
+            quarantined, quarantined))))  # type: ignore[arg-type]  # the dict's keys are bools
     if order is not None:
         params.append(("order", order))
     return params
 
 
-def parse_constraint(text):
+def parse_constraint(text: str) -> tuple[str, str, str]:
     """``"ph.gt=100"`` as ("ph", "gt", "100"); ValueError if it is not NAME.OP=VALUE."""
     match = _CONSTRAINT.match(text)
     if not match:
         raise ValueError(f"{text!r} is not NAME.OP=VALUE (NAME of letters, digits, _ and -; "
                          f"OP one of {', '.join(OPERATORS)})")
-    return match.groups()
+    return cast("tuple[str, str, str]", match.groups())  # its three groups, none optional
 
 
-def _constraints(prefix, constraints):
+def _constraints(prefix: str, constraints: _Constraints) -> _Params:
     if isinstance(constraints, str):
         constraints = [constraints]
     params = []
@@ -523,7 +568,7 @@ def _constraints(prefix, constraints):
     return params
 
 
-def _reason(exception):
+def _reason(exception: BaseException) -> str:
     # treq/Agent wrap the real cause (TLS, refused, timeout) in lists of Failures.
     reasons = getattr(exception, "reasons", None)
     if reasons:
@@ -541,7 +586,7 @@ HISPARC_ANSWERS = {
     "208": "the payload cannot be decoded",
     "400": "a field is missing or malformed",
 }
-def _answer_error(response, body):
+def _answer_error(response: IResponse, body: bytes) -> ClientError:
     error = _error(response.code, body)
     error.retry_after = _retry_after(response.headers.getRawHeaders("retry-after"))
     try:
@@ -551,11 +596,11 @@ def _answer_error(response, body):
     return error
 
 
-def hisparc_events(events, pickled=False):
+def hisparc_events(events: Iterable[object], pickled: bool = False) -> list[dict[str, Any]]:
     """Events in the HiSPARC form: {"header": {"eventtype_uploadcode", "datetime", "nanoseconds"},
     "datalist": [{"data_uploadcode", "data"}]}.  Events in the native form are converted (the
     datetime naive UTC: a datetime for a pickle, ISO 8601 text for JSON); HiSPARC ones pass."""
-    converted = []
+    converted: list[dict[str, Any]] = []
     for index, event in enumerate(events):
         if isinstance(event, dict) and "header" in event:
             converted.append(event)
@@ -586,12 +631,12 @@ def hisparc_events(events, pickled=False):
     return converted
 
 
-def hisparc_payload(events, format="json"):
+def hisparc_payload(events: Iterable[object], format: _Format = "json") -> bytes:
     """The ``data`` of a HiSPARC upload (bytes) holding ``events`` (see hisparc_events)."""
     if format == "pickle":
         return pickle.dumps(hisparc_events(events, pickled=True), protocol=2)
 
-    def text(value):  # the datetimes of HiSPARC-form events given as objects
+    def text(value: object) -> str:  # the datetimes of HiSPARC-form events given as objects
         if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
             return value.isoformat()
         raise TypeError(f"{type(value).__name__} is not JSON")

@@ -11,38 +11,48 @@ import os
 import re
 import socket
 import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
+from typing import Any, Literal, TypedDict, cast, overload
+
+# The values choice() allows, as types: those keys' types in the sections' TypedDicts below.
+TLSVersion = Literal["TLSv1.2", "TLSv1.3"]
+LogLevelName = Literal["debug", "info", "warn", "error", "critical"]
+LogFormat = Literal["text", "json"]
+DisplayDriver = Literal["log", "file", "dbus", "st7735"]
+SensorDriver = Literal["system", "sysfs", "dbus", "command", "simulated", "enviroplus"]
+Parser = Callable[[str], object]  # a key's parser: config-file text -> value; ValueError if bad
 
 DEFAULTS_NAME = "<defaults>"
 COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "import", "sensors", "metrics")
-TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
-LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+TLS_VERSIONS: tuple[TLSVersion, ...] = ("TLSv1.2", "TLSv1.3")
+LOG_LEVELS: tuple[LogLevelName, ...] = ("debug", "info", "warn", "error", "critical")
 
 
 class ConfigError(Exception):
     """One or more configuration errors, each ``file:section:key: message``."""
 
-    def __init__(self, errors):
+    def __init__(self, errors: Iterable[str]) -> None:
         self.errors = list(errors)
         super().__init__("\n".join(self.errors))
 
 
-def default_text():
+def default_text() -> str:
     return resources.files(__package__).joinpath("default.ini").read_text("utf-8")
 
 
 # -- value parsers: str -> value, raising ValueError with a readable message --
 
-def text(value):
+def text(value: str) -> str:
     return value.strip()
 
 
-def node_name(value):
+def node_name(value: str) -> str:
     """[node] name: a label for people; empty (the default) is the host name."""
     return value.strip() or socket.gethostname()
 
 
-def boolean(value):
+def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "yes", "true", "on"):
         return True
@@ -51,7 +61,7 @@ def boolean(value):
     raise ValueError(f"expected true or false, not {value!r}")
 
 
-def integer(value):
+def integer(value: str) -> int:
     try:
         return int(value.strip())
     except ValueError:
@@ -63,35 +73,35 @@ _SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
-def _number_with_unit(value, units, what):
+def _number_with_unit(value: str, units: Mapping[str, float], what: str) -> float:
     match = _NUMBER_UNIT.match(value)
-    unit = match and match.group(2).lower()
+    unit = match.group(2).lower() if match else ""
     if not match or unit not in units:
         names = ", ".join(u for u in units if u)
         raise ValueError(f"expected a {what}: a number, optionally with {names}; not {value!r}")
     return float(match.group(1)) * units[unit]
 
 
-def duration(value):
+def duration(value: str) -> float:
     """Seconds as a float: ``30``, ``500ms``, ``5m``, ``2h``, ``1d``."""
     return _number_with_unit(value, {"": 1, **_DURATION_UNITS}, "duration")
 
 
-def size(value):
+def size(value: str) -> int:
     """Bytes as an int: ``1048576``, ``64KiB``, ``16MiB``, ``1GiB``."""
     return int(_number_with_unit(value, _SIZE_UNITS, "size"))
 
 
-def lines(value):
+def lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
 
-def optional_path(value):
+def optional_path(value: str) -> str | None:
     return os.path.abspath(value.strip()) if value.strip() else None
 
 
-def choice(*allowed, fold_case=False):
-    def parse(value):
+def choice(*allowed: str, fold_case: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
         value = value.strip()
         for option in allowed:
             if value == option or (fold_case and value.lower() == option.lower()):
@@ -101,7 +111,7 @@ def choice(*allowed, fold_case=False):
     return parse
 
 
-def timestamp(value):
+def timestamp(value: str) -> int:
     """An ISO 8601 time; without a zone it is UTC. Returns epoch nanoseconds."""
     try:
         when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -112,18 +122,18 @@ def timestamp(value):
     return int(when.timestamp()) * 10**9 + when.microsecond * 1000
 
 
-def timezone(value):
+def timezone(value: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(value.strip())
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {value.strip()!r}") from None
 
 
-def optional_timestamp(value):
+def optional_timestamp(value: str) -> int | None:
     return timestamp(value) if value.strip() else None
 
 
-def url(value):
+def url(value: str) -> str:
     value = value.strip()
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"expected an http:// or https:// URL, not {value!r}")
@@ -133,7 +143,7 @@ def url(value):
 _WINDOW = re.compile(r"^(\d\d?)(?::(\d\d))?\s*-\s*(\d\d?)(?::(\d\d))?$")
 
 
-def window(value):
+def window(value: str) -> tuple[int, int] | None:
     """Hours of the day, site time: ``22-06`` or ``21:30-05:45`` -> (start, end) minutes; empty: always."""
     if not value.strip():
         return None
@@ -146,14 +156,14 @@ def window(value):
     return (h1 * 60 + m1) % 1440, (h2 * 60 + m2) % 1440
 
 
-def request_path(value):
+def request_path(value: str) -> str:
     value = value.strip()
     if not value.startswith("/"):
         raise ValueError(f"must start with '/', not {value!r}")
     return "/" + value.strip("/") + "/" if value.strip("/") else "/"
 
 
-def bus(value):
+def bus(value: str) -> str:
     """auto, session, system, none, or a D-Bus address (transport:key=value,...)."""
     value = value.strip()
     if value in ("auto", "session", "system", "none") or re.match(r"^[a-z-]+:\S*=", value):
@@ -162,11 +172,11 @@ def bus(value):
                      f"not {value!r}")
 
 
-def words(value):
+def words(value: str) -> list[str]:
     return value.replace(",", " ").split()
 
 
-def components(value):
+def components(value: str) -> list[str]:
     names = words(value)
     if names == ["all"]:
         return list(COMPONENTS)
@@ -176,7 +186,7 @@ def components(value):
     return names
 
 
-SCHEMA = {
+SCHEMA: dict[str, dict[str, Parser]] = {
     "node": {"name": node_name, "data_dir": optional_path, "timezone": timezone},
     "web": {
         "http": lines,
@@ -208,7 +218,7 @@ SCHEMA = {
 
 
 # [export:NAME] sections: one upstream target each (see docs/replication.rst).
-EXPORT = {
+EXPORT: dict[str, Parser] = {
     "target_url": url,
     "api_key": text,
     "ca": optional_path,
@@ -231,9 +241,9 @@ EXPORT_DEFAULTS = {"api_key": "", "ca": "", "client_cert": "", "client_key": "",
                    "batch_size": "5000", "batch_bytes": "1MiB", "max_backoff": "1h", "timeout": "30s"}
 
 
-def field_numbers(value):
+def field_numbers(value: str) -> dict[str, float]:
     """``temperature=70 load1=4`` -> {"temperature": 70.0, "load1": 4.0}; a bare number is for every field ("*")."""
-    numbers = {}
+    numbers: dict[str, float] = {}
     for word in words(value):
         field, equals, number = word.rpartition("=")
         try:
@@ -245,7 +255,7 @@ def field_numbers(value):
 
 # [sensor:NAME] sections: one polled sensor each (see docs/sensors.rst).  Keys
 # not named here are the driver's own (sensors.drivers.make checks them).
-SENSOR = {
+SENSOR: dict[str, Parser] = {
     "driver": choice("system", "sysfs", "dbus", "command", "simulated", "enviroplus"),
     "enabled": boolean,
     "interval": duration,
@@ -265,6 +275,112 @@ SENSOR_DEFAULTS = {"enabled": "yes", "interval": "10s", "align": "no", "jitter":
                    "hysteresis": "0"}
 
 
+# -- the parsed sections, as types: what config[section] holds once load() has
+# returned (every key is set: the defaults have them all).  At run time they are
+# plain dicts; these TypedDicts only tell the type checker each key's type.
+
+class NodeSection(TypedDict):
+    name: str
+    data_dir: str  # optional_path, but load() refuses it empty: never None here
+    timezone: zoneinfo.ZoneInfo
+
+
+class WebSection(TypedDict):
+    http: list[str]  # endpoint strings
+    https: list[str]
+    request_path: str
+    components: list[str]  # names from COMPONENTS
+    max_body_size: int
+    tls_cert: str | None
+    tls_key: str | None  # set exactly when tls_cert is
+    tls_min_version: TLSVersion
+    client_ca: str | None
+    public_read: bool
+    cors_origins: list[str]
+
+
+class DatabaseSection(TypedDict):
+    url: str
+
+
+class WriterSection(TypedDict):
+    spool_dir: str | None
+    max_spool_bytes: int
+
+
+class FilesSection(TypedDict):
+    dir: str | None
+
+
+class IngestSection(TypedDict):
+    station_list: str | None
+    min_event_time: int  # epoch nanoseconds
+    max_future_skew: float  # seconds
+
+
+class DisplaySection(TypedDict):
+    driver: DisplayDriver
+    path: str | None
+    max_length: int
+
+
+class DbusSection(TypedDict):
+    bus: str  # auto, session, system, none or a D-Bus address
+    name: str
+
+
+class LogSection(TypedDict):
+    level: LogLevelName
+    path: str | None
+    format: LogFormat
+    rotate_size: int
+    rotate_keep: int
+
+
+class ExportTarget(TypedDict):
+    """One [export:NAME] section (or admin API target) as parse_export() makes it."""
+
+    name: str
+    settings: dict[str, str]  # as given, config-file syntax, without the defaults
+    target_url: str
+    api_key: str  # empty: none
+    ca: str | None
+    client_cert: str | None
+    client_key: str | None
+    stations: list[str]
+    types: list[str]
+    semantic_types: list[str]
+    after: int | None  # epoch nanoseconds
+    before: int | None
+    window: tuple[int, int] | None  # (start, end) minutes of the day; None: always
+    interval: float  # seconds
+    batch_size: int
+    batch_bytes: int
+    max_backoff: float
+    timeout: float
+
+
+class SensorSection(TypedDict):
+    """One enabled [sensor:NAME] section as _sensor() makes it."""
+
+    name: str
+    options: dict[str, str]  # the driver's own keys, as text
+    origin: dict[str, str]  # key -> the file that set it
+    driver: SensorDriver
+    enabled: bool
+    interval: float  # seconds, as are jitter, timeout, retention, horizon and resolution
+    align: bool
+    jitter: float
+    timeout: float
+    fields: list[str]
+    retention: float
+    horizon: float
+    resolution: float
+    alarm_above: dict[str, float]  # field (or "*") -> threshold
+    alarm_below: dict[str, float]
+    hysteresis: dict[str, float]
+
+
 class Config:
     """Parsed configuration: ``config["web"]["http"]`` is a list of strings.
 
@@ -273,19 +389,42 @@ class Config:
     (an endpoint that will not parse, a certificate that will not load).
     """
 
-    def __init__(self, values, path, origin):
+    def __init__(self, values: dict[str, Any], path: str | None, origin: dict[tuple[str, str], str]) -> None:
         self.values = values
         self.path = path
         self.origin = origin
 
-    def __getitem__(self, section):
+    @overload
+    def __getitem__(self, section: Literal["node"]) -> NodeSection: ...
+    @overload
+    def __getitem__(self, section: Literal["web"]) -> WebSection: ...
+    @overload
+    def __getitem__(self, section: Literal["database"]) -> DatabaseSection: ...
+    @overload
+    def __getitem__(self, section: Literal["writer"]) -> WriterSection: ...
+    @overload
+    def __getitem__(self, section: Literal["files"]) -> FilesSection: ...
+    @overload
+    def __getitem__(self, section: Literal["ingest"]) -> IngestSection: ...
+    @overload
+    def __getitem__(self, section: Literal["display"]) -> DisplaySection: ...
+    @overload
+    def __getitem__(self, section: Literal["dbus"]) -> DbusSection: ...
+    @overload
+    def __getitem__(self, section: Literal["log"]) -> LogSection: ...
+    @overload
+    def __getitem__(self, section: Literal["exports"]) -> dict[str, ExportTarget]: ...
+    @overload
+    def __getitem__(self, section: Literal["sensors"]) -> dict[str, SensorSection]: ...
+
+    def __getitem__(self, section: str) -> object:
         return self.values[section]
 
-    def error(self, section, key, message):
+    def error(self, section: str, key: str, message: str) -> ConfigError:
         """A ConfigError pointing at where ``section.key`` was set."""
         return ConfigError([f"{self.origin[section, key]}:{section}:{key}: {message}"])
 
-    def own_origin_names(self):
+    def own_origin_names(self) -> list[str]:
         """The origins this node's own records carry from before node ids (schema 9): its name,
         and "stationd", the default name until then, when the file sets none."""
         names = {self["node"]["name"]}
@@ -294,7 +433,7 @@ class Config:
         return sorted(names)
 
 
-def _read(parser, text_or_path, name, errors):
+def _read(parser: configparser.ConfigParser, text_or_path: str | None, name: str, errors: list[str]) -> None:
     try:
         if text_or_path is None:
             parser.read_string(default_text(), name)
@@ -308,15 +447,15 @@ def _read(parser, text_or_path, name, errors):
         errors.append(f"{name}::: cannot parse: {message}")
 
 
-def _parser():
+def _parser() -> configparser.ConfigParser:
     return configparser.ConfigParser(interpolation=None, default_section="\0")
 
 
-def load(path=None, environ=None):
+def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Load the config: ``path``, else $STATIOND_CONFIG, else the defaults."""
     environ = os.environ if environ is None else environ
     path = path or environ.get("STATIOND_CONFIG") or None
-    errors = []
+    errors: list[str] = []
     defaults, user = _parser(), _parser()
     _read(defaults, None, DEFAULTS_NAME, errors)
     if path is not None:
@@ -324,8 +463,10 @@ def load(path=None, environ=None):
     if errors:
         raise ConfigError(errors)
 
-    raw, origin = {}, {}
-    sensors = {}  # section -> {key: (value, file)}: the defaults' sensors, overlaid by the user's
+    raw: dict[tuple[str, str], str] = {}
+    origin: dict[tuple[str, str], str] = {}
+    # section -> {key: (value, file)}: the defaults' sensors, overlaid by the user's
+    sensors: dict[str, dict[str, tuple[str, str]]] = {}
     for section in defaults.sections():
         for key, value in defaults.items(section):
             if section.startswith("sensor:"):
@@ -333,13 +474,14 @@ def load(path=None, environ=None):
                 continue
             raw[section, key] = value
             origin[section, key] = DEFAULTS_NAME
-    exports = {}
+    exports: dict[str, ExportTarget] = {}
+    user_path = cast(str, path)  # user has sections only when path was read
     for section in user.sections():
         if section.startswith("export:"):
             exports[section] = _export(section, user, path, errors)
             continue
         if section.startswith("sensor:"):
-            sensors.setdefault(section, {}).update((key, (value, path)) for key, value in user.items(section))
+            sensors.setdefault(section, {}).update((key, (value, user_path)) for key, value in user.items(section))
             continue
         if section not in SCHEMA:
             errors.append(f"{path}:{section}:: unknown section")
@@ -349,10 +491,10 @@ def load(path=None, environ=None):
                 errors.append(f"{path}:{section}:{key}: unknown key")
                 continue
             raw[section, key] = value
-            origin[section, key] = path
+            origin[section, key] = user_path
 
     data_dir = optional_path(raw["node", "data_dir"]) or ""
-    values = {section: {} for section in SCHEMA}
+    values: dict[str, Any] = {section: {} for section in SCHEMA}
     for (section, key), value in raw.items():
         if key != "data_dir":
             value = value.replace("{data_dir}", data_dir)
@@ -377,23 +519,24 @@ def load(path=None, environ=None):
     return Config(values, path, origin)
 
 
-def _export(section, user, path, errors):
+def _export(section: str, user: configparser.ConfigParser, path: str | None, errors: list[str]) -> ExportTarget:
     """One [export:NAME] section, defaults filled in; errors appended."""
     export, problems = parse_export(section.split(":", 1)[1], dict(user.items(section)))
     errors.extend(f"{path}:{section}:{key}: {message}" for key, message in problems)
     return export
 
 
-def _sensor(section, settings, data_dir, errors):
+def _sensor(section: str, settings: dict[str, tuple[str, str]], data_dir: str, errors: list[str]) -> SensorSection:
     """One [sensor:NAME] section: the keys of SENSOR parsed, the driver's own kept as text in
     "options"; "origin" says which file set each key (for the driver's errors, found later)."""
     name = section.split(":", 1)[1]
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
         errors.append(f"{settings.get('driver', ('', '?'))[1]}:{section}:: sensor names are letters, digits, "
                       "_ and - (at most 64)")
-    sensor = {"name": name, "options": {}, "origin": {key: where for key, (_, where) in settings.items()}}
-    for key, value in dict({k: (v, DEFAULTS_NAME) for k, v in SENSOR_DEFAULTS.items()}, **settings).items():
-        value, where = value[0].replace("{data_dir}", data_dir), value[1]
+    sensor: dict[str, Any] = {"name": name, "options": {},
+                              "origin": {key: where for key, (_, where) in settings.items()}}
+    for key, (value, where) in dict({k: (v, DEFAULTS_NAME) for k, v in SENSOR_DEFAULTS.items()}, **settings).items():
+        value = value.replace("{data_dir}", data_dir)
         if key not in SENSOR:
             sensor["options"][key] = value
             continue
@@ -403,16 +546,17 @@ def _sensor(section, settings, data_dir, errors):
             errors.append(f"{where}:{section}:{key}: {e}")
     if "driver" not in settings:
         errors.append(f"{next(iter(settings.values()))[1]}:{section}:driver: required")
-    return sensor
+    return cast(SensorSection, sensor)  # complete once load() found no errors
 
 
-def parse_export(name, settings):
+def parse_export(name: str, settings: Mapping[str, str]) -> tuple[ExportTarget, list[tuple[str, str]]]:
     """An export target from its settings (config-file syntax, defaults filled in):
-    (target, [(key, problem), ...]).  The admin API checks targets with this too."""
-    problems = []
+    (target, [(key, problem), ...]); the target has every key only when there are
+    no problems.  The admin API checks targets with this too."""
+    problems: list[tuple[str, str]] = []
     if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
         problems.append(("", "target names are letters, digits, _ and - (at most 64)"))
-    export = {"name": name, "settings": dict(settings)}
+    export: dict[str, Any] = {"name": name, "settings": dict(settings)}
     for key, value in dict(EXPORT_DEFAULTS, **settings).items():
         if key not in EXPORT:
             problems.append((key, "unknown key"))
@@ -427,10 +571,10 @@ def parse_export(name, settings):
         problems.append(("batch_size", "must be from 1 to 10000"))
     if export.get("batch_bytes") is not None and not 1024 <= export["batch_bytes"] <= 8 * 2**20:
         problems.append(("batch_bytes", "must be from 1KiB to 8MiB"))  # the importer takes bodies up to 16 MiB
-    return export, problems
+    return cast(ExportTarget, export), problems
 
 
-def check_endpoints(config, reactor):
+def check_endpoints(config: Config, reactor: object) -> None:
     """Parse every endpoint string now, so a typo stops the start, not a listener."""
     from twisted.internet.endpoints import serverFromString
 

@@ -23,11 +23,13 @@ node's would look like the upstream's.  docs/replication.rst has the states.
 import dataclasses
 import datetime
 import random
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from stationd.client import Client, ClientError
 from stationd.config import parse_export
@@ -35,8 +37,19 @@ from stationd.retry import backoff_delay
 from stationd.store import exports, files
 from stationd.times import format_ns
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+    from stationd.config import ExportTarget
+    from stationd.filestore import FileStore
+    from stationd.metrics import Metrics
+    from stationd.store import Store
+
+# What exports.next_batch reads: (events in import form, scanned_to, full, (passed over by filter, by origin)).
+Batch = tuple[list[dict[str, Any]], int, bool, tuple[int, int]]
+
 log = Logger()
-def seconds_until_open(window, when):
+def seconds_until_open(window: tuple[int, int] | None, when: datetime.datetime) -> float:
     """0 inside ``window`` ((start, end) minutes of the day, end may wrap past midnight), else
     the seconds until it opens.  None means always open."""
     if window is None:
@@ -52,13 +65,13 @@ def seconds_until_open(window, when):
 STATES = ("starting", "ok", "backing_off", "waiting_window", "error", "paused")
 
 
-def show_state(metrics, target, state):
+def show_state(metrics: "Metrics", target: str, state: str) -> None:
     """stationd_export_state: 1 for the target's state, 0 for the others."""
     for name in STATES:
         metrics.export_state.labels(target, name).set(1 if name == state else 0)
 
 
-def forget_target(metrics, target):
+def forget_target(metrics: "Metrics", target: str) -> None:
     """A removed target's series go with it."""
     for metric in (metrics.export_lag, metrics.export_failures, metrics.export_state, metrics.export_events):
         metric.remove_by_labels({"target": target})
@@ -72,9 +85,9 @@ class SameNode(Exception):
 class LocalNode:
     """This node's side of every export: what the exporters read, count and name themselves by."""
 
-    store: Any  # stationd.store.Store
-    files: Any  # stationd.filestore.FileStore
-    metrics: Any  # stationd.metrics.Metrics
+    store: "Store"
+    files: "FileStore"
+    metrics: "Metrics"
     node_id: str
     zone: datetime.tzinfo
 
@@ -90,7 +103,13 @@ class Exporter(Service):
     backoff cap).  A paused target (ExportTargets) is ``paused``.
     """
 
-    def __init__(self, target, local: LocalNode, clock, client=None, rng=random.random):
+    failing_since: float | None  # clock seconds
+    last_error: str | None
+    last_error_at: float | None
+    opens_at: int | None
+
+    def __init__(self, target: "ExportTarget", local: LocalNode, clock: "IReactorTime", client: Client | None = None,
+                 rng: Callable[[], float] = random.random) -> None:
         self.setName(f"export:{target['name']}")
         self.target = target
         self.store = local.store
@@ -103,29 +122,30 @@ class Exporter(Service):
         self.client = client or Client(target["target_url"], target["api_key"] or None, target["ca"],
                                        target["client_cert"], target["client_key"], reactor=clock,
                                        timeout=target["timeout"])
-        self.upstream = None  # the upstream's node id, from its status and its answers
+        self.upstream: str | None = None  # the upstream's node id, from its status and its answers
         self.state, self.failures, self.failing_since = "starting", 0, None
         self.last_error = self.last_error_at = self.opens_at = None
-        self.cursor = None
-        self.oldest_ns = None  # received_ns of the first event the upstream has yet to confirm
+        self.cursor: int | None = None
+        self.oldest_ns: int | None = None  # received_ns of the first event the upstream has yet to confirm
         self.counts = {"sent": 0, "duplicate": 0, "skipped_filter": 0, "skipped_origin": 0}
-        self._call = None
-        self._round = None
-        self._prefetch = None  # (cursor, Deferred of the batch after it), read while a full batch is sent
+        self._call: IDelayedCall | None = None
+        self._round: defer.Deferred[float] | None = None
+        # (cursor, Deferred of the batch after it), read while a full batch is sent
+        self._prefetch: tuple[tuple[int, str | None], defer.Deferred[Batch | None]] | None = None
         self.metrics.export_lag.labels(target["name"]).set_function(self.lag)
         self._show_state()
 
-    def lag(self):
+    def lag(self) -> float:
         """Seconds since the first event the upstream has yet to confirm was received (0: none waits)."""
         return 0.0 if self.oldest_ns is None else max(0.0, self.clock.seconds() - self.oldest_ns / 1e9)
 
     # ---- service
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         self._schedule(0)
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         if self._call is not None and self._call.active():
             self._call.cancel()
@@ -133,21 +153,21 @@ class Exporter(Service):
         running = self._round
         return defer.ensureDeferred(self._close(running))
 
-    async def _close(self, running):
+    async def _close(self, running: defer.Deferred[float] | None) -> None:
         if running is not None:
             await running  # a batch in flight finishes (or fails) first
         await self.client.close()
 
-    def _schedule(self, delay):
+    def _schedule(self, delay: float) -> None:
         if self.running:
             self._call = self.clock.callLater(delay, self._start_round)
 
-    def _start_round(self):
+    def _start_round(self) -> None:
         self._call = None
         self._round = defer.ensureDeferred(self.run_round())
         self._round.addBoth(self._round_done)
 
-    def _round_done(self, delay):
+    def _round_done(self, delay: float | Failure) -> None:
         self._round = None
         if isinstance(delay, (int, float)):
             self._schedule(delay)
@@ -157,7 +177,7 @@ class Exporter(Service):
 
     # ---- one round
 
-    async def run_round(self):
+    async def run_round(self) -> float:
         """Send at most one batch; the seconds until the next round.  Whatever happened, the
         lag is measured again: it grows through outages, closed windows and refusals."""
         now = self.clock.seconds()
@@ -172,7 +192,7 @@ class Exporter(Service):
         await self._measure_lag()
         return delay
 
-    async def _attempt(self):
+    async def _attempt(self) -> float:
         try:
             full = await self._send_batch()
         except SameNode as e:
@@ -188,7 +208,7 @@ class Exporter(Service):
         self._succeeded()
         return 0 if full else self.target["interval"]
 
-    def _check_upstream(self, node_id):
+    def _check_upstream(self, node_id: str | None) -> None:
         """Take the upstream's id, unless it is this node's: then nothing must be sent, nor passed over."""
         if node_id is not None and node_id == self.node_id:
             raise SameNode(
@@ -198,7 +218,7 @@ class Exporter(Service):
                 "`stationd-admin new-node-id` on the copy and restart it")
         self.upstream = node_id or self.upstream
 
-    async def _send_batch(self):
+    async def _send_batch(self) -> bool:
         name = self.target["name"]
         if self.cursor is None:
             self.cursor = await self.store.read(exports.get_cursor, name)
@@ -221,12 +241,12 @@ class Exporter(Service):
             self._count("skipped_origin", by_origin)
         return full
 
-    def _count(self, result, n):
+    def _count(self, result: str, n: int) -> None:
         if n:
             self.counts[result] += n
             self.metrics.export_events.labels(self.target["name"], result).inc(n)
 
-    async def _read_batch(self):
+    async def _read_batch(self) -> Batch:
         """The batch after the cursor; a full one also starts reading the next, so the
         local read overlaps the upstream's work on this one (one import in flight)."""
         prefetch, self._prefetch = self._prefetch, None
@@ -241,7 +261,7 @@ class Exporter(Service):
             self._prefetch = ((scanned_to, self.upstream), ahead.addErrback(lambda failure: None))
         return read
 
-    async def _measure_lag(self):
+    async def _measure_lag(self) -> None:
         try:
             if self.cursor is None:
                 self.cursor = await self.store.read(exports.get_cursor, self.target["name"])
@@ -249,7 +269,7 @@ class Exporter(Service):
         except Exception:  # the store failing is the round's to report; the last figure stays
             log.failure("Export {target}: cannot measure the lag", target=self.target["name"])
 
-    def _failed(self, reason, retry_after, state="backing_off"):
+    def _failed(self, reason: str, retry_after: float | None, state: str = "backing_off") -> float:
         self.failures += 1
         self.last_error, self.last_error_at = reason, self.clock.seconds()
         if state == "error":
@@ -271,7 +291,7 @@ class Exporter(Service):
             self._set_state(state)
         return delay
 
-    def _succeeded(self):
+    def _succeeded(self) -> None:
         if self.state in ("backing_off", "error"):
             log.info("Export {target}: working again after {n} failed attempts", target=self.target["name"],
                      n=self.failures)
@@ -279,15 +299,15 @@ class Exporter(Service):
         self._set_state("ok")
         self.metrics.export_failures.labels(self.target["name"]).set(0)
 
-    def _set_state(self, state):
+    def _set_state(self, state: str) -> None:
         self.state = state
         self._show_state()
 
-    def _show_state(self):
+    def _show_state(self) -> None:
         show_state(self.metrics, self.target["name"], self.state)
 
-    def status(self):
-        def iso(seconds):
+    def status(self) -> dict[str, Any]:
+        def iso(seconds: float | None) -> str | None:
             return None if seconds is None else format_ns(int(seconds * 1e9))
 
         return {"target_url": self.target["target_url"], "state": self.state, "cursor": self.cursor,
@@ -302,12 +322,12 @@ class Exporter(Service):
 class TargetError(Exception):
     """An admin request on export targets that cannot be done: (HTTP status, code, message, details)."""
 
-    def __init__(self, status, code, message, details=None):
+    def __init__(self, status: int, code: str, message: str, details: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.details = status, code, details
 
 
-def _setting(key, value):
+def _setting(key: str, value: object) -> str:
     """A setting from JSON as the config file would spell it (lists: words; null: the default)."""
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return " ".join(value)
@@ -324,14 +344,14 @@ class ExportTargets(MultiService):
     restarts.  A change restarts the target's exporter from its cursor.
     """
 
-    def __init__(self, local: LocalNode, configured, clock):
+    def __init__(self, local: LocalNode, configured: Mapping[str, "ExportTarget"], clock: "IReactorTime") -> None:
         super().__init__()
         self.local, self.configured, self.clock = local, configured, clock
-        self.targets: dict[str, tuple[dict, str, bool]] = {}  # name -> (target, "config" | "api", paused)
+        self.targets: dict[str, tuple[ExportTarget, str, bool]] = {}  # name -> (target, "config" | "api", paused)
         self.exporters: dict[str, Exporter] = {}
         self._changing = defer.DeferredLock()
 
-    def load(self, stored):
+    def load(self, stored: Mapping[str, tuple[Mapping[str, str], bool]]) -> None:
         """At start: the config file's targets, then the stored ones ({name: (settings, paused)})."""
         for name, target in self.configured.items():
             self._set(name, target, "config", False)
@@ -343,7 +363,7 @@ class ExportTargets(MultiService):
                 continue
             self._set(name, target, "api", paused)
 
-    def _set(self, name, target, source, paused):
+    def _set(self, name: str, target: "ExportTarget", source: str, paused: bool) -> None:
         self.targets[name] = (target, source, paused)
         if paused:
             show_state(self.local.metrics, name, "paused")
@@ -351,18 +371,18 @@ class ExportTargets(MultiService):
             self.exporters[name] = exporter = Exporter(target, self.local, self.clock)
             exporter.setServiceParent(self)
 
-    async def _unset(self, name):
+    async def _unset(self, name: str) -> None:
         exporter = self.exporters.pop(name, None)
         del self.targets[name]
         if exporter is not None:
             await defer.maybeDeferred(exporter.disownServiceParent)
 
-    def status(self):
+    def status(self) -> dict[str, dict[str, Any]]:
         return {name: self.exporters[name].status() if name in self.exporters
                 else {"target_url": target["target_url"], "state": "paused"}
                 for name, (target, _, _) in self.targets.items()}
 
-    def describe(self, name=None):
+    def describe(self, name: str | None = None) -> list[dict[str, Any]]:
         """For the admin API: settings as given (without the API key), source, paused, state."""
         status = self.status()
         return [{"name": n, "source": source, "paused": paused,
@@ -370,14 +390,14 @@ class ExportTargets(MultiService):
                  "api_key_set": bool(target["api_key"]), "status": status[n]}
                 for n, (target, source, paused) in sorted(self.targets.items()) if name in (None, n)]
 
-    async def add(self, name, settings, paused=False):
+    async def add(self, name: str, settings: Mapping[str, Any], paused: bool = False) -> dict[str, Any]:
         async with self._changing:
             if name in self.targets:
                 raise TargetError(409, "target_exists", f"export target {name!r} exists")
             await self._save(name, {k: _setting(k, v) for k, v in settings.items() if v is not None}, paused)
         return self.describe(name)[0]
 
-    async def change(self, name, settings, paused=None):
+    async def change(self, name: str, settings: Mapping[str, Any], paused: bool | None = None) -> dict[str, Any]:
         """Settings given replace those stored (null: back to the default); paused pauses or resumes."""
         async with self._changing:
             target, source, was_paused = self._get(name)
@@ -390,14 +410,14 @@ class ExportTargets(MultiService):
             await self._save(name, merged, was_paused if paused is None else paused)
         return self.describe(name)[0]
 
-    async def remove(self, name):
+    async def remove(self, name: str) -> None:
         async with self._changing:
             self._get(name)
             await self.local.store.run(exports.remove_target, name)
             await self._unset(name)
             forget_target(self.local.metrics, name)
 
-    def _get(self, name):
+    def _get(self, name: str) -> tuple["ExportTarget", str, bool]:
         if name not in self.targets:
             raise TargetError(404, "no_such_target", f"no export target {name!r}")
         if self.targets[name][1] == "config":
@@ -405,7 +425,7 @@ class ExportTargets(MultiService):
                               "change it there and restart")
         return self.targets[name]
 
-    async def _save(self, name, settings, paused):
+    async def _save(self, name: str, settings: dict[str, str], paused: bool) -> None:
         target, problems = parse_export(name, settings)
         if problems:
             details = {key or "name": message for key, message in problems}

@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -24,6 +24,7 @@ from stationd.store import stations
 from stationd.store.events import event_ids
 
 if TYPE_CHECKING:
+    from stationd.store import Store
     from stationd.writer import GroupCommit
 
 # PostgreSQL cannot keep U+0000 in jsonb text: such an event would be
@@ -38,7 +39,7 @@ def has_nul(data: Any) -> bool:
     return b"\\u0000" in jsoncodec.dumps(data) and _walk_nul(data)
 
 
-def _walk_nul(value):
+def _walk_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
@@ -139,15 +140,15 @@ class StationList(TimerService):
     been added with stationd-admin).
     """
 
-    def __init__(self, path, store, interval=5.0, clock=None):
+    def __init__(self, path: str, store: "Store", interval: float = 5.0, clock: IReactorTime | None = None) -> None:
         super().__init__(interval, self.check)
         if clock is not None:
             self.clock = clock
         self.path = path
         self.store = store
-        self._seen = None
+        self._seen: tuple[int, int] | None = None  # (size, mtime_ns) of the file last read
 
-    async def load(self):
+    async def load(self) -> dict[str, int]:
         rows = stations.read_station_list(self.path)
         stored = await self.store.run(stations.password_hashes)
         hashed = await deferToThread(stations.hashed_rows, stored, rows)
@@ -156,7 +157,7 @@ class StationList(TimerService):
                  path=self.path, n=len(rows), **counts)
         return counts
 
-    async def _check(self, force):
+    async def _check(self, force: bool) -> None:
         try:
             info = os.stat(self.path)
             seen = (info.st_size, info.st_mtime_ns)
@@ -168,5 +169,5 @@ class StationList(TimerService):
         except Exception:
             log.failure("Station list {path} not loaded", path=self.path)
 
-    def check(self, force=False):
+    def check(self, force: bool = False) -> Deferred[None]:
         return ensureDeferred(self._check(force))

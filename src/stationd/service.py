@@ -97,7 +97,8 @@ class NodeService(service.MultiService):
                  station_list: StationList | None = None):
         super().__init__()
         self.config, self.reactor = config, reactor
-        self.name, self.node_id = config["node"]["name"], node_id
+        self.setName(config["node"]["name"])  # (as the other services: twisted's Service types the class one None)
+        self.node_id = node_id
         self.metrics, self.spool, self.exports, self.sensors = metrics, spool, exports, sensors
         self.tls, self.station_list = tls, station_list
         self.started_at: float | None = None

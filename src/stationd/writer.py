@@ -32,7 +32,8 @@ from twisted.python.threadpool import ThreadPool
 
 from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stationd import jsoncodec
 from stationd.records import Record
@@ -40,8 +41,15 @@ from stationd.store.events import commit_records, store_batches
 from stationd.store.imports import import_batch
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+
     from stationd.metrics import Metrics
     from stationd.store import Store
+
+# A segment file in the spool: (path, size in bytes, batches in it).
+Segment = tuple[str, int, int]
+_T = TypeVar("_T")
 
 log = Logger()
 
@@ -66,7 +74,7 @@ class SpoolError(Exception):
     """The spool could not make a batch durable (disk full, I/O error)."""
 
 
-def encode_segment(records):
+def encode_segment(records: Iterable[Record]) -> bytes:
     frames = []
     for record in records:
         payload = jsoncodec.dumps(record)
@@ -74,7 +82,7 @@ def encode_segment(records):
     return b"".join(frames)
 
 
-def _count_frames(data):
+def _count_frames(data: bytes) -> int:
     count, offset = 0, 0
     while offset + _FRAME.size <= len(data):
         length, _ = _FRAME.unpack_from(data, offset)
@@ -83,7 +91,7 @@ def _count_frames(data):
     return count
 
 
-def decode_segment(data):
+def decode_segment(data: bytes) -> list[Record]:
     """The records of a segment; ValueError if it is damaged."""
     records, offset = [], 0
     while offset < len(data):
@@ -101,14 +109,15 @@ def decode_segment(data):
 class Spool:
     """Segment files in one directory, written by one thread in order."""
 
-    def __init__(self, directory, max_bytes, reactor, metrics, fsync=os.fsync):
+    def __init__(self, directory: str, max_bytes: int, reactor: "IReactorFromThreads", metrics: "Metrics",
+                 fsync: Callable[[int], None] = os.fsync) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.reactor = reactor
         self.metrics = metrics
         self.fsync = fsync
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="stationd-spool")
-        self._pending = []  # (encoded record, Deferred)
+        self._pending: list[tuple[bytes, defer.Deferred[Segment]]] = []  # (encoded record, Deferred)
         self._pending_bytes = 0
         self._inflight_bytes = 0  # the group being written now
         self._writing = False
@@ -116,7 +125,7 @@ class Spool:
         os.makedirs(directory, exist_ok=True)
         self.bytes, self.batches = 0, 0
 
-    def recover(self):
+    def recover(self) -> list[Segment]:
         """Segments a previous run left, oldest first, as (path, size, batches).
 
         A temp file was never renamed, so never acknowledged: it is removed.
@@ -135,11 +144,11 @@ class Spool:
         self._publish()
         return segments
 
-    def _publish(self):
+    def _publish(self) -> None:
         self.metrics.spool_bytes.set(self.bytes + self._inflight_bytes + self._pending_bytes)
         self.metrics.spool_batches.set(self.batches + len(self._pending))
 
-    def append(self, record: Record) -> defer.Deferred[tuple[str, int, int]]:
+    def append(self, record: Record) -> defer.Deferred[Segment]:
         """A Deferred that fires once ``record`` is durable, with its segment (path, size, batches);
         fails with SpoolFull or SpoolError."""
         frame = encode_segment([record])
@@ -147,7 +156,7 @@ class Spool:
         if held + len(frame) > self.max_bytes:
             return defer.fail(SpoolFull(f"a batch of {len(frame)} bytes does not fit: the spool holds {held} "
                                         f"of max_spool_bytes {self.max_bytes}"))
-        d: defer.Deferred[Any] = defer.Deferred()
+        d: defer.Deferred[Segment] = defer.Deferred()
         self._pending.append((frame, d))
         self._pending_bytes += len(frame)
         self._publish()
@@ -155,7 +164,7 @@ class Spool:
             self._write_next()
         return d
 
-    def _write_next(self):
+    def _write_next(self) -> None:
         group, self._pending = self._pending, []
         size = sum(len(frame) for frame, _ in group)
         self._pending_bytes -= size
@@ -167,7 +176,7 @@ class Spool:
                               name, b"".join(frame for frame, _ in group))
         d.addBoth(self._written, group, size)
 
-    def _write_segment(self, name, data):
+    def _write_segment(self, name: str, data: bytes) -> str:
         """Write, fsync, rename, fsync the directory (in the spool thread)."""
         tmp = os.path.join(self.directory, ".tmp-" + name)
         final = os.path.join(self.directory, name)
@@ -197,7 +206,7 @@ class Spool:
             raise
         return final
 
-    def _written(self, result, group, size):
+    def _written(self, result: str | Failure, group: list[tuple[bytes, defer.Deferred[Segment]]], size: int) -> None:
         self._writing = False
         self._inflight_bytes = 0
         if isinstance(result, Failure):
@@ -214,16 +223,16 @@ class Spool:
         if self._pending:
             self._write_next()
 
-    def forget(self, size, count):
+    def forget(self, size: int, count: int) -> None:
         """Account for a segment the writer has removed."""
         self.bytes -= size
         self.batches -= count
         self._publish()
 
-    def start(self):
+    def start(self) -> None:
         self.pool.start()
 
-    def stop(self):
+    def stop(self) -> None:
         if self.pool.started:
             self.pool.stop()
 
@@ -232,21 +241,25 @@ class Writer(Service):
     """The spool's owner: makes batches durable in it, and moves its segments into the store,
     as few transactions as it can, oldest first."""
 
-    def __init__(self, spool, store, origin, metrics, reactor, clock=None,
-                 retry_delay=1.0, max_retry_delay=30.0):
+    _retry: "defer.Deferred[None] | None"  # a drain's retry delay, while it waits
+    _retry_call: "IDelayedCall | None"
+
+    # reactor: Any, as the spool thread's IReactorFromThreads and, without a clock, the IReactorTime too.
+    def __init__(self, spool: Spool, store: "Store", origin: str, metrics: "Metrics", reactor: Any,
+                 clock: "IReactorTime | None" = None, retry_delay: float = 1.0, max_retry_delay: float = 30.0) -> None:
         self.setName("writer")  # (as an instance attribute: twisted's Service types the class one None)
         self.spool = spool
         self.store = store
         self.origin = origin
         self.metrics = metrics
         self.reactor = reactor
-        self.clock = clock or reactor
+        self.clock: IReactorTime = clock or reactor
         self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
-        self._queue = []
-        self._draining = None
+        self._queue: list[Segment] = []
+        self._draining: defer.Deferred[None] | None = None
         self._retry = self._retry_call = None
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         self.spool.start()
         self._queue.extend(self.spool.recover())
@@ -255,7 +268,7 @@ class Writer(Service):
             self._kick()
 
     @defer.inlineCallbacks
-    def stopService(self):
+    def stopService(self) -> Generator[defer.Deferred[None], None, None]:
         super().stopService()
         self._wake()  # a drain waiting out a retry delay ends now
         if self._draining is not None:
@@ -269,14 +282,14 @@ class Writer(Service):
             self._queue.append(segment)
         self._kick()
 
-    def _kick(self):
+    def _kick(self) -> None:
         if self._draining is None and self.running:
             self._draining = defer.ensureDeferred(self._drain())
 
-    def _spool_thread(self, function, *args):
+    def _spool_thread(self, function: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
         return deferToThreadPool(self.reactor, self.spool.pool, function, *args)
 
-    async def _drain(self):
+    async def _drain(self) -> None:
         delay = self.retry_delay
         attempts, last_error = 0, None
         try:
@@ -326,7 +339,7 @@ class Writer(Service):
         finally:
             self._draining = None
 
-    async def _isolate(self, segment, records):
+    async def _isolate(self, segment: Segment, records: list[Record]) -> int:
         inserted, refused = 0, []
         for record in records:
             try:
@@ -340,7 +353,7 @@ class Writer(Service):
             await self._spool_thread(_write_aside, segment[0], "rejected", encode_segment(refused))
         return inserted
 
-    async def _remove(self, segments):
+    async def _remove(self, segments: list[Segment]) -> None:
         for segment in segments:
             self._queue.remove(segment)
         try:
@@ -352,7 +365,7 @@ class Writer(Service):
         for _, size, count in segments:
             self.spool.forget(size, count)
 
-    async def _set_aside(self, segment, folder, error):
+    async def _set_aside(self, segment: Segment, folder: str, error: ValueError) -> None:
         path, size, count = segment
         self._queue.remove(segment)
         await self._spool_thread(_set_aside, path, folder)
@@ -360,16 +373,16 @@ class Writer(Service):
         log.critical("Spool segment {path} set aside in {folder}/: {error}",
                      path=path, folder=folder, error=error)
 
-    def _sleep(self, seconds):
+    def _sleep(self, seconds: float) -> defer.Deferred[None]:
         self._retry = defer.Deferred()
         self._retry_call = self.clock.callLater(seconds, self._wake)
         return self._retry
 
-    def _wake(self):
+    def _wake(self) -> None:
         retry, self._retry = self._retry, None
-        if retry is not None:
-            if self._retry_call.active():
-                self._retry_call.cancel()
+        if retry is not None:  # (and so _retry_call is set)
+            if cast("IDelayedCall", self._retry_call).active():
+                cast("IDelayedCall", self._retry_call).cancel()
             retry.callback(None)
 
     def idle(self) -> bool:
@@ -377,7 +390,7 @@ class Writer(Service):
         return not self._queue and self._draining is None
 
 
-def _head(queue):
+def _head(queue: list[Segment]) -> list[Segment]:
     """The first segments of the queue, up to GROUP_SEGMENTS and GROUP_BYTES (at least one)."""
     total = 0
     for count, (_, size, _) in enumerate(queue[:GROUP_SEGMENTS]):
@@ -387,10 +400,10 @@ def _head(queue):
     return queue[:GROUP_SEGMENTS]
 
 
-def _read_all(paths):
+def _read_all(paths: Iterable[str]) -> list[list[Record] | ValueError | FileNotFoundError]:
     """Each segment's records, or the ValueError (damaged) or FileNotFoundError
     (removed by hand) that says why not."""
-    contents = []
+    contents: list[list[Record] | ValueError | FileNotFoundError] = []
     for path in paths:
         try:
             with open(path, "rb") as f:
@@ -400,7 +413,7 @@ def _read_all(paths):
     return contents
 
 
-def _remove_all(paths):
+def _remove_all(paths: Iterable[str]) -> None:
     for path in paths:
         try:
             os.remove(path)
@@ -408,7 +421,7 @@ def _remove_all(paths):
             pass
 
 
-def _write_aside(path, folder, data):
+def _write_aside(path: str, folder: str, data: bytes) -> None:
     """Keep refused batches of a segment in spool/<folder>/ and drop the segment."""
     target = os.path.join(os.path.dirname(path), folder)
     os.makedirs(target, exist_ok=True)
@@ -419,7 +432,7 @@ def _write_aside(path, folder, data):
     os.remove(path)
 
 
-def _set_aside(path, folder):
+def _set_aside(path: str, folder: str) -> None:
     """Move a segment the writer cannot store into spool/<folder>/, for an operator."""
     target = os.path.join(os.path.dirname(path), folder)
     os.makedirs(target, exist_ok=True)
@@ -443,9 +456,10 @@ class StoreRefused(Exception):
 PENDING_BYTES = 32 * 1024 * 1024
 
 
-def _commit_group(conn, records, origin):
+def _commit_group(conn: "Connection", records: list[Any], origin: str) -> list[Any]:
     """One transaction for a group: ingest records (commit_records) and imports (import_batch);
     the answers in the records' order."""
+    # (Any: Records and imports' {"protocol": "import", "events"}; Answers and imports' (counts, file records).)
     ingested = iter(commit_records(conn, [r for r in records if r["protocol"] != "import"], origin))
     return [import_batch(conn, r["events"]) if r["protocol"] == "import" else next(ingested) for r in records]
 
@@ -462,12 +476,12 @@ class GroupCommit:
     """
 
     def __init__(self, store: "Store", writer: Writer, origin: str, metrics: "Metrics",
-                 max_pending_bytes: int = PENDING_BYTES):
+                 max_pending_bytes: int = PENDING_BYTES) -> None:
         self.store, self.writer, self.origin, self.metrics = store, writer, origin, metrics
         self.max_pending_bytes = max_pending_bytes
         self._pending: list[tuple[Any, int, defer.Deferred[Any]]] = []
         self._pending_bytes, self._busy = 0, False
-        self._outage = None  # the store's error while batches go to the spool
+        self._outage: Exception | None = None  # the store's error while batches go to the spool
 
     def submit(self, record: Any, size: int) -> defer.Deferred[Any]:
         if self._pending_bytes + size > self.max_pending_bytes:
@@ -479,14 +493,14 @@ class GroupCommit:
             self._next()
         return d
 
-    def _next(self):
+    def _next(self) -> None:
         group, self._pending = self._pending, []
         self._pending_bytes -= sum(size for _, size, _ in group)
         self._busy = True
         waiting = [(record, d) for record, _, d in group]
         defer.ensureDeferred(self._commit(waiting)).addBoth(self._done, waiting)
 
-    def _done(self, result, waiting):
+    def _done(self, result: None | Failure, waiting: list[tuple[Any, defer.Deferred[Any]]]) -> None:
         if isinstance(result, Failure):  # a bug: no upload waits for ever, none is acknowledged
             log.failure("Group commit failed", result)
             for _, d in waiting:
@@ -496,7 +510,7 @@ class GroupCommit:
         if self._pending:
             self._next()
 
-    async def _commit(self, group):
+    async def _commit(self, group: list[tuple[Any, defer.Deferred[Any]]]) -> None:
         if not self.writer.idle():  # batches wait in the spool: these go behind them
             await self._spool(group)
             return
@@ -524,7 +538,7 @@ class GroupCommit:
         for (_, d), answer in zip(group, answers):
             d.callback(answer)
 
-    async def _spool(self, group):
+    async def _spool(self, group: list[tuple[Any, defer.Deferred[Any]]]) -> None:
         for record, d in group:
             if record["protocol"] == "import":
                 d.errback(StoreUnavailable(f"the store cannot take it now: {self._outage or 'spool draining'}"))

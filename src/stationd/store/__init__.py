@@ -7,10 +7,10 @@ directly (``store.call(op, ...)``, in the admin commands).
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -21,6 +21,12 @@ from stationd.jsoncodec import dumps_text
 from stationd.store.changes import CHANGED, Stamp
 from stationd.store.migrations import SchemaError, migrate
 
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sqlalchemy.pool import ConnectionPoolEntry
+    from twisted.internet.interfaces import IReactorFromThreads
+
 
 T = TypeVar("T")
 
@@ -29,7 +35,7 @@ class StoreError(Exception):
     """The database cannot be opened or used: a one-line reason for the operator."""
 
 
-def _sqlite_engine(url):
+def _sqlite_engine(url: URL) -> Engine:
     path = url.database
     if path and path != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -37,7 +43,7 @@ def _sqlite_engine(url):
                            json_serializer=dumps_text)
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, record):
+    def _on_connect(dbapi_conn: "sqlite3.Connection", record: "ConnectionPoolEntry") -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN, so it can be IMMEDIATE:
         # a write never fails half-way on a lock another process holds.
         dbapi_conn.isolation_level = None
@@ -55,7 +61,7 @@ def _sqlite_engine(url):
             dbapi_conn.execute(f"PRAGMA {pragma}")
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):
+    def _on_begin(conn: Connection) -> None:
         # Reads take no lock (WAL readers see the last commit, never wait).
         read_only = conn.get_execution_options().get("stationd_read_only")
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
@@ -66,7 +72,7 @@ def _sqlite_engine(url):
 class Store(Service):
     """The database, as a service: its thread pool runs while the node runs."""
 
-    def __init__(self, url, reactor=None):
+    def __init__(self, url: str | URL, reactor: "IReactorFromThreads | None" = None) -> None:
         self.setName("store")  # (as an instance attribute: twisted's Service types the class one None)
         try:
             parsed = make_url(url)
@@ -120,8 +126,8 @@ class Store(Service):
         """Like run(), for an operation that only reads (it may run beside writes)."""
         return self._defer(self.read_pool, self.call_read, operation, *args, **kwargs)
 
-    def _defer(self, pool, function, *args, **kwargs):
-        reactor = self._reactor
+    def _defer(self, pool: ThreadPool, function: Callable[..., T], *args: Any, **kwargs: Any) -> "defer.Deferred[T]":
+        reactor: Any = self._reactor  # (twisted types the global reactor without IReactorFromThreads)
         if reactor is None:
             from twisted.internet import reactor
         return deferToThreadPool(reactor, pool, function, *args, **kwargs)
@@ -139,16 +145,16 @@ class Store(Service):
                 f"cannot use database {self.url.render_as_string()}: {reason}"
             ) from None
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         for pool in {self.pool, self.read_pool}:
             pool.start()
 
-    def stopService(self):
+    def stopService(self) -> None:
         super().stopService()
         for pool in {self.pool, self.read_pool}:
             pool.stop()
         self.engine.dispose()
 
-    def close(self):
+    def close(self) -> None:
         self.engine.dispose()

@@ -13,18 +13,29 @@ run on another host) has no stamp: every lookup reads the store.
 
 import hashlib
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stationd.store import stations, users
+from stationd.store.changes import Stamp
+
+if TYPE_CHECKING:
+    from stationd.store import Store
+
+_K = TypeVar("_K")
 
 class Cache:
-    def __init__(self, store):
+    _users: dict[bytes, dict[str, Any]]
+    _stations: dict[str, dict[str, Any]]
+
+    def __init__(self, store: "Store") -> None:
         self.store = store
         self.stamp = store.stamp
         self._seen = object()  # no version yet: the first lookup reads
         self._checked = float("-inf")
         self._users, self._stations = {}, {}
 
-    def _current(self):
+    def _current(self) -> object:
         """The stamp's version now (looked at once a millisecond: a request asks for its user and
         its station, and a stat() cost a twentieth of a 1-event ingest); entries read under
         another version are dropped."""
@@ -32,23 +43,24 @@ class Cache:
         if now - self._checked < 0.001:
             return self._seen
         self._checked = now
-        version = self.stamp.version()
+        version = cast(Stamp, self.stamp).version()  # (only with a stamp: _lookup)
         if version != self._seen:
             self._users.clear()
             self._stations.clear()
             self._seen = version
         return version
 
-    async def user(self, key: str):
+    async def user(self, key: str) -> dict[str, Any] | None:
         """The user holding ``key``, or None."""
         digest = hashlib.sha256(key.encode("utf-8")).digest()
         return await self._lookup(self._users, digest, users.authenticate, key)
 
-    async def station(self, station_id: str):
+    async def station(self, station_id: str) -> dict[str, Any] | None:
         """The station's row (with password_hash), or None."""
         return await self._lookup(self._stations, station_id, stations.get_station, station_id)
 
-    async def _lookup(self, entries, name, read, *args):
+    async def _lookup(self, entries: dict[_K, dict[str, Any]], name: _K,
+                      read: Callable[..., dict[str, Any] | None], *args: Any) -> dict[str, Any] | None:
         if self.stamp is None:
             return await self.store.read(read, *args)
         version = self._current()

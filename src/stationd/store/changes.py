@@ -2,10 +2,12 @@
 
 import os
 
+from sqlalchemy.engine import Connection
+
 CHANGED = "stationd_changed"
 
 
-def mark_changed(conn) -> None:
+def mark_changed(conn: Connection) -> None:
     """Say that this transaction changes users or stations: the stamp is replaced after its commit."""
     conn.info[CHANGED] = True
 
@@ -13,7 +15,7 @@ def mark_changed(conn) -> None:
 class Stamp:
     """A file replaced after each change: its inode tells one version from the next."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
 
     def touch(self) -> None:
@@ -22,7 +24,7 @@ class Stamp:
             f.write("users or stations changed; stationd nodes on this database re-read them\n")
         os.replace(tmp, self.path)
 
-    def version(self):
+    def version(self) -> tuple[int, int, int] | None:
         """(inode, mtime, device) now; None before the first change."""
         try:
             info = os.stat(self.path)

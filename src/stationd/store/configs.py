@@ -6,8 +6,12 @@ corrections).  Versions are numbered in the order they were stored and are
 never edited or deleted.
 """
 
-from sqlalchemy import func, select
+from typing import Any, cast
 
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from stationd.store.schema import AnyRow
 from stationd.store.schema import config_versions as versions
 from stationd.times import format_ns
 
@@ -19,7 +23,7 @@ class VersionExists(ValueError):
     pass
 
 
-def _describe(row, content=True):
+def _describe(row: AnyRow, content: bool = True) -> dict[str, Any]:
     described = {"name": row.name, "version": row.version, "valid_from": format_ns(row.valid_from_ns),
                  "valid_from_ns": row.valid_from_ns, "author": row.author, "created_at": format_ns(row.created_ns)}
     if content:
@@ -27,7 +31,8 @@ def _describe(row, content=True):
     return described
 
 
-def add_version(conn, name, content, valid_from_ns, author, now_ns):
+def add_version(conn: Connection, name: str, content: Any, valid_from_ns: int, author: str,
+                now_ns: int) -> dict[str, Any]:
     """Store a new version; its description (with its number)."""
     clash = select(versions.c.version).where(versions.c.name == name, versions.c.valid_from_ns == valid_from_ns)
     existing = conn.execute(clash).scalar()
@@ -36,29 +41,29 @@ def add_version(conn, name, content, valid_from_ns, author, now_ns):
     number = (conn.execute(select(func.max(versions.c.version)).where(versions.c.name == name)).scalar() or 0) + 1
     conn.execute(versions.insert().values(name=name, version=number, valid_from_ns=valid_from_ns,
                                           content=content, author=author, created_ns=now_ns))
-    return get_version(conn, name, number)
+    return cast(dict[str, Any], get_version(conn, name, number))  # (just stored: never None)
 
 
-def get_version(conn, name, number):
+def get_version(conn: Connection, name: str, number: int) -> dict[str, Any] | None:
     row = conn.execute(select(versions).where(versions.c.name == name, versions.c.version == number)).first()
     return None if row is None else _describe(row)
 
 
-def version_at(conn, name, at_ns):
+def version_at(conn: Connection, name: str, at_ns: int) -> dict[str, Any] | None:
     """The version valid at ``at_ns`` (None before the first)."""
     row = conn.execute(select(versions).where(versions.c.name == name, versions.c.valid_from_ns <= at_ns)
                        .order_by(versions.c.valid_from_ns.desc()).limit(1)).first()
     return None if row is None else _describe(row)
 
 
-def latest_version(conn, name):
+def latest_version(conn: Connection, name: str) -> dict[str, Any] | None:
     """The version with the latest valid_from (it may not hold yet)."""
     row = conn.execute(select(versions).where(versions.c.name == name)
                        .order_by(versions.c.valid_from_ns.desc()).limit(1)).first()
     return None if row is None else _describe(row)
 
 
-def list_versions(conn, name):
+def list_versions(conn: Connection, name: str) -> list[dict[str, Any]]:
     """Every version, by valid_from, each with its valid_to (None: open)."""
     rows = list(conn.execute(select(*_COLUMNS).where(versions.c.name == name).order_by(versions.c.valid_from_ns)))
     listed = []
@@ -69,7 +74,7 @@ def list_versions(conn, name):
     return listed
 
 
-def list_configs(conn):
+def list_configs(conn: Connection) -> list[dict[str, Any]]:
     """Each configuration's name, number of versions and newest valid_from."""
     rows = conn.execute(select(versions.c.name, func.count(), func.max(versions.c.valid_from_ns))
                         .group_by(versions.c.name).order_by(versions.c.name))

@@ -11,20 +11,28 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias, cast
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import Table, and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from stationd import jsoncodec
+from stationd.records import Answer, Record
 from stationd.store.schema import events, idempotency_keys
 
+# An event row: the values of _COLUMNS but seq (id, station, type, time_ns, received_ns,
+# data as JSON text, digest, origin, quarantined, quarantine_reason).
+EventRow: TypeAlias = tuple[str, str, str, int, int, str, str, str, bool, str | None]
 
-def digest(data):
+
+def digest(data: Any) -> str:
     """SHA-256 of the canonical JSON of ``data`` (compact, UTF-8, sorted keys)."""
     return hashlib.sha256(jsoncodec.dumps(data, sort_keys=True)).hexdigest()
 
 
-def event_ids(now_ns, count):
+def event_ids(now_ns: int, count: int) -> list[str]:
     """``count`` new event ids: version 7 UUIDs (RFC 9562), the millisecond of ``now_ns`` first.
 
     Ids made later sort later, so every index that holds the id (the primary
@@ -46,7 +54,7 @@ def event_ids(now_ns, count):
 _RANDOM, _RAND_B = (1 << 74) - 1, (1 << 62) - 1
 
 
-def _insert(conn, table):
+def _insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
 
@@ -70,12 +78,12 @@ ROWS_A_STATEMENT = 500
 
 
 @functools.lru_cache(maxsize=8)
-def _sqlite_insert(rows):
+def _sqlite_insert(rows: int) -> str:
     values = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
     return f"INSERT OR IGNORE INTO events ({', '.join(_COLUMNS)}) VALUES " + ", ".join([values] * rows)
 
 
-def _insert_rows(conn, numbered):
+def _insert_rows(conn: Connection, numbered: list[tuple[Any, ...]]) -> int:
     """Insert numbered rows, skipping those stored already; how many were new."""
     if conn.dialect.name != "sqlite":
         return conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.name], numbered).rowcount
@@ -92,12 +100,12 @@ _COUNT_EVENTS = {
     for dialect, mark in (("sqlite", "?"), ("postgresql", "%s"))}
 
 
-def insert_events(conn, rows):
+def insert_events(conn: Connection, rows: list[EventRow]) -> int:
     """Insert event rows (tuples of _COLUMNS but seq), skipping those stored already; how many were new."""
     return insert_event_groups(conn, [rows])[0][0]
 
 
-def insert_event_groups(conn, groups):
+def insert_event_groups(conn: Connection, groups: Sequence[list[EventRow]]) -> list[tuple[int, int]]:
     """Insert groups of event rows (tuples of _COLUMNS but seq), skipping those stored already;
     for each group, (how many were new, how many of those were quarantined).  Each station's
     count of stored events grows by its new ones.
@@ -134,7 +142,7 @@ def insert_event_groups(conn, groups):
     return results
 
 
-def renumber(conn, event_ids):
+def renumber(conn: Connection, event_ids: Sequence[str]) -> None:
     """Give stored events the next ``seq``s: something was added to them (a file), and the
     exporters, which may have sent them already, must send them again."""
     if not event_ids:
@@ -144,13 +152,13 @@ def renumber(conn, event_ids):
                  [{"event_id": event_id, "new_seq": first + index} for index, event_id in enumerate(event_ids)])
 
 
-def _next_seq(conn):
+def _next_seq(conn: Connection) -> int:
     if conn.dialect.name == "postgresql":  # held until commit: numbers are handed out in commit order
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(74658)")
     return (conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0) + 1
 
 
-def _rows(record, origin):
+def _rows(record: Mapping[str, Any], origin: str) -> list[EventRow]:
     station, received_ns = record["station"], record["received_ns"]
     return [(event["id"], station, event["type"], event["time_ns"], received_ns,
              event["data_json"] if "data_json" in event else jsoncodec.dumps_text(event["data"]),
@@ -158,7 +166,7 @@ def _rows(record, origin):
             for event in record["events"]]
 
 
-def store_batches(conn, records, origin):
+def store_batches(conn: Connection, records: Sequence[Mapping[str, Any]], origin: str) -> tuple[int, int]:
     """Insert the events of spooled batch records; returns (inserted, duplicates).
 
     An event has its data as JSON text (``data_json``, what ingest spools) or
@@ -175,20 +183,23 @@ def store_batches(conn, records, origin):
     return inserted, len(rows) - inserted
 
 
-def commit_records(conn, records, origin):
+def commit_records(conn: Connection, records: Sequence[Record], origin: str) -> list[Answer]:
     """Store ingest records straight from the requests, all in one transaction (group commit);
     each record's answer: {"accepted", "duplicates", "quarantined"} as stored (a record whose
     Idempotency-Key was seen before is not stored again: the answer given then, "replayed")."""
+    answers: list[Answer | None]
+    fresh: list[int]
     answers, fresh = [None] * len(records), []
     for index, record in enumerate(records):
         key = record.get("idempotency_key")
         earlier = idempotent_response(conn, record["station"], key) if key else None
         if earlier is not None:
-            answers[index] = dict(earlier, replayed=True)
+            answers[index] = cast(Answer, dict(earlier, replayed=True))
         else:
             fresh.append(index)
     stored = insert_event_groups(conn, [_rows(records[index], origin) for index in fresh])
     keys = []
+    answer: Answer
     for index, (inserted, quarantined) in zip(fresh, stored):
         record = records[index]
         answers[index] = answer = {"accepted": inserted - quarantined,
@@ -199,13 +210,13 @@ def commit_records(conn, records, origin):
                          "response": json.dumps(answer), "created_ns": record["received_ns"]})
     if keys:
         conn.execute(_insert(conn, idempotency_keys), keys)
-    return answers
+    return cast(list[Answer], answers)  # (each one set above)
 
 
 _IDEMPOTENT = select(idempotency_keys.c.response).where(
     and_(idempotency_keys.c.station == bindparam("station"), idempotency_keys.c.key == bindparam("key")))
 
 
-def idempotent_response(conn, station, key):
+def idempotent_response(conn: Connection, station: str, key: str) -> Answer | None:
     row = conn.execute(_IDEMPOTENT, {"station": station, "key": key}).first()
     return None if row is None else json.loads(row.response)

@@ -5,30 +5,37 @@ acknowledged; it moves only after that acknowledgement, so a crash or an
 outage resends (the importer dedupes by id) and never skips.
 """
 
-import orjson
-from sqlalchemy import Text, and_, case, cast, false, func, select, true
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from stationd.store.schema import event_files, events, export_state, export_targets, files
+import orjson
+from sqlalchemy import ColumnElement, Text, and_, case, cast, false, func, select, true
+from sqlalchemy.engine import Connection
+
+from stationd.store.schema import AnyRow, event_files, events, export_state, export_targets, files
+
+if TYPE_CHECKING:
+    from stationd.config import ExportTarget
 
 _COLUMNS = (events.c.seq, events.c.id, events.c.station, events.c.type, events.c.time_ns, events.c.received_ns,
             cast(events.c.data, Text).label("data"), events.c.origin, events.c.quarantined,
             events.c.quarantine_reason)
 
 
-def get_cursor(conn, target):
+def get_cursor(conn: Connection, target: str) -> int:
     return conn.execute(select(export_state.c.cursor).where(export_state.c.target == target)).scalar() or 0
 
 
-def set_cursor(conn, target, cursor, now_ns):
+def set_cursor(conn: Connection, target: str, cursor: int, now_ns: int) -> None:
     updated = conn.execute(export_state.update().where(export_state.c.target == target)
                            .values(cursor=cursor, updated_ns=now_ns))
     if updated.rowcount == 0:
         conn.execute(export_state.insert().values(target=target, cursor=cursor, updated_ns=now_ns))
 
 
-def _filters(target):
+def _filters(target: "ExportTarget") -> list[ColumnElement[bool]]:
     """The clauses an event must meet to go to ``target`` (its stations, types and time range)."""
-    clauses = []
+    clauses: list[ColumnElement[bool]] = []
     if target["stations"]:
         clauses.append(events.c.station.in_(target["stations"]))
     if target["types"]:
@@ -40,7 +47,7 @@ def _filters(target):
     return clauses
 
 
-def _wanted(target, exclude_origin):
+def _wanted(target: "ExportTarget", exclude_origin: str | None) -> list[ColumnElement[bool]]:
     """_filters, and not from the upstream itself (``exclude_origin``: its node id)."""
     clauses = _filters(target)
     if exclude_origin:
@@ -48,7 +55,8 @@ def _wanted(target, exclude_origin):
     return clauses
 
 
-def next_batch(conn, target, cursor, exclude_origin=None):
+def next_batch(conn: Connection, target: "ExportTarget", cursor: int, exclude_origin: str | None = None
+               ) -> tuple[list[dict[str, Any]], int, bool, tuple[int, int]]:
     """(events in import form, the seq up to which everything was considered, whether a limit cut it,
     (events passed over by the filters, by their origin)).
 
@@ -83,7 +91,8 @@ def next_batch(conn, target, cursor, exclude_origin=None):
         scanned_to, cut, skipped
 
 
-def _passed_over(conn, target, cursor, scanned_to, taken, exclude_origin):
+def _passed_over(conn: Connection, target: "ExportTarget", cursor: int, scanned_to: int, taken: int,
+                 exclude_origin: str | None) -> tuple[int, int]:
     """(by the filters, by origin): the events in (cursor, scanned_to] not taken.
 
     Seqs are handed out one after another, so a range holding as many seqs as
@@ -104,7 +113,7 @@ _FILE_KEYS = ("id", "name", "mime_type", "semantic_type", "size", "sha256", "met
 _FILE_COLUMNS = (event_files.c.event_id, *(files.c[k] for k in _FILE_KEYS))
 
 
-def _attached(conn, target, rows):
+def _attached(conn: Connection, target: "ExportTarget", rows: Sequence[AnyRow]) -> dict[str, list[dict[str, Any]]]:
     """{event id: [file records]} for the events of a batch (rows of _COLUMNS, in seq order)."""
     query = select(*_FILE_COLUMNS).join(files, files.c.id == event_files.c.file_id)
     first, last = rows[0][0], rows[-1][0]
@@ -118,26 +127,27 @@ def _attached(conn, target, rows):
         query = query.where(event_files.c.event_id.in_([row[1] for row in rows]))
     if target["semantic_types"]:
         query = query.where(files.c.semantic_type.in_(target["semantic_types"]))
-    attached = {}
+    attached: dict[str, list[dict[str, Any]]] = {}
     for event_id, *record in conn.execute(query.order_by(files.c.id)):
         attached.setdefault(event_id, []).append(dict(zip(_FILE_KEYS, record)))
     return attached  # in a dense batch, also files of events the filters passed over: never looked up
 
 
-def oldest_pending(conn, target, cursor, exclude_origin=None):
+def oldest_pending(conn: Connection, target: "ExportTarget", cursor: int, exclude_origin: str | None = None
+                   ) -> int | None:
     """received_ns of the first event after the cursor that the target is to send (None: nothing
     waits): what its lag is measured from."""
     return conn.execute(select(events.c.received_ns).where(events.c.seq > cursor, *_wanted(target, exclude_origin))
                         .order_by(events.c.seq).limit(1)).scalar()
 
 
-def list_targets(conn):
+def list_targets(conn: Connection) -> dict[str, tuple[dict[str, str], bool]]:
     """The targets added through the admin API: {name: (settings, paused)}."""
     rows = conn.execute(select(export_targets.c.name, export_targets.c.settings, export_targets.c.paused))
     return {row.name: (row.settings, bool(row.paused)) for row in rows}
 
 
-def put_target(conn, name, settings, paused, now_ns):
+def put_target(conn: Connection, name: str, settings: Mapping[str, str], paused: bool, now_ns: int) -> None:
     """Add or replace a target; a new one starts from the beginning (cursor 0)."""
     updated = conn.execute(export_targets.update().where(export_targets.c.name == name)
                            .values(settings=settings, paused=paused, updated_ns=now_ns))
@@ -147,6 +157,6 @@ def put_target(conn, name, settings, paused, now_ns):
                                                     updated_ns=now_ns))
 
 
-def remove_target(conn, name):
+def remove_target(conn: Connection, name: str) -> None:
     conn.execute(export_targets.delete().where(export_targets.c.name == name))
     conn.execute(export_state.delete().where(export_state.c.target == name))

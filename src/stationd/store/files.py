@@ -1,8 +1,10 @@
 """File records: metadata of contents kept in the content store, linked to events."""
 
 import uuid
+from typing import Any, cast
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from stationd.store.events import renumber
 from stationd.store.query import get_file
@@ -13,8 +15,9 @@ class NoSuchEvent(LookupError):
     pass
 
 
-def attach_file(conn, event_id, *, name, mime_type, sha256, size, now_ns, origin,
-                semantic_type=None, meta=None, time_ns=None):
+def attach_file(conn: Connection, event_id: str, *, name: str, mime_type: str, sha256: str, size: int, now_ns: int,
+                origin: str, semantic_type: str | None = None, meta: dict[str, Any] | None = None,
+                time_ns: int | None = None) -> dict[str, Any]:
     """Record a file of event ``event_id`` (whose content is already stored); its record.
 
     The file takes the event's station, and its time unless ``time_ns`` is given.
@@ -29,10 +32,10 @@ def attach_file(conn, event_id, *, name, mime_type, sha256, size, now_ns, origin
         meta=meta or {}, created_ns=now_ns, origin=origin))
     conn.execute(event_files.insert().values(event_id=event_id, file_id=file_id))
     renumber(conn, [event_id])  # exported already, perhaps: it goes again, with its file
-    return get_file(conn, file_id)
+    return cast(dict[str, Any], get_file(conn, file_id))  # (just stored: never None)
 
 
-def content_of(conn, file_id):
+def content_of(conn: Connection, file_id: str) -> dict[str, Any] | None:
     """{"sha256", "size"} of a file record's content, or None for an unknown file."""
     row = conn.execute(select(files.c.sha256, files.c.size).where(files.c.id == file_id)).first()
     return None if row is None else {"sha256": row.sha256, "size": row.size}

@@ -10,17 +10,18 @@ send (stationd.exporter).
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from stationd.store.schema import meta
 
 KEY = "node_id"
 
 
-def get_node_id(conn) -> str | None:
+def get_node_id(conn: Connection) -> str | None:
     return conn.execute(select(meta.c.value).where(meta.c.key == KEY)).scalar()
 
 
-def new_node_id(conn) -> tuple[str | None, str]:
+def new_node_id(conn: Connection) -> tuple[str | None, str]:
     """Give the store a fresh random id; (the id before, if any, the new one)."""
     before, after = get_node_id(conn), str(uuid.uuid4())
     if before is None:

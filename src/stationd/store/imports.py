@@ -7,13 +7,16 @@ an event back where it came from.
 """
 
 import datetime
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from stationd.store.events import _insert, insert_events, renumber
 from stationd.store.schema import event_files, files, stations
 
-def import_batch(conn, batch):
+def import_batch(conn: Connection, batch: Sequence[dict[str, Any]]) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Store checked import events (each with its "files" records); the counts and
     the file records of the batch, for the caller to ask for missing contents."""
     station_ids = sorted({e["station"] for e in batch})

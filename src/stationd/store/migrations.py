@@ -7,25 +7,28 @@ SQLAlchemy); ``own_names`` are the origins this node's own records carried
 before node ids (config.Config.own_origin_names).
 """
 
-from sqlalchemy import inspect, select, text
+from collections.abc import Iterable
+
+from sqlalchemy import Index, Table, inspect, select, text
+from sqlalchemy.engine import Connection
 
 from stationd.store import identity, schema
 
 LATEST = 9
 
 
-def _index(table, name):
+def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
 
-def _v2_events(conn, own_names):
+def _v2_events(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 2: events, idempotency keys, and users bound to a station."""
     conn.execute(text("ALTER TABLE users ADD COLUMN station VARCHAR(64)"))
     schema.events.create(conn)
     schema.idempotency_keys.create(conn)
 
 
-def _v3_query(conn, own_names):
+def _v3_query(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 3: query indexes on events; files, event files, station status."""
     conn.execute(text("DROP INDEX ix_events_time"))
     for name in ("ix_events_time_id", "ix_events_station_time_id", "ix_events_type_time_id"):
@@ -34,12 +37,12 @@ def _v3_query(conn, own_names):
         table.create(conn)
 
 
-def _v4_configs(conn, own_names):
+def _v4_configs(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 4: instrument configuration versions."""
     schema.config_versions.create(conn)
 
 
-def _v5_exports(conn, own_names):
+def _v5_exports(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 5: events numbered in commit order (seq), and export cursors."""
     conn.execute(text("ALTER TABLE events ADD COLUMN seq BIGINT"))
     # The events so far, in the order they most likely arrived.
@@ -53,24 +56,24 @@ def _v5_exports(conn, own_names):
     schema.export_state.create(conn)
 
 
-def _v6_export_targets(conn, own_names):
+def _v6_export_targets(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 6: export targets managed through the admin API."""
     schema.export_targets.create(conn)
 
 
-def _v7_sensor_readings(conn, own_names):
+def _v7_sensor_readings(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 7: sensor readings."""
     schema.sensor_readings.create(conn)
 
 
-def _v8_station_event_counts(conn, own_names):
+def _v8_station_event_counts(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 8: events stored per station, counted once here (one pass over an index)."""
     schema.station_event_counts.create(conn)
     conn.execute(text("INSERT INTO station_event_counts (station, events) "
                       "SELECT station, count(*) FROM events GROUP BY station"))
 
 
-def _v9_node_id(conn, own_names):
+def _v9_node_id(conn: Connection, own_names: tuple[str, ...]) -> None:
     """Version 9: the node's id; its own events and files name it as their origin.
 
     Until now origins were node names, and two nodes left at the default name
@@ -91,7 +94,7 @@ class SchemaError(Exception):
     pass
 
 
-def current_version(conn):
+def current_version(conn: Connection) -> int | None:
     if not inspect(conn).has_table(schema.meta.name):
         return None
     value = conn.execute(
@@ -100,7 +103,7 @@ def current_version(conn):
     return int(value) if value is not None else None
 
 
-def _set_version(conn, version):
+def _set_version(conn: Connection, version: int) -> None:
     table = schema.meta
     updated = conn.execute(
         table.update().where(table.c.key == "schema_version").values(value=str(version))
@@ -109,7 +112,7 @@ def _set_version(conn, version):
         conn.execute(table.insert().values(key="schema_version", value=str(version)))
 
 
-def migrate(conn, own_names=()):
+def migrate(conn: Connection, own_names: Iterable[str] = ()) -> tuple[int | None, int]:
     """Bring the database to LATEST; returns (version before, version after).
     A new database gets a new node id."""
     if conn.dialect.name == "postgresql":

@@ -16,11 +16,14 @@ import binascii
 import dataclasses
 import json
 import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Unpack
 
 import orjson
-from sqlalchemy import Numeric, Text, and_, case, cast, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, Numeric, Select, Table, Text, and_, case, cast, func, literal, select, tuple_
+from sqlalchemy.engine import Connection
 
-from stationd.store.schema import event_files, events, files, station_event_counts
+from stationd.store.schema import AnyRow, event_files, events, files, station_event_counts
 from stationd.times import format_ns
 
 OPERATORS = {"eq": operator.eq, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
@@ -47,12 +50,12 @@ class Query:
     cursor: tuple[int, str] | None = None  # (time_ns, id) of the last row of the previous page
 
 
-def encode_cursor(order, time_ns, row_id):
+def encode_cursor(order: str, time_ns: int, row_id: str) -> str:
     raw = json.dumps([order, time_ns, row_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text, order):
+def decode_cursor(text: str, order: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         cursor_order, time_ns, row_id = json.loads(raw)
@@ -65,7 +68,8 @@ def decode_cursor(text, order):
     return time_ns, row_id
 
 
-def _json_constraint(dialect, column, name, compare, value):
+def _json_constraint(dialect: str, column: ColumnElement[Any], name: str, compare: Callable[[Any, Any], Any],
+                     value: float | str) -> ColumnElement[bool]:
     """``compare(field name of the JSON column, value)``, true only where the field has value's JSON type."""
     numeric = not isinstance(value, str)
     if dialect == "postgresql":
@@ -81,7 +85,8 @@ def _json_constraint(dialect, column, name, compare, value):
     return and_(compare(func.json_extract(column, path), value), func.json_type(column, path).in_(kinds))
 
 
-def _where(conn, table, query, time_column, json_column):
+def _where(conn: Connection, table: Table, query: Query, time_column: ColumnElement[int],
+           json_column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
     dialect = conn.dialect.name
     after_ns, before_ns, cursor = query.after_ns, query.before_ns, query.cursor
     # A cursor and the window's bound on the same side: one implies the
@@ -92,7 +97,7 @@ def _where(conn, table, query, time_column, json_column):
         after_ns, cursor = (None, cursor) if cursor[0] >= after_ns else (after_ns, None)
     if cursor is not None and query.order == "desc" and before_ns is not None:
         before_ns, cursor = (None, cursor) if cursor[0] < before_ns else (before_ns, None)
-    clauses = []
+    clauses: list[ColumnElement[bool]] = []
     if len(query.stations) == 1:  # several: one query each, merged (_page)
         clauses.append(table.c.station == query.stations[0])
     if after_ns is not None:
@@ -108,9 +113,11 @@ def _where(conn, table, query, time_column, json_column):
     return clauses
 
 
-def _page(conn, statement, table, time_column, query):
+def _page(conn: Connection, statement: Select[Unpack[tuple[Any, ...]]], table: Table,
+          time_column: ColumnElement[int], query: Query) -> tuple[Sequence[AnyRow], str | None]:
     direction = (lambda c: c.desc()) if query.order == "desc" else (lambda c: c.asc())
     statement = statement.order_by(direction(time_column), direction(table.c.id)).limit(query.limit + 1)
+    rows: Sequence[AnyRow]
     if len(query.stations) > 1:
         # "station IN (...)" ordered by time made SQLite sort every matching
         # event of those stations; a page of each, merged here, reads at most
@@ -127,9 +134,10 @@ def _page(conn, statement, table, time_column, query):
     return rows, cursor
 
 
-def _files_of(conn, event_ids):
+def _files_of(conn: Connection, event_ids: Sequence[str]) -> dict[str, list[str]]:
     # Straight to the driver: SQLAlchemy's expanding IN cost more to build
     # for a 1000-event page than the query costs to run.
+    linked: dict[str, list[str]]
     linked, mark = {}, "%s" if conn.dialect.name == "postgresql" else "?"
     for start in range(0, len(event_ids), 500):
         chunk = event_ids[start:start + 500]
@@ -145,7 +153,7 @@ _EVENT_COLUMNS = (events.c.id, events.c.station, events.c.type, events.c.time_ns
                   events.c.quarantine_reason)
 
 
-def _event(row, linked, received_at):
+def _event(row: AnyRow, linked: Mapping[str, list[str]], received_at: dict[int, str]) -> dict[str, Any]:
     # The data column's JSON text goes into the answer as it is: parsing and
     # re-encoding it was most of a page's cost.  The row is unpacked as a
     # tuple: reading its columns by name cost 4 ms of a 1000-event page.
@@ -160,7 +168,7 @@ def _event(row, linked, received_at):
             "quarantined": bool(quarantined), "quarantine_reason": reason}
 
 
-def find_events(conn, query):
+def find_events(conn: Connection, query: Query) -> tuple[list[dict[str, Any]], str | None]:
     """One page of events: (list of events, next cursor or None)."""
     clauses = _where(conn, events, query, events.c.time_ns, events.c.data)
     if query.types:
@@ -169,11 +177,12 @@ def find_events(conn, query):
         clauses.append(events.c.quarantined == query.quarantined)
     rows, cursor = _page(conn, select(*_EVENT_COLUMNS).where(and_(True, *clauses)), events,
                          events.c.time_ns, query)
+    received_at: dict[int, str]
     linked, received_at = _files_of(conn, [row[0] for row in rows]), {}
     return [_event(row, linked, received_at) for row in rows], cursor
 
 
-def get_event(conn, event_id):
+def get_event(conn: Connection, event_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(*_EVENT_COLUMNS).where(events.c.id == event_id)).first()
     if row is None:
         return None
@@ -184,14 +193,14 @@ def get_event(conn, event_id):
     return event
 
 
-def describe_file(row):
+def describe_file(row: AnyRow) -> dict[str, Any]:
     return {"id": row.id, "station": row.station, "time": format_ns(row.time_ns), "time_ns": row.time_ns,
             "name": row.name, "mime_type": row.mime_type, "semantic_type": row.semantic_type,
             "size": row.size, "sha256": row.sha256, "meta": row.meta, "created_at": format_ns(row.created_ns),
             "created_ns": row.created_ns, "origin": row.origin}
 
 
-def find_files(conn, query):
+def find_files(conn: Connection, query: Query) -> tuple[list[dict[str, Any]], str | None]:
     """One page of file records: (list of files, next cursor or None)."""
     clauses = _where(conn, files, query, files.c.time_ns, files.c.meta)
     if query.types:
@@ -202,7 +211,7 @@ def find_files(conn, query):
     return [describe_file(row) for row in rows], cursor
 
 
-def get_file(conn, file_id):
+def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(files).where(files.c.id == file_id)).first()
     if row is None:
         return None
@@ -213,7 +222,7 @@ def get_file(conn, file_id):
     return described
 
 
-def station_counts(conn, station):
+def station_counts(conn: Connection, station: str) -> dict[str, Any]:
     """Events stored for ``station`` and the time of its latest (None if none)."""
     count = conn.execute(select(station_event_counts.c.events)
                          .where(station_event_counts.c.station == station)).scalar() or 0

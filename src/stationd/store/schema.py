@@ -4,6 +4,8 @@ A new database is created from this metadata directly; an older one is brought
 here by the steps in ``migrations.UPGRADES``.
 """
 
+from typing import Any, TypeAlias, Unpack
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,6 +23,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Row
+
+# A result row of any of these tables or of a select of some of their columns (typing only).
+AnyRow: TypeAlias = Row[Unpack[tuple[Any, ...]]]
 
 metadata = MetaData()
 

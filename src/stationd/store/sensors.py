@@ -6,9 +6,16 @@ drops everything older than the retention: a sensor polled every second
 for years stays a bounded table.
 """
 
+from collections.abc import Iterable
+from typing import TypeAlias
+
 from sqlalchemy import and_, func, insert, literal, select
+from sqlalchemy.engine import Connection
 
 from stationd.store.schema import sensor_readings as readings_table
+
+# (time_ns, {field: value}, {field: min}, {field: max}): what readings() answers, in time order.
+Reading: TypeAlias = tuple[int, dict[str, float], dict[str, float], dict[str, float]]
 
 MAX_ROWS = 100_000  # a query answers at most this many rows (ask for a step beyond)
 
@@ -17,13 +24,13 @@ class TooManyReadings(ValueError):
     pass
 
 
-def add_readings(conn, rows):
+def add_readings(conn: Connection, rows: Iterable[tuple[str, str, int, float]]) -> None:
     """rows: (sensor, field, time_ns, value) tuples, stored raw."""
     conn.execute(insert(readings_table), [{"sensor": sensor, "field": field, "time_ns": time_ns, "step": 0,
                                            "value": value} for sensor, field, time_ns, value in rows])
 
 
-def compact(conn, sensor, now_ns, horizon_s, step_s, retention_s):
+def compact(conn: Connection, sensor: str, now_ns: int, horizon_s: float, step_s: float, retention_s: float) -> None:
     """Downsample the raw rows past the horizon; drop rows past the retention."""
     t = readings_table
     step_ns = int(step_s * 1e9)
@@ -38,7 +45,8 @@ def compact(conn, sensor, now_ns, horizon_s, step_s, retention_s):
     conn.execute(t.delete().where(and_(t.c.sensor == sensor, t.c.time_ns < now_ns - int(retention_s * 1e9))))
 
 
-def readings(conn, sensor, since_ns, until_ns, step_s=None):
+def readings(conn: Connection, sensor: str, since_ns: int, until_ns: int, step_s: float | None = None
+             ) -> list[Reading]:
     """[(time_ns, {field: value}, {field: min}, {field: max})] in time order, since <= time < until.
 
     With ``step_s`` rows are averaged into buckets of that many seconds.
@@ -57,7 +65,7 @@ def readings(conn, sensor, since_ns, until_ns, step_s=None):
     rows = conn.execute(query.limit(MAX_ROWS + 1)).all()
     if len(rows) > MAX_ROWS:
         raise TooManyReadings(f"more than {MAX_ROWS} readings: ask for a shorter time or a larger step")
-    out = []
+    out: list[Reading] = []
     for time_ns, field, value, low, high in rows:
         if not out or out[-1][0] != time_ns:
             out.append((time_ns, {}, {}, {}))

@@ -16,11 +16,14 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection, RowMapping
 
 from stationd.store.changes import mark_changed
-from stationd.store.schema import station_status, stations
+from stationd.store.schema import AnyRow, station_status, stations
 from stationd.times import format_ns
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -41,18 +44,18 @@ class StationExists(StationError):
     pass
 
 
-def hash_password(password):
+def hash_password(password: str) -> str:
     salt = os.urandom(16)
     digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
     b64 = base64.b64encode
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
 
 
-def _memo(stored, password):
+def _memo(stored: str, password: str) -> tuple[str, bytes]:
     return (stored, hashlib.sha256(password.encode("utf-8")).digest())
 
 
-def remembered(stored, password):
+def remembered(stored: str | None, password: str) -> bool | None:
     """Whether this password matched this hash when last checked; None if never checked (no scrypt)."""
     if not stored:
         return False
@@ -60,7 +63,7 @@ def remembered(stored, password):
     return True if memo in _right else False if memo in _wrong else None
 
 
-def verify_password(stored, password):
+def verify_password(stored: str, password: str) -> bool:
     """scrypt check (tens of ms: call it off the reactor unless remembered() knows)."""
     known = remembered(stored, password)
     if known is not None:
@@ -73,7 +76,7 @@ def verify_password(stored, password):
     return matches
 
 
-def _scrypt_matches(stored, password):
+def _scrypt_matches(stored: str, password: str) -> bool:
     try:
         _, n, r, p, salt, digest = stored.split("$")
         computed = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt),
@@ -83,14 +86,14 @@ def _scrypt_matches(stored, password):
     return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
-def check_id(station_id):
+def check_id(station_id: str | int) -> str:
     station_id = str(station_id).strip()
     if not _ID.match(station_id):
         raise StationError(f"bad station id {station_id!r}: use letters, digits and _.- (max 64)")
     return station_id
 
 
-def _row(row):
+def _row(row: AnyRow) -> dict[str, Any]:
     station = dict(row._mapping)
     station["has_password"] = bool(station.pop("password_hash"))
     when = station["created_at"]
@@ -103,13 +106,14 @@ def _row(row):
 _BY_ID = select(stations).where(stations.c.id == bindparam("id"))
 
 
-def get_station(conn, station_id):
+def get_station(conn: Connection, station_id: str | int) -> dict[str, Any] | None:
     """The station's row including password_hash, or None (runs on every upload)."""
     row = conn.execute(_BY_ID, {"id": str(station_id)}).first()
     return None if row is None else dict(row._mapping)
 
 
-def add_station(conn, station_id, password_hash=None, cluster=None, name=None):
+def add_station(conn: Connection, station_id: str | int, password_hash: str | None = None, cluster: str | None = None,
+                name: str | None = None) -> dict[str, Any]:
     mark_changed(conn)
     station_id = check_id(station_id)
     if get_station(conn, station_id):
@@ -121,7 +125,8 @@ def add_station(conn, station_id, password_hash=None, cluster=None, name=None):
     return describe_station(conn, station_id)
 
 
-def put_station(conn, station_id, password_hash, cluster):
+def put_station(conn: Connection, station_id: str, password_hash: str | None,
+                cluster: str | None) -> Literal["added", "updated"] | None:
     """Add or update a station from a station list; returns "added", "updated" or None."""
     mark_changed(conn)
     existing = get_station(conn, station_id)
@@ -135,24 +140,24 @@ def put_station(conn, station_id, password_hash, cluster):
     return "updated"
 
 
-def describe_station(conn, station_id):
+def describe_station(conn: Connection, station_id: str | int) -> dict[str, Any]:
     row = conn.execute(select(stations).where(stations.c.id == str(station_id))).first()
     if row is None:
         raise NoSuchStation(f"no station {station_id}")
     return _row(row)
 
 
-def list_stations(conn):
+def list_stations(conn: Connection) -> list[dict[str, Any]]:
     return [_row(r) for r in conn.execute(select(stations).order_by(stations.c.id))]
 
 
-def remove_station(conn, station_id):
+def remove_station(conn: Connection, station_id: str | int) -> None:
     mark_changed(conn)
     if conn.execute(stations.delete().where(stations.c.id == str(station_id))).rowcount == 0:
         raise NoSuchStation(f"no station {station_id}")
 
 
-def read_station_list(path):
+def read_station_list(path: str | os.PathLike[str]) -> list[tuple[str, str | None, str]]:
     """Rows (id, cluster, password) of a HiSPARC CSV "number,cluster,password", no header."""
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
@@ -169,11 +174,12 @@ def read_station_list(path):
     return rows
 
 
-def password_hashes(conn):
+def password_hashes(conn: Connection) -> dict[str, str | None]:
     return dict(conn.execute(select(stations.c.id, stations.c.password_hash)).all())
 
 
-def hashed_rows(stored_hashes, rows):
+def hashed_rows(stored_hashes: Mapping[str, str | None], rows: Iterable[tuple[str, str | None, str]]
+                ) -> list[tuple[str, str | None, str | None]]:
     """Rows with passwords hashed, reusing the stored hash when the password is unchanged.
 
     CPU-heavy (scrypt): run it off the reactor and off the store's thread.
@@ -186,7 +192,7 @@ def hashed_rows(stored_hashes, rows):
     return out
 
 
-def put_stations(conn, hashed):
+def put_stations(conn: Connection, hashed: Iterable[tuple[str, str | None, str | None]]) -> dict[str, int]:
     """Apply hashed station-list rows; returns {"added": n, "updated": m}."""
     mark_changed(conn)
     counts = {"added": 0, "updated": 0}
@@ -197,7 +203,7 @@ def put_stations(conn, hashed):
     return counts
 
 
-def _number(value, what, low=None, high=None):
+def _number(value: object, what: str, low: float | None = None, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise StationError(f"{what} must be a number")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -205,7 +211,8 @@ def _number(value, what, low=None, high=None):
     return float(value)
 
 
-def add_status(conn, station_id, valid_from_ns, now_ns, instrument=None, location=None, orientation=None):
+def add_status(conn: Connection, station_id: str | int, valid_from_ns: int, now_ns: int, instrument: object = None,
+               location: object = None, orientation: object = None) -> list[dict[str, Any]]:
     """A new entry in the station's status history; the history afterwards.
 
     It holds until the next entry's valid_from, and closes the one before:
@@ -235,12 +242,12 @@ def add_status(conn, station_id, valid_from_ns, now_ns, instrument=None, locatio
     return status_history(conn, station_id)
 
 
-def _status_rows(conn, station_id):
+def _status_rows(conn: Connection, station_id: str | int) -> list[AnyRow]:
     return list(conn.execute(select(station_status).where(station_status.c.station == str(station_id))
                              .order_by(station_status.c.valid_from_ns)))
 
 
-def _history(rows):
+def _history(rows: list[AnyRow]) -> list[dict[str, Any]]:
     return [{
         "valid_from": format_ns(row.valid_from_ns),
         "valid_to": None if following is None else format_ns(following.valid_from_ns),
@@ -250,12 +257,13 @@ def _history(rows):
     } for row, following in zip(rows, rows[1:] + [None])]
 
 
-def status_history(conn, station_id):
+def status_history(conn: Connection, station_id: str | int) -> list[dict[str, Any]]:
     """Oldest first; each entry valid until the next one's valid_from (None: still valid)."""
     return _history(_status_rows(conn, station_id))
 
 
-def _public(row, status_rows, now_ns):
+def _public(row: Mapping[str, Any] | RowMapping, status_rows: list[AnyRow], now_ns: int
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A station as the query API shows it (no password information), with its
     current status; and its status history."""
     history = _history(status_rows)
@@ -264,13 +272,14 @@ def _public(row, status_rows, now_ns):
             "status": current[-1] if current else None}, history
 
 
-def public_station(conn, row, now_ns):
+def public_station(conn: Connection, row: Mapping[str, Any], now_ns: int
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return _public(row, _status_rows(conn, row["id"]), now_ns)
 
 
-def public_stations(conn, now_ns):
+def public_stations(conn: Connection, now_ns: int) -> list[dict[str, Any]]:
     """Every station with its current status, in two queries whatever their number."""
-    statuses = {}
+    statuses: dict[str, list[AnyRow]] = {}
     for status in conn.execute(select(station_status).order_by(station_status.c.station,
                                                                 station_status.c.valid_from_ns)):
         statuses.setdefault(status.station, []).append(status)

@@ -9,11 +9,13 @@ import hashlib
 import hmac
 import re
 import secrets
+from typing import Any
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 
 from stationd.store.changes import mark_changed
-from stationd.store.schema import users
+from stationd.store.schema import AnyRow, users
 
 ROLES = ("admin", "station", "importer", "editor", "reader")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -35,7 +37,7 @@ class UserExists(UserError):
     pass
 
 
-def new_key():
+def new_key() -> str:
     # Never "-" first (1 key in 64 would): on a command line, "--api-key -x..."
     # reads as a missing value and another option.
     while (key := secrets.token_urlsafe(32)).startswith("-"):
@@ -43,15 +45,15 @@ def new_key():
     return key
 
 
-def hash_key(key):
+def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _now():
+def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _row(row):
+def _row(row: AnyRow) -> dict[str, Any]:
     user = dict(row._mapping)
     for field in ("created_at", "key_rotated_at"):
         when = user.get(field)
@@ -63,7 +65,8 @@ def _row(row):
     return user
 
 
-def add_user(conn, name, role, email=None, first_name=None, last_name=None, station=None):
+def add_user(conn: Connection, name: str, role: str, email: str | None = None, first_name: str | None = None,
+             last_name: str | None = None, station: str | int | None = None) -> tuple[dict[str, Any], str]:
     """Create a user; returns (user, api_key). The key is not kept anywhere."""
     mark_changed(conn)
     if (role == "station") != (station is not None):
@@ -85,18 +88,18 @@ def add_user(conn, name, role, email=None, first_name=None, last_name=None, stat
     return get_user(conn, name), key
 
 
-def get_user(conn, name):
+def get_user(conn: Connection, name: str) -> dict[str, Any]:
     row = conn.execute(select(*PUBLIC_COLUMNS).where(users.c.name == name)).first()
     if row is None:
         raise NoSuchUser(f"no user {name!r}")
     return _row(row)
 
 
-def list_users(conn):
+def list_users(conn: Connection) -> list[dict[str, Any]]:
     return [_row(r) for r in conn.execute(select(*PUBLIC_COLUMNS).order_by(users.c.name))]
 
 
-def rotate_key(conn, name):
+def rotate_key(conn: Connection, name: str) -> str:
     """Replace a user's key; the old one stops working at once. Returns the new key."""
     mark_changed(conn)
     key = new_key()
@@ -108,7 +111,7 @@ def rotate_key(conn, name):
     return key
 
 
-def remove_user(conn, name):
+def remove_user(conn: Connection, name: str) -> None:
     mark_changed(conn)
     if conn.execute(users.delete().where(users.c.name == name)).rowcount == 0:
         raise NoSuchUser(f"no user {name!r}")
@@ -118,7 +121,7 @@ def remove_user(conn, name):
 _BY_KEY_HASH = select(users.c.key_hash, *PUBLIC_COLUMNS).where(users.c.key_hash == bindparam("digest"))
 
 
-def authenticate(conn, key):
+def authenticate(conn: Connection, key: str) -> dict[str, Any] | None:
     """The user holding ``key``, or None."""
     digest = hash_key(key)
     row = conn.execute(_BY_KEY_HASH, {"digest": digest}).first()
