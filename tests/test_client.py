@@ -339,6 +339,7 @@ async def test_cli_files_event_download_stations(node, run_cli, capsys, tmp_path
     await run_cli("station", "501")
     out = capsys.readouterr().out
     assert "events:" in out and "1" in out.split("events:")[1].split("\n")[0]
+    assert "quarantined:" in out and "first event:" in out
 
 
 @pytest_twisted.ensureDeferred

@@ -525,7 +525,16 @@ async def test_events_and_files_are_queried_back_over_https(tmp_path):
         with pytest.raises(ClientError, match="limit: use an integer"):
             await client.request("GET", "/api/v1/events?limit=0")
         _, answer = await client.request("GET", "/api/v1/stations/501")
-        assert json.loads(answer)["counts"] == {"events": 60, "last_event_time": "2024-05-01T22:00:39.000000046Z"}
+        counts = {"events": 60, "quarantined": 0, "first_event_time": "2024-05-01T22:00:00.000000007Z",
+                  "last_event_time": "2024-05-01T22:00:39.000000046Z"}
+        assert json.loads(answer)["counts"] == counts
+        # An event from a clock days ahead is quarantined: counted apart, it is no "last event".
+        ahead = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)
+        _, answer = await client.request("POST", "/api/v1/stations/501/events",
+                                         json={"events": [{"type": "WTR", "time": ahead.isoformat(), "data": {}}]})
+        assert json.loads(answer)["quarantined"] == 1
+        _, answer = await client.request("GET", "/api/v1/stations/501")
+        assert json.loads(answer)["counts"] == dict(counts, quarantined=1)
 
         # stationd-client, as a script would use it.
         out = subprocess.run([os.path.join(BIN, "stationd-client"), "--url", url, "--ca", node.cert,

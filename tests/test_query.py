@@ -283,7 +283,8 @@ async def test_empty_file_and_missing_content(node):
 
 @pytest_twisted.ensureDeferred
 async def test_stations_with_status_history_and_counts(node):
-    add_events(node, "501", [("CIC", T0 + 5, {}), ("CIC", T0 + 9, {})])
+    add_events(node, "501", [("CIC", T0 + 5, {}), ("CIC", T0 + 9, {}),
+                             ("CIC", T0 + 3 * 86400 * 10**9, {}, "more than max_future_skew ahead")])
     for valid_from, instrument in (("2024-01-01T00:00:00Z", "v1"), ("2024-03-01T00:00:00Z", "v2"),
                                    ("2024-02-01T00:00:00Z", "v1.5")):  # a late correction
         response, answer = await admin(node, "POST", "/api/v1/admin/stations/501/status", json={
@@ -297,7 +298,8 @@ async def test_stations_with_status_history_and_counts(node):
     assert station["status"]["instrument"] == "v2"
     assert station["status"]["location"] == {"lat": 52.35, "lon": 4.95, "alt": 56.0}
     assert station["history"] == history
-    assert station["counts"] == {"events": 2, "last_event_time": "2024-05-01T12:00:00.000000009Z"}
+    assert station["counts"] == {"events": 2, "quarantined": 1, "first_event_time": "2024-05-01T12:00:00.000000005Z",
+                                 "last_event_time": "2024-05-01T12:00:00.000000009Z"}
     assert "password_hash" not in station and "has_password" not in station
     _, listed = await get(node, "/api/v1/stations")
     assert [(s["id"], s["status"] and s["status"]["instrument"]) for s in listed["stations"]] == [

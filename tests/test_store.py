@@ -97,7 +97,8 @@ def test_schema_matches_the_declared_metadata(store):
 
 def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     """Version 3 added query indexes and the files and station status tables; 4 configs;
-    5 export state; 6 export targets; 7 sensor readings; 8 events counted per station."""
+    5 export state; 6 export targets; 7 sensor readings; 8 events counted per station; 10 the
+    quarantined ones apart."""
     from sqlalchemy import text
 
     fresh = Store(f"sqlite:///{tmp_path}/fresh.sqlite")
@@ -112,7 +113,8 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
             conn.execute(text(f"DROP INDEX {index.name}"))
         conn.execute(text("ALTER TABLE events DROP COLUMN seq"))
         conn.execute(text("INSERT INTO events (id, station, type, time_ns, received_ns, data, digest, origin,"
-                          " quarantined) VALUES ('a', '501', 'CIC', 5, 6, '{}', 'd', 'n', 0)"))
+                          " quarantined) VALUES ('a', '501', 'CIC', 5, 6, '{}', 'd', 'n', 0),"
+                          " ('b', '501', 'CIC', 10**18, 6, '{}', 'd', 'n', 1)".replace("10**18", str(10**18))))
         conn.execute(text("CREATE INDEX ix_events_time ON events (time_ns)"))
         conn.execute(text("UPDATE stationd_meta SET value = '2' WHERE key = 'schema_version'"))
         conn.execute(text("DELETE FROM stationd_meta WHERE key = 'node_id'"))
@@ -126,9 +128,9 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
                 for name in inspector.get_table_names()}
 
     assert shape(old) == shape(fresh)
-    assert old.call(lambda conn: conn.execute(text("SELECT seq FROM events")).scalar()) == 1
-    assert old.call(lambda conn: conn.execute(text("SELECT station, events FROM station_event_counts")).all()) == [
-        ("501", 1)]
+    assert old.call(lambda conn: conn.execute(text("SELECT seq FROM events WHERE id = 'a'")).scalar()) == 1
+    assert old.call(lambda conn: conn.execute(text("SELECT station, events, quarantined FROM station_event_counts")
+                                              ).all()) == [("501", 2, 1)]
     fresh.close()
     old.close()
 
@@ -153,7 +155,8 @@ def test_each_station_s_count_grows_by_its_new_events_only(store):
                      files=[], data_json=json.dumps(e["data"]))
                 for e in batch("501", [4, 5])["events"]]
     assert store.call(import_batch, imported)[0]["accepted"] == 1  # time 4 is stored
-    kept = dict(store.call(lambda conn: conn.execute(select(schema.station_event_counts)).all()))
+    counts_table = schema.station_event_counts
+    kept = dict(store.call(lambda conn: conn.execute(select(counts_table.c.station, counts_table.c.events)).all()))
     assert kept == {"501": 5, "502": 2, "503": 1}
     assert kept == {s: store.call(lambda conn, s=s: conn.execute(
         text("SELECT count(*) FROM events WHERE station = :s"), {"s": s}).scalar()) for s in kept}
@@ -170,6 +173,27 @@ def test_each_station_s_count_grows_by_its_new_events_only(store):
     sa_event.remove(store.engine, "before_cursor_execute", record)
     assert counts == dict(kept, **{"504": 0})
     assert not any("count(" in sql.lower() for sql in statements)  # read, not counted
+
+
+def test_quarantined_events_are_counted_apart_and_do_not_move_a_station_s_times(store):
+    from stationd.store.events import digest, store_batches
+    from stationd.store.query import station_counts
+
+    def event(time_ns, quarantine=None):
+        data = {"t": time_ns}
+        return {"id": str(uuid.uuid4()), "type": "CIC", "time_ns": time_ns, "data": data, "digest": digest(data),
+                "quarantine": quarantine}
+
+    future = 4 * 10**18  # (2096) more than max_future_skew ahead
+    store.call(store_batches, [{"station": "501", "received_ns": 10**18, "events": [
+        event(10**9, "before min_event_time"), event(2 * 10**18), event(3 * 10**18),
+        event(future, "more than max_future_skew ahead")]}], "n")
+    assert store.call(station_counts, "501") == {
+        "events": 2, "quarantined": 2, "first_event_time": "2033-05-18T03:33:20.000000000Z",
+        "last_event_time": "2065-01-24T05:20:00.000000000Z"}
+    store.call(store_batches, [{"station": "502", "received_ns": 10**18, "events": [event(future, "ahead")]}], "n")
+    assert store.call(station_counts, "502") == {"events": 0, "quarantined": 1, "first_event_time": None,
+                                                 "last_event_time": None}
 
 
 def _plans(store, operation, *args):

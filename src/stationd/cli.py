@@ -226,7 +226,9 @@ async def station(client, args):
         return
     counts = station.get("counts") or {}
     _fields([("id", station["id"]), ("name", station["name"] or "-"), ("cluster", station["cluster"] or "-"),
-             ("events", str(counts.get("events", "-"))), ("last event", counts.get("last_event_time") or "-")])
+             ("events", str(counts.get("events", "-"))), ("first event", counts.get("first_event_time") or "-"),
+             ("last event", counts.get("last_event_time") or "-"),
+             ("quarantined", str(counts.get("quarantined", "-")))])
     if station.get("history"):
         print("status history:")
         _table([("VALID FROM", "VALID TO", "INSTRUMENT", "LAT, LON, ALT", "ORIENTATION")]

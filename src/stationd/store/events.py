@@ -6,7 +6,6 @@ key (station, type, time_ns, digest) and the idempotency key make the second
 time a no-op.
 """
 
-import collections
 import functools
 import hashlib
 import json
@@ -95,8 +94,9 @@ def _insert_rows(conn: Connection, numbered: list[tuple[Any, ...]]) -> int:
 
 
 _COUNT_EVENTS = {
-    dialect: f"INSERT INTO station_event_counts (station, events) VALUES ({mark}, {mark}) "
-             "ON CONFLICT (station) DO UPDATE SET events = station_event_counts.events + excluded.events"
+    dialect: f"INSERT INTO station_event_counts (station, events, quarantined) VALUES ({mark}, {mark}, {mark}) "
+             "ON CONFLICT (station) DO UPDATE SET events = station_event_counts.events + excluded.events, "
+             "quarantined = station_event_counts.quarantined + excluded.quarantined"
     for dialect, mark in (("sqlite", "?"), ("postgresql", "%s"))}
 
 
@@ -108,7 +108,7 @@ def insert_events(conn: Connection, rows: list[EventRow]) -> int:
 def insert_event_groups(conn: Connection, groups: Sequence[list[EventRow]]) -> list[tuple[int, int]]:
     """Insert groups of event rows (tuples of _COLUMNS but seq), skipping those stored already;
     for each group, (how many were new, how many of those were quarantined).  Each station's
-    count of stored events grows by its new ones.
+    counts of stored and of quarantined events grow by its new ones.
 
     All groups go in as one statement (a few, for many rows): per statement,
     the driver's and SQLAlchemy's own work cost more than a small group's
@@ -130,15 +130,21 @@ def insert_event_groups(conn: Connection, groups: Sequence[list[EventRow]]) -> l
     inserted = _insert_rows(conn, numbered) if numbered else 0
     if inserted == len(numbered):
         results = [(len(rows), sum(1 for row in rows if row[8])) for rows in groups]
-        per_station = collections.Counter(row[1] for row in numbered)
+        stored = [(row[1], row[8]) for row in numbered]
     else:  # some were stored already: which rows have the seqs handed out here
         new = conn.execute(select(events.c.seq, events.c.quarantined, events.c.station)
                            .where(events.c.seq >= first)).all()
         results = [(sum(1 for s, _, _ in new if low <= s < high),
                     sum(1 for s, q, _ in new if low <= s < high and q)) for low, high in bounds]
-        per_station = collections.Counter(station for _, _, station in new)
+        stored = [(station, quarantined) for _, quarantined, station in new]
+    per_station: dict[str, list[int]] = {}  # station -> [new events, of them quarantined]
+    for station, quarantined in stored:
+        counts = per_station.setdefault(station, [0, 0])
+        counts[0] += 1
+        counts[1] += bool(quarantined)
     if per_station:
-        conn.exec_driver_sql(_COUNT_EVENTS[conn.dialect.name], list(per_station.items()))
+        conn.exec_driver_sql(_COUNT_EVENTS[conn.dialect.name],
+                             [(station, n, q) for station, (n, q) in per_station.items()])
     return results
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from stationd.store import identity, schema
 
-LATEST = 9
+LATEST = 10
 
 
 def _index(table: Table, name: str) -> Index:
@@ -86,8 +86,18 @@ def _v9_node_id(conn: Connection, own_names: tuple[str, ...]) -> None:
             conn.execute(table.update().where(table.c.origin.in_(own_names)).values(origin=node_id))
 
 
+def _v10_quarantined_counts(conn: Connection, own_names: tuple[str, ...]) -> None:
+    """Version 10: quarantined events counted apart per station, so that they are not shown as its
+    data (one pass over the events).  A store coming from before 8 has the column already (8 makes
+    the table as it is now)."""
+    if "quarantined" not in {c["name"] for c in inspect(conn).get_columns("station_event_counts")}:
+        conn.execute(text("ALTER TABLE station_event_counts ADD COLUMN quarantined BIGINT NOT NULL DEFAULT 0"))
+    conn.execute(text("UPDATE station_event_counts SET quarantined = (SELECT count(*) FROM events "
+                      "WHERE events.station = station_event_counts.station AND events.quarantined)"))
+
+
 UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets,
-            7: _v7_sensor_readings, 8: _v8_station_event_counts, 9: _v9_node_id}
+            7: _v7_sensor_readings, 8: _v8_station_event_counts, 9: _v9_node_id, 10: _v10_quarantined_counts}
 
 
 class SchemaError(Exception):

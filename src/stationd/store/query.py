@@ -223,9 +223,17 @@ def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
 
 
 def station_counts(conn: Connection, station: str) -> dict[str, Any]:
-    """Events stored for ``station`` and the time of its latest (None if none)."""
-    count = conn.execute(select(station_event_counts.c.events)
-                         .where(station_event_counts.c.station == station)).scalar() or 0
-    latest = conn.execute(select(func.max(events.c.time_ns)).where(events.c.station == station)).scalar()
-    return {"events": count, "last_event_time": None if latest is None else format_ns(latest)}
+    """The station's data: its events but the quarantined ones (counted apart), and the times of
+    the first and the last of them (None if none)."""
+    row = conn.execute(select(station_event_counts.c.events, station_event_counts.c.quarantined)
+                       .where(station_event_counts.c.station == station)).first()
+    stored, quarantined = (row[0], row[1]) if row is not None else (0, 0)
+    times = []
+    for order in (events.c.time_ns.asc(), events.c.time_ns.desc()):  # the (station, time) index, walked
+        # from an end to the first event not quarantined (quarantined ones are few)
+        time_ns = conn.execute(select(events.c.time_ns).where(events.c.station == station, ~events.c.quarantined)
+                               .order_by(order).limit(1)).scalar()
+        times.append(None if time_ns is None else format_ns(time_ns))
+    return {"events": stored - quarantined, "quarantined": quarantined, "first_event_time": times[0],
+            "last_event_time": times[1]}
 

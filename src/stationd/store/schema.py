@@ -97,12 +97,13 @@ events = Table(
 
 # Events stored per station, added to by every insert (store.events.insert_events):
 # counting a station's index entries on each request took seconds once it held
-# years of events.  Events are never deleted, so the count only grows.
+# years of events.  Events are never deleted, so the counts only grow.
 station_event_counts = Table(
     "station_event_counts",
     metadata,
     Column("station", String(64), primary_key=True),
-    Column("events", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),  # all of them, quarantined included
+    Column("quarantined", BigInteger, nullable=False, server_default="0"),  # (schema 10)
 )
 
 # Idempotency-Key of native ingest batches, with the answer given, so a
