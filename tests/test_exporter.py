@@ -168,8 +168,13 @@ async def test_failures_back_off_keep_the_cursor_and_honour_retry_after(node):
     assert (status["state"], status["failures"]) == ("backing_off", 4) and "refused" in status["last_error"]
     upstream.fail = ClientError("HTTP 503: maintenance", 503, retry_after=120)
     assert await job.run_round() == 120
+    upstream.fail = ClientError("HTTP 503: maintenance", 503, retry_after=3600)
+    assert await job.run_round() == 3600  # what the upstream asked, beyond max_backoff
     upstream.fail = ClientError("HTTP 503: maintenance", 503, retry_after=10**6)
-    assert await job.run_round() == 600  # never past the cap
+    assert await job.run_round() == 6 * 3600  # never past max_retry_after
+    capped, slow = exporter(node, clock, max_backoff="10m", max_retry_after="30m")
+    slow.fail = ClientError("HTTP 429: slow down", 429, retry_after=3600)
+    assert await capped.run_round() == 1800
     upstream.fail = None
     await job.run_round()
     assert sent_ids(upstream) == ids and job.status()["state"] == "ok" and job.failures == 0

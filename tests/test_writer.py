@@ -106,7 +106,8 @@ async def test_a_full_spool_refuses_whole_batches(tmp_path):
     spool.start()
     try:
         await spool.append(record(n=1))
-        with pytest.raises(SpoolFull):
+        with pytest.raises(SpoolFull, match=r"^a batch of \d+ bytes does not fit: the spool holds \d+ of "
+                                            r"max_spool_bytes 600$"):
             await spool.append(record(n=5))
         assert spool.batches == 1
     finally:

@@ -234,11 +234,13 @@ EXPORT: dict[str, Parser] = {
     "batch_size": integer,
     "batch_bytes": size,
     "max_backoff": duration,
+    "max_retry_after": duration,
     "timeout": duration,
 }
 EXPORT_DEFAULTS = {"api_key": "", "ca": "", "client_cert": "", "client_key": "", "stations": "", "types": "",
                    "semantic_types": "", "after": "", "before": "", "window": "", "interval": "10s",
-                   "batch_size": "5000", "batch_bytes": "1MiB", "max_backoff": "1h", "timeout": "30s"}
+                   "batch_size": "5000", "batch_bytes": "1MiB", "max_backoff": "1h", "max_retry_after": "6h",
+                   "timeout": "30s"}
 
 
 def field_numbers(value: str) -> dict[str, float]:
@@ -357,6 +359,7 @@ class ExportTarget(TypedDict):
     batch_size: int
     batch_bytes: int
     max_backoff: float
+    max_retry_after: float  # the longest Retry-After honoured (beyond max_backoff)
     timeout: float
 
 

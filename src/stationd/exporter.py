@@ -9,9 +9,10 @@ the next (catching up), read while the upstream stores the one before;
 otherwise the next round is ``interval`` later.
 
 Failures back off exponentially with full jitter up to ``max_backoff``,
-wait at least as long as a Retry-After asks, and never stop the target:
-it keeps trying at the cap, visible in /api/v1/status, /metrics and the
-log (one line a state change, not one an attempt).  With a ``window`` the
+wait at least as long as a Retry-After asks (up to ``max_retry_after``),
+and never stop the target: it keeps trying at the cap, visible in
+/api/v1/status, /metrics and the log (one line a state change, not one an
+attempt).  With a ``window`` the
 target only starts batches during those hours of the site's day.
 
 Nodes are known by their node id (stationd.store.identity): events whose
@@ -277,7 +278,7 @@ class Exporter(Service):
         else:
             delay = backoff_delay(self.failures, self.target["max_backoff"], self.rng)
             if retry_after is not None:
-                delay = max(delay, min(retry_after, self.target["max_backoff"]))
+                delay = max(delay, min(retry_after, self.target["max_retry_after"]))
         self.metrics.export_failures.labels(self.target["name"]).set(self.failures)
         if self.state != state:
             if self.state not in ("backing_off", "error"):
