@@ -19,7 +19,7 @@ class ContentMismatch(ValueError):
 
 
 class FileStore:
-    def __init__(self, root):
+    def __init__(self, root: str) -> None:
         self.root = root
         self.tmp = os.path.join(root, "tmp")
         os.makedirs(self.tmp, exist_ok=True)

@@ -8,15 +8,18 @@ only to keep the directory small.  Deleting the cache changes nothing but
 speed.
 """
 
+import datetime
 import os
 import re
 import shutil
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from stationd import fplane
 from stationd.filestore import replace_file
+from stationd.store import Store
 from stationd.store import configs as store_configs
 from stationd.times import format_ns, parse_datestr
 
@@ -25,15 +28,18 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class InstrumentConfigs:
-    def __init__(self, store, cache_dir, zone, reactor, slots=None):
+    """Named configurations' versions (the store's), rendered fplane files cached in ``cache_dir``."""
+
+    def __init__(self, store: Store, cache_dir: str, zone: datetime.tzinfo, clock: IReactorTime,
+                 slots: list[str] | None = None):
         self.store = store
         self.cache_dir = cache_dir
         self.zone = zone
-        self.reactor = reactor
+        self.clock = clock
         self.slots = slots or fplane.default_slots()
 
-    def now_ns(self):
-        return int(self.reactor.seconds() * 1e9)
+    def now_ns(self) -> int:
+        return int(self.clock.seconds() * 1e9)
 
     def validate(self, name, content):
         """The content in canonical form; fplane.ConfigInvalid if it is refused."""

@@ -9,6 +9,7 @@ import functools
 import inspect
 import re
 
+from stationd.store.cache import Cache
 from stationd.web.http import HTTPError
 
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
@@ -24,7 +25,7 @@ def api_key(request):
 
 
 class Authenticator:
-    def __init__(self, cache, public_read):
+    def __init__(self, cache: Cache, public_read: bool) -> None:
         self.cache = cache
         self.public_read = public_read
 
