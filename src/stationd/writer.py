@@ -30,13 +30,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
 
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stationd import jsoncodec
 from stationd.records import Record
+from stationd.store import TRANSIENT, one_line
 from stationd.store.events import commit_records, store_batches
 from stationd.store.imports import import_batch
 
@@ -57,9 +57,8 @@ _FRAME = struct.Struct(">II")  # payload length, CRC-32 of payload
 SUFFIX = ".seg"
 
 
-# Errors of an unreachable or busy database: retried for ever (with backoff).
+# The database's TRANSIENT errors (stationd.store) are retried for ever (with backoff).
 # Any other error repeated POISON_ATTEMPTS times is the segment's own fault.
-TRANSIENT = (OperationalError, InterfaceError, PoolTimeout)
 POISON_ATTEMPTS = 3
 # One transaction takes up to this many segments, or this many bytes of them:
 # enough to share commits, little enough to bound the writer's memory.
@@ -324,7 +323,11 @@ class Writer(Service):
                     if not isinstance(e, TRANSIENT) and len(readable) > 1:
                         continue  # find the segment at fault, one at a time
                     if isinstance(e, TRANSIENT) or attempts < POISON_ATTEMPTS:
-                        log.failure("Storing spool segment(s) failed; retrying in {delay} s", delay=delay)
+                        if not isinstance(e, TRANSIENT):
+                            log.failure("Storing spool segment(s) failed; retrying in {delay} s", delay=delay)
+                        elif attempts == 1:  # an outage: one line, not one an attempt
+                            log.warn("The database cannot take the spooled batches now ({reason}); retrying "
+                                     "with backoff up to {cap:g} s", reason=one_line(e), cap=self.max_retry_delay)
                         await self._sleep(delay)
                         delay = min(delay * 2, self.max_retry_delay)
                         continue
@@ -518,7 +521,8 @@ class GroupCommit:
             answers = await self.store.run(_commit_group, [record for record, _ in group], self.origin)
         except TRANSIENT as e:
             if self._outage is None:
-                log.warn("The store cannot take batches now ({e}); they are spooled until it can", e=e)
+                log.warn("The store cannot take batches now ({reason}); they are spooled until it can",
+                         reason=one_line(e))
             self._outage = e
             await self._spool(group)
             return

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+CONNECT_TIMEOUT = 10  # seconds: connecting to PostgreSQL, or waiting for a pooled connection
+# What the database raises while it is away, locked or restarting: worth another try later.
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout)
+
+
+def one_line(error: BaseException) -> str:
+    """The driver's own words for a database error, on one line (SQLAlchemy's add the SQL and a URL)."""
+    return " ".join(str(getattr(error, "orig", None) or error).split())[:300]
 
 
 class StoreError(Exception):
@@ -83,8 +92,14 @@ class Store(Service):
                 # never queue behind the writer's transactions.
                 threads, read_threads = 1, 2
             else:
-                self.engine = create_engine(parsed, pool_pre_ping=True, json_serializer=dumps_text)
                 threads, read_threads = 4, 0
+                # A connection a thread, no more (a worker's share of the server's
+                # max_connections); a dead one (the server restarted) is found by
+                # the ping at checkout and replaced; connecting gives up after
+                # CONNECT_TIMEOUT, so a request waits that long at most.
+                self.engine = create_engine(
+                    parsed, pool_pre_ping=True, json_serializer=dumps_text, pool_size=threads, max_overflow=0,
+                    pool_timeout=CONNECT_TIMEOUT, connect_args={"connect_timeout": CONNECT_TIMEOUT})
         except ImportError as e:  # station nodes are installed without the PostgreSQL driver
             raise StoreError(f"cannot open database {url!r}: {e}; for PostgreSQL install "
                              "stationd with its extra: pip install '.[postgresql]'") from None
@@ -107,7 +122,8 @@ class Store(Service):
             try:
                 result = operation(conn, *args, **kwargs)
             finally:
-                changed = conn.info.pop(CHANGED, False)
+                # (A connection the server dropped cannot be asked: that would hide why it failed.)
+                changed = not conn.invalidated and conn.info.pop(CHANGED, False)
         if changed and self.stamp is not None:  # after the commit: whoever sees the new stamp sees the change
             self.stamp.touch()
         return result

@@ -8,7 +8,10 @@ good while the stamp is the one seen when it was read, so a request costs one
 stat() instead of a thread hop and a query, and a key removed or rotated is
 refused from the next request on (one that comes within a millisecond of the
 change may still pass: the stamp is looked at once a millisecond).  A PostgreSQL store (its admin commands may
-run on another host) has no stamp: every lookup reads the store.
+run on another host) has no stamp: every lookup reads the store, and while
+the database is away (a restart) the last answer read for that key or
+station stands in, so stations keep uploading into the spool; a key removed
+meanwhile is refused once the database is back.
 """
 
 import hashlib
@@ -16,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from stationd.store import stations, users
+from stationd.store import TRANSIENT, stations, users
 from stationd.store.changes import Stamp
 
 if TYPE_CHECKING:
@@ -34,6 +37,7 @@ class Cache:
         self._seen = object()  # no version yet: the first lookup reads
         self._checked = float("-inf")
         self._users, self._stations = {}, {}
+        self._last: dict[object, dict[str, Any]] = {}  # without a stamp: the last answer found, by name
 
     def _current(self) -> object:
         """The stamp's version now (looked at once a millisecond: a request asks for its user and
@@ -62,7 +66,17 @@ class Cache:
     async def _lookup(self, entries: dict[_K, dict[str, Any]], name: _K,
                       read: Callable[..., dict[str, Any] | None], *args: Any) -> dict[str, Any] | None:
         if self.stamp is None:
-            return await self.store.read(read, *args)
+            try:
+                found = await self.store.read(read, *args)
+            except TRANSIENT:
+                if (read, name) in self._last:
+                    return self._last[read, name]
+                raise
+            if found is None:
+                self._last.pop((read, name), None)
+            else:
+                self._last[read, name] = found
+            return found
         version = self._current()
         if name in entries:
             return entries[name]

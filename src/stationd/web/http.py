@@ -1,6 +1,7 @@
 """What every route group shares: JSON bodies, JSON errors, route declarations."""
 
 import binascii
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar, cast
@@ -14,6 +15,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from stationd import jsoncodec
+from stationd.store import TRANSIENT, one_line
 
 log = Logger()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -165,10 +167,22 @@ def render_error(request: IRequest, error: HTTPError) -> bytes:
     return error_body(error.code, error.message, error.details)
 
 
+_unavailable_logged = [0.0]  # when a database outage was last logged (one line in 10 s, not one a request)
+
+
 def render_failure(request: IRequest, failure: Failure) -> bytes:
-    """The JSON answer of any exception of a handler: an HTTPError as itself, the rest a logged 500."""
+    """The JSON answer of any exception of a handler: an HTTPError as itself, the database away
+    a 503 to retry, the rest a logged 500."""
     if failure.check(HTTPError):
         return render_error(request, failure.value)
+    if failure.check(*TRANSIENT):
+        now = time.monotonic()
+        if now - _unavailable_logged[0] >= 10:
+            _unavailable_logged[0] = now
+            log.warn("Database unavailable ({reason}); requests that need it are answered 503 until it is back",
+                     reason=one_line(failure.value))
+        return render_error(request, HTTPError(503, "the database is unavailable; retry later",
+                                               code="store_unavailable", headers={"Retry-After": "5"}))
     log.failure("Error handling {method} {path}", failure,
                 method=request.method.decode(), path=request.path.decode("utf-8", "replace"))
     request.setResponseCode(500)

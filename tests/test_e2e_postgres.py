@@ -1,0 +1,124 @@
+"""A central node on PostgreSQL under faults: the real daemon, the real server."""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from conftest import PG_URL
+from test_e2e import Node, admin_cli
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not PG_URL, reason="PostgreSQL tests need STATIOND_TEST_DATABASE_URL (set by .ci/run)"),
+]
+
+
+def _cluster():
+    """(version, name) of the local PostgreSQL cluster this test may restart, or None."""
+    if os.geteuid() != 0 or not shutil.which("pg_lsclusters") or "127.0.0.1" not in (PG_URL or ""):
+        return None
+    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True).stdout.split()
+    return (listed[0], listed[1]) if len(listed) >= 2 else None
+
+
+@pytest.fixture
+def pg_schema():
+    """A URL on a schema of its own (dropped afterwards), and an engine to look into it."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, pool_pre_ping=True)  # (its connections do not outlive a restart)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    yield url, schema, admin
+    admin.dispose()
+    for _ in range(30):  # (the server may still be coming back)
+        try:
+            with create_engine(PG_URL).begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            return
+        except Exception:
+            time.sleep(1)
+
+
+class Uploader(threading.Thread):
+    """Sends native batches of 10 events one after the other, each until it is acknowledged
+    (the same Idempotency-Key on every retry), and stops only between batches: ``acked`` holds
+    the numbers of the events, and nothing else was sent."""
+
+    def __init__(self, port, key):
+        super().__init__(daemon=True)
+        self.port, self.key = port, key
+        self.acked, self.refused, self.stop = [], 0, threading.Event()
+
+    def run(self):
+        batch = 0
+        while not self.stop.is_set():
+            numbers = list(range(batch * 10, batch * 10 + 10))
+            body = json.dumps({"events": [{"type": "WTR", "time": 1714564800 + n, "data": {"n": n}}
+                                          for n in numbers]}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.port}/api/v1/stations/501/events", data=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}",
+                         "Idempotency-Key": f"batch-{batch}"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    if response.status == 200:
+                        self.acked += numbers
+                        batch += 1
+                        continue
+            except (urllib.error.URLError, OSError):
+                pass
+            self.refused += 1  # (the batch may have been stored: it is sent again, stop or not)
+            time.sleep(0.05)
+
+
+def stored_numbers(engine, schema):
+    with engine.connect() as conn:
+        return [row[0] for row in conn.execute(text(f"SELECT (data->>'n')::int FROM \"{schema}\".events"))]
+
+
+def test_a_postgresql_restart_under_upload_load_loses_and_doubles_nothing(tmp_path, pg_schema):
+    cluster = _cluster()
+    if cluster is None:
+        pytest.skip("needs root and pg_ctlcluster for the local PostgreSQL server, to restart it")
+    url, schema, engine = pg_schema
+    node = Node(tmp_path, f"[database]\nurl = {url}\n")
+    admin_cli(node.config, "add-station", "501")
+    key = admin_cli(node.config, "add-user", "box501", "--role", "station", "--station", "501").split()[-1]
+    node.start()
+    uploader = Uploader(node.http, key)
+    uploader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(uploader.acked) < 200:
+            assert time.monotonic() < deadline, "no uploads acknowledged"
+            time.sleep(0.05)
+        restarted = subprocess.run(["pg_ctlcluster", *cluster, "restart"], capture_output=True, text=True,
+                                   timeout=120)
+        assert restarted.returncode == 0, restarted.stderr
+        before = len(uploader.acked)
+        deadline = time.monotonic() + 60
+        while len(uploader.acked) < before + 200:  # acknowledged again once the server is back
+            assert time.monotonic() < deadline, "uploads did not resume after the restart"
+            time.sleep(0.05)
+    finally:
+        uploader.stop.set()
+        uploader.join(timeout=60)
+    acked = sorted(uploader.acked)
+    deadline = time.monotonic() + 60
+    while len(stored := stored_numbers(engine, schema)) < len(acked):  # what was spooled drains
+        assert time.monotonic() < deadline, f"{len(acked) - len(stored)} acknowledged events not stored"
+        time.sleep(0.2)
+    assert node.stop() == 0
+    assert sorted(stored_numbers(engine, schema)) == acked  # every acknowledged event, once
+    assert "they are spooled until it can" in node.log.read_text()  # acknowledged while the server was away
