@@ -122,3 +122,70 @@ def test_a_postgresql_restart_under_upload_load_loses_and_doubles_nothing(tmp_pa
     assert node.stop() == 0
     assert sorted(stored_numbers(engine, schema)) == acked  # every acknowledged event, once
     assert "they are spooled until it can" in node.log.read_text()  # acknowledged while the server was away
+
+
+def _get(port, path, key=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": f"Bearer {key}"} if key else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _post_events(port, key, numbers):
+    body = json.dumps({"events": [{"type": "WTR", "time": 1714564800 + n, "data": {"n": n}} for n in numbers]})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/stations/501/events", data=body.encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.loads(response.read())["accepted"] == len(numbers)
+
+
+def _until(predicate, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return found
+
+
+def test_two_nodes_on_one_postgresql_export_a_target_once_and_hand_it_over(tmp_path, pg_schema):
+    url, schema, engine = pg_schema
+    (tmp_path / "up").mkdir()
+    upstream = Node(tmp_path / "up")
+    importer = admin_cli(upstream.config, "add-user", "central-feed", "--role", "importer").split()[-1]
+    upstream.start()
+    shared_files = tmp_path / "files"
+    body = (f"[database]\nurl = {url}\n[files]\ndir = {shared_files}\n"
+            f"[export:central]\ntarget_url = http://127.0.0.1:{upstream.http}\napi_key = {importer}\n"
+            "interval = 1s\n")
+    nodes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        nodes.append(Node(tmp_path / name, body))
+    admin_cli(nodes[0].config, "add-station", "501")
+    key = admin_cli(nodes[0].config, "add-user", "box501", "--role", "station", "--station", "501").split()[-1]
+    for node in nodes:
+        node.start()
+
+    def states():
+        return [_get(node.http, "/api/v1/status")["exports"]["central"]["state"] for node in nodes]
+
+    _until(lambda: sorted(states()) == ["ok", "standby"], "one node exports, the other stands by")
+    holder = nodes[states().index("ok")]
+    other = nodes[1 - nodes.index(holder)]
+    _post_events(other.http, key, range(0, 50))  # stored once, in the one database, whichever node took it
+
+    def upstream_numbers():
+        found = _get(upstream.http, "/api/v1/events?station=501&limit=1000&order=asc")["events"]
+        return sorted(e["data"]["n"] for e in found)
+
+    _until(lambda: upstream_numbers() == list(range(50)), "the first events did not reach the upstream")
+    first = _get(holder.http, "/api/v1/status")["exports"]["central"]["events"]
+    assert holder.stop() == 0  # it gives the lease up as it stops
+    _post_events(other.http, key, range(50, 100))
+    _until(lambda: _get(other.http, "/api/v1/status")["exports"]["central"]["state"] == "ok",
+           "the other node did not take the target over")
+    _until(lambda: upstream_numbers() == list(range(100)), "events after the hand-over did not reach the upstream")
+    second = _get(other.http, "/api/v1/status")["exports"]["central"]["events"]
+    # Each event was sent once, by one node or the other, and the upstream found none twice.
+    assert (first["sent"], second["sent"], first["duplicate"] + second["duplicate"]) == (50, 50, 0)
+    assert other.stop() == 0 and upstream.stop() == 0

@@ -1,5 +1,6 @@
 """Exporters on a task.Clock: schedule, backoff, windows, cursors, file negotiation."""
 
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -13,7 +14,7 @@ from twisted.internet import reactor, task
 
 from stationd import config as configuration
 from stationd.client import Client, ClientError
-from stationd.exporter import Exporter, LocalNode, seconds_until_open
+from stationd.exporter import LEASE_SECONDS, Exporter, LocalNode, seconds_until_open
 from stationd.retry import backoff_delay
 from stationd.store import exports, files, stations, users
 from stationd.store.events import digest, store_batches
@@ -95,7 +96,9 @@ def add_events(node, n, origin=None, start=0, received_ns=T0):
 
 
 def local(node):
-    return LocalNode(node.store, node.files, node.metrics, node.node_id, node.config["node"]["timezone"])
+    # One holder for every exporter a test makes: they are of one process, as a restart's are.
+    return LocalNode(node.store, node.files, node.metrics, node.node_id, node.config["node"]["timezone"],
+                     holder="test-process")
 
 
 def exporter(node, clock, upstream=None, **settings):
@@ -123,6 +126,35 @@ async def test_rounds_catch_up_then_wait_and_a_restart_resumes(node):
     again, upstream = exporter(node, clock)  # a restart: the cursor is in the store
     await again.run_round()
     assert sent_ids(upstream) == later
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_process_at_a_time_exports_a_target_and_another_takes_over(node):
+    """Processes sharing a store (workers, hosts on one PostgreSQL) take turns by the target's lease."""
+    clock = task.Clock()
+    clock.advance(T0 / 1e9 + 3600)
+    upstream = FakeUpstream(clock)
+
+    def process(holder):
+        return Exporter(target(), dataclasses.replace(local(node), holder=holder), clock, client=upstream,
+                        rng=lambda: 0.5)
+
+    one, two = process("host-a:100"), process("host-b:200")
+    sent = add_events(node, 3)
+    await one.run_round()
+    assert await two.run_round() == 10.0 and two.status()["state"] == "standby"
+    assert sent_ids(upstream) == sent  # once
+    await one.stopService()  # a clean stop gives the lease up
+    sent += add_events(node, 2, start=100)
+    await two.run_round()
+    assert sent_ids(upstream) == sent and two.status()["state"] == "ok"  # from where one left off
+    sent += add_events(node, 1, start=200)
+    assert await one.run_round() == 10.0 and one.status()["state"] == "standby"
+    clock.advance(LEASE_SECONDS - 1)  # two died without a word: its lease holds until it expires
+    assert await one.run_round() == 10.0 and sent_ids(upstream) == sent[:5]
+    clock.advance(2)
+    await one.run_round()
+    assert sent_ids(upstream) == sent and one.status()["state"] == "ok"
 
 
 @pytest_twisted.ensureDeferred

@@ -98,7 +98,7 @@ def test_schema_matches_the_declared_metadata(store):
 def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     """Version 3 added query indexes and the files and station status tables; 4 configs;
     5 export state; 6 export targets; 7 sensor readings; 8 events counted per station; 10 the
-    quarantined ones apart."""
+    quarantined ones apart; 11 export leases."""
     from sqlalchemy import text
 
     fresh = Store(f"sqlite:///{tmp_path}/fresh.sqlite")
@@ -107,7 +107,7 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     old.migrate()
     with old.engine.begin() as conn:  # back to version 2's shape
         for table in ("files", "event_files", "station_status", "config_versions", "export_state",
-                      "export_targets", "sensor_readings", "station_event_counts"):
+                      "export_targets", "sensor_readings", "station_event_counts", "export_leases"):
             conn.execute(text(f"DROP TABLE {table}"))
         for index in schema.events.indexes:
             conn.execute(text(f"DROP INDEX {index.name}"))
@@ -286,6 +286,7 @@ def _a_version_8_store(url):
     with store.engine.begin() as conn:
         conn.execute(text("DELETE FROM stationd_meta WHERE key = 'node_id'"))
         conn.execute(text("UPDATE stationd_meta SET value = '8' WHERE key = 'schema_version'"))
+        conn.execute(text("DROP TABLE export_leases"))  # (version 11's)
     return store, ids
 
 

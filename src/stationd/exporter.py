@@ -23,7 +23,10 @@ node's would look like the upstream's.  docs/replication.rst has the states.
 
 import dataclasses
 import datetime
+import os
 import random
+import socket
+import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +66,10 @@ def seconds_until_open(window: tuple[int, int] | None, when: datetime.datetime) 
     return 0.0 if inside else ((start - minute) % 1440) * 60
 
 
-STATES = ("starting", "ok", "backing_off", "waiting_window", "error", "paused")
+STATES = ("starting", "ok", "backing_off", "waiting_window", "error", "paused", "standby")
+# An exporter holds its target's lease for this long past each round (renewed
+# every round, at least every interval): a holder that died is replaced within it.
+LEASE_SECONDS = 90.0
 
 
 def show_state(metrics: "Metrics", target: str, state: str) -> None:
@@ -91,6 +97,10 @@ class LocalNode:
     metrics: "Metrics"
     node_id: str
     zone: datetime.tzinfo
+    # This process among those sharing the store (workers, hosts on one
+    # PostgreSQL: they share the node id too): who holds an export lease.
+    holder: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
+                                                            f"{uuid.uuid4().hex[:8]}")
 
 
 class Exporter(Service):
@@ -101,7 +111,9 @@ class Exporter(Service):
     ``waiting_window`` outside the target's window (``opens_at`` says when
     it opens); ``error`` while the upstream answers with this node's own id
     (nothing is sent, no cursor moves, the upstream is asked again at the
-    backoff cap).  A paused target (ExportTargets) is ``paused``.
+    backoff cap); ``standby`` while another process sharing the store holds
+    the target's lease (it is looked at again every interval).  A paused
+    target (ExportTargets) is ``paused``.
     """
 
     failing_since: float | None  # clock seconds
@@ -126,6 +138,8 @@ class Exporter(Service):
         self.upstream: str | None = None  # the upstream's node id, from its status and its answers
         self.state, self.failures, self.failing_since = "starting", 0, None
         self.last_error = self.last_error_at = self.opens_at = None
+        self.holder = local.holder
+        self.holding = False  # the target's lease, as of the last round
         self.cursor: int | None = None
         self.oldest_ns: int | None = None  # received_ns of the first event the upstream has yet to confirm
         self.counts = {"sent": 0, "duplicate": 0, "skipped_filter": 0, "skipped_origin": 0}
@@ -157,6 +171,12 @@ class Exporter(Service):
     async def _close(self, running: defer.Deferred[float] | None) -> None:
         if running is not None:
             await running  # a batch in flight finishes (or fails) first
+        if self.holding:
+            try:
+                await self.store.run(exports.release_lease, self.target["name"], self.holder)
+            except Exception as e:  # it expires by itself
+                log.warn("Export {target}: lease not released ({e})", target=self.target["name"], e=e)
+            self.holding = False
         await self.client.close()
 
     def _schedule(self, delay: float) -> None:
@@ -182,6 +202,16 @@ class Exporter(Service):
         """Send at most one batch; the seconds until the next round.  Whatever happened, the
         lag is measured again: it grows through outages, closed windows and refusals."""
         now = self.clock.seconds()
+        try:
+            holder = await self._claim(now)
+        except Exception as e:  # the store: as any other failed round
+            return self._failed(f"{type(e).__name__}: {e}", None)
+        if holder != self.holder:
+            if self.state != "standby":
+                log.info("Export {target}: {holder} exports it; standing by", target=self.target["name"],
+                         holder=holder)
+                self._set_state("standby")
+            return min(self.target["interval"], LEASE_SECONDS / 3)
         wait = seconds_until_open(self.target["window"], datetime.datetime.fromtimestamp(now, self.zone))
         if wait:
             self.opens_at = round(now + wait)  # windows open on a minute
@@ -192,6 +222,20 @@ class Exporter(Service):
             delay = await self._attempt()
         await self._measure_lag()
         return delay
+
+    async def _claim(self, now: float) -> str:
+        """Take or renew the lease; who holds it.  Taking it over, the cursor is read again: the
+        holder before moved it."""
+        holder = await self.store.run(exports.claim_lease, self.target["name"], self.holder, int(now * 1e9),
+                                      int(max(LEASE_SECONDS, 3 * self.target["timeout"]) * 1e9))
+        holding = holder == self.holder
+        if holding and not self.holding:
+            log.info("Export {target}: this process exports it ({holder})", target=self.target["name"],
+                     holder=holder)
+        if holding != self.holding:
+            self.holding = holding
+            self.cursor, self._prefetch = None, None
+        return holder
 
     async def _attempt(self) -> float:
         try:

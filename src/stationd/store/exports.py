@@ -12,7 +12,9 @@ import orjson
 from sqlalchemy import ColumnElement, Text, and_, case, cast, false, func, select, true
 from sqlalchemy.engine import Connection
 
-from stationd.store.schema import AnyRow, event_files, events, export_state, export_targets, files
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stationd.store.schema import AnyRow, event_files, events, export_leases, export_state, export_targets, files
 
 if TYPE_CHECKING:
     from stationd.config import ExportTarget
@@ -31,6 +33,23 @@ def set_cursor(conn: Connection, target: str, cursor: int, now_ns: int) -> None:
                            .values(cursor=cursor, updated_ns=now_ns))
     if updated.rowcount == 0:
         conn.execute(export_state.insert().values(target=target, cursor=cursor, updated_ns=now_ns))
+
+
+def claim_lease(conn: Connection, target: str, holder: str, now_ns: int, ttl_ns: int) -> str:
+    """Take or renew ``target``'s lease for ``holder`` unless another holds one that has not
+    expired; the holder now.  One statement: of processes claiming at once, one wins."""
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(export_leases)
+    statement = insert.values(target=target, holder=holder, expires_ns=now_ns + ttl_ns).on_conflict_do_update(
+        index_elements=[export_leases.c.target],
+        set_={"holder": insert.excluded.holder, "expires_ns": insert.excluded.expires_ns},
+        where=(export_leases.c.holder == insert.excluded.holder) | (export_leases.c.expires_ns < now_ns))
+    conn.execute(statement)
+    return conn.execute(select(export_leases.c.holder).where(export_leases.c.target == target)).scalar_one()
+
+
+def release_lease(conn: Connection, target: str, holder: str) -> None:
+    """Give the lease up (a clean stop): another process takes the target at its next look."""
+    conn.execute(export_leases.delete().where(export_leases.c.target == target, export_leases.c.holder == holder))
 
 
 def _filters(target: "ExportTarget") -> list[ColumnElement[bool]]:

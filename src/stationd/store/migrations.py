@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from stationd.store import identity, schema
 
-LATEST = 10
+LATEST = 11
 
 
 def _index(table: Table, name: str) -> Index:
@@ -96,8 +96,14 @@ def _v10_quarantined_counts(conn: Connection, own_names: tuple[str, ...]) -> Non
                       "WHERE events.station = station_event_counts.station AND events.quarantined)"))
 
 
+def _v11_export_leases(conn: Connection, own_names: tuple[str, ...]) -> None:
+    """Version 11: export leases, so that each target is exported by one process of those sharing the store."""
+    schema.export_leases.create(conn)
+
+
 UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets,
-            7: _v7_sensor_readings, 8: _v8_station_event_counts, 9: _v9_node_id, 10: _v10_quarantined_counts}
+            7: _v7_sensor_readings, 8: _v8_station_event_counts, 9: _v9_node_id, 10: _v10_quarantined_counts,
+            11: _v11_export_leases}
 
 
 class SchemaError(Exception):

@@ -191,6 +191,17 @@ export_state = Table(
     Column("updated_ns", BigInteger, nullable=False),
 )
 
+# Who exports a target now, when several processes share the store (workers,
+# hosts on one PostgreSQL): one holder a target, until ``expires_ns`` unless
+# renewed (stationd.store.exports.claim_lease).
+export_leases = Table(
+    "export_leases",
+    metadata,
+    Column("target", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+)
+
 # Export targets added through the admin API (config-file targets are not
 # here): their settings in config-file syntax, so one parser checks both.
 export_targets = Table(
