@@ -120,3 +120,16 @@ def test_bad_endpoint_strings_are_found_before_listening(tmp_path):
         configuration.check_endpoints(config, reactor)
     [error] = raised.value.errors
     assert error.startswith(f"{config.path}:web:http: bad endpoint 'tcpp:99'")
+
+
+def test_workers_need_postgresql_and_auto_is_the_cores(tmp_path):
+    import os
+
+    assert load(str(write_config(tmp_path, "")))["node"]["workers"] == 1
+    with pytest.raises(ConfigError, match=r":node:workers: more than one worker needs PostgreSQL"):
+        load(str(write_config(tmp_path, "[node]\nworkers = 2\n")))
+    central = "[database]\nurl = postgresql+psycopg://db/stationd\n[node]\nworkers = "
+    assert load(str(write_config(tmp_path, central + "auto\n")))["node"]["workers"] == len(os.sched_getaffinity(0))
+    assert load(str(write_config(tmp_path, central + "3\n")))["node"]["workers"] == 3
+    with pytest.raises(ConfigError, match=r":node:workers: expected 1 to 64 or auto"):
+        load(str(write_config(tmp_path, central + "0\n")))

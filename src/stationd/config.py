@@ -52,6 +52,16 @@ def node_name(value: str) -> str:
     return value.strip() or socket.gethostname()
 
 
+def workers(value: str) -> int:
+    """[node] workers: processes serving the listeners; ``auto``: the cores this process may use."""
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = integer(value)
+    if not 1 <= count <= 64:
+        raise ValueError(f"expected 1 to 64 or auto, not {value!r}")
+    return count
+
+
 def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "yes", "true", "on"):
@@ -187,7 +197,7 @@ def components(value: str) -> list[str]:
 
 
 SCHEMA: dict[str, dict[str, Parser]] = {
-    "node": {"name": node_name, "data_dir": optional_path, "timezone": timezone},
+    "node": {"name": node_name, "data_dir": optional_path, "timezone": timezone, "workers": workers},
     "web": {
         "http": lines,
         "https": lines,
@@ -285,6 +295,7 @@ class NodeSection(TypedDict):
     name: str
     data_dir: str  # optional_path, but load() refuses it empty: never None here
     timezone: zoneinfo.ZoneInfo
+    workers: int
 
 
 class WebSection(TypedDict):
@@ -511,6 +522,10 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
     if bool(tls.get("tls_cert")) != bool(tls.get("tls_key")):
         key = "tls_key" if tls.get("tls_cert") else "tls_cert"
         errors.append(f"{path}:web:{key}: tls_cert and tls_key must be set together")
+    if values["node"].get("workers", 1) > 1 and str(values["database"].get("url", "")).startswith("sqlite"):
+        errors.append(f"{origin['node', 'workers']}:node:workers: more than one worker needs PostgreSQL "
+                      "([database] url): SQLite lets one process write at a time, so workers would only "
+                      "wait for each other; run one")
     values["exports"] = {section.split(":", 1)[1]: export for section, export in exports.items()}
     values["sensors"] = {}
     for section, settings in sensors.items():

@@ -27,8 +27,13 @@ def _formatted(second):
     return formatTime(second)
 
 
-def make_observer(log_config, stream=None):
-    """An ILogObserver for twistd to log through (see NodeService.setServiceParent)."""
+WORKER = "stationd_worker"  # the event key naming the worker process that logged it
+
+
+def make_observer(log_config, stream=None, workers=1):
+    """An ILogObserver for twistd to log through (see NodeService.setServiceParent).  With
+    several workers, each line names its worker (0: the twistd process; the others' events
+    reach it through stationd.workers)."""
     path = log_config["path"]
     if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -42,4 +47,19 @@ def make_observer(log_config, stream=None):
     else:
         observer = FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=_second))
     level = LogLevel.levelWithName(log_config["level"])
-    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    filtered = FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    return filtered if workers == 1 else functools.partial(_tagged, filtered)
+
+
+def _tagged(observer, event):
+    worker = event.get(WORKER, 0)
+    level = event.get("log_level")
+    system = event.get("log_system") or f"{event.get('log_namespace', '-')}#{level.name if level else '-'}"
+    observer(dict(event, **{WORKER: worker, "log_system": f"worker {worker} {system}"}))
+
+
+def worker_observer(log_config, stream):
+    """A worker process's observer: its events as JSON lines on ``stream`` (a pipe to the twistd
+    process, which logs them with its own observer)."""
+    level = LogLevel.levelWithName(log_config["level"])
+    return FilteringLogObserver(jsonFileLogObserver(stream), [LogLevelFilterPredicate(defaultLogLevel=level)])

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
@@ -46,6 +47,8 @@ from stationd.web.query import QueryRoutes
 from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
+from stationd.web.site import NodeSite
+from stationd.workers import Workers, read_status
 from stationd.writer import GroupCommit, Spool, Writer
 
 log = Logger()
@@ -69,14 +72,21 @@ class Listener(StreamServerEndpointService):
         super().__init__(endpoint, factory)
         self.description = description
 
+    port = None  # the listening port, once listening (stationd.workers hands it on)
+
     def privilegedStartService(self):
         try:
             super().privilegedStartService()
+            self._waitingForPort.addCallback(self._listening)
         except CannotListenError as e:
             reason = getattr(e.socketError, "strerror", None) or e.socketError
             # twistd has redirected sys.stderr into the log by now.
             sys.__stderr__.write(f"stationd: cannot listen on {self.description}: {reason}\n")
             raise SystemExit(1) from None
+
+    def _listening(self, port):
+        self.port = port
+        return port
 
 
 def _freeze_heap():
@@ -94,15 +104,16 @@ class NodeService(service.MultiService):
 
     def __init__(self, config: configuration.Config, reactor, node_id: str, metrics: Metrics,
                  spool: Spool, exports: ExportTargets, sensors: Sensors, tls: ServerTLS | None = None,
-                 station_list: StationList | None = None):
+                 station_list: StationList | None = None, worker: int = 0, workers: Workers | None = None):
         super().__init__()
         self.config, self.reactor = config, reactor
         self.setName(config["node"]["name"])  # (as the other services: twisted's Service types the class one None)
         self.node_id = node_id
         self.metrics, self.spool, self.exports, self.sensors = metrics, spool, exports, sensors
         self.tls, self.station_list = tls, station_list
+        self.worker, self.workers = worker, workers  # this process's number; worker 0's Workers
         self.started_at: float | None = None
-        self.log_observer = make_observer(config["log"])
+        self.log_observer = make_observer(config["log"], workers=config["node"]["workers"])
 
     def setServiceParent(self, parent):
         # twistd logs through the application's ILogObserver component if it
@@ -147,6 +158,8 @@ class NodeService(service.MultiService):
             self.tls.reload()
         if self.station_list is not None:
             self.station_list.check(force=True)
+        if self.workers is not None:
+            self.workers.signal_all("HUP")
 
     def status(self) -> dict:
         uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
@@ -171,6 +184,8 @@ class NodeService(service.MultiService):
             "exports": self.exports.status(),
             "sensors": {name: {k: v for k, v in self.sensors.describe(name).items() if k in ("state", "last_error")}
                         for name in self.sensors.names()},
+            **({"worker": self.worker, "workers": read_status(self.config["node"]["data_dir"])}
+               if self.config["node"]["workers"] > 1 else {}),
         }
 
 
@@ -196,6 +211,7 @@ class BuiltNode:
     display: Display
     sensors: Sensors
     routes: dict[str, object]  # component name -> route group, enabled or not
+    site: NodeSite
 
 
 def build_node(config: configuration.Config, reactor) -> NodeService:
@@ -203,11 +219,14 @@ def build_node(config: configuration.Config, reactor) -> NodeService:
     return wire(config, reactor).service
 
 
-def wire(config: configuration.Config, reactor) -> BuiltNode:
-    """Every component, given what it uses; then the tree, in start order:
-    store, writer, station list, exporters, D-Bus, sensors, the web listeners."""
+def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
+    """Every component, given what it uses; then the tree, in start order: store, writer,
+    station list, exporters, D-Bus, sensors, the web listeners, the other workers.  Worker
+    ``worker`` > 0 (stationd.workers) spools apart and leaves sensors, the station list and
+    D-Bus to worker 0; it listens on the sockets worker 0 hands it."""
     node_name, zone = config["node"]["name"], config["node"]["timezone"]
     data_dir = config["node"]["data_dir"]
+    first = worker == 0
     os.makedirs(data_dir, exist_ok=True)
     metrics = Metrics()
 
@@ -219,7 +238,8 @@ def wire(config: configuration.Config, reactor) -> BuiltNode:
     cache = Cache(store)
     auth = Authenticator(cache, config["web"]["public_read"])
 
-    spool = Spool(config["writer"]["spool_dir"] or os.path.join(data_dir, "spool"),
+    spool_dir = config["writer"]["spool_dir"] or os.path.join(data_dir, "spool")
+    spool = Spool(spool_dir if first else os.path.join(spool_dir, f"worker-{worker}"),
                   config["writer"]["max_spool_bytes"], reactor, metrics)
     writer = Writer(spool, store, node_id, metrics, reactor)
     ingest = Ingest(GroupCommit(store, writer, node_id, metrics), metrics, reactor,
@@ -227,7 +247,7 @@ def wire(config: configuration.Config, reactor) -> BuiltNode:
     files = FileStore(config["files"]["dir"] or os.path.join(data_dir, "files"))
     configs = InstrumentConfigs(store, os.path.join(spool.directory, "configs"), zone, reactor)
     station_list = (StationList(config["ingest"]["station_list"], store, clock=reactor)
-                    if config["ingest"]["station_list"] else None)
+                    if config["ingest"]["station_list"] and first else None)
 
     exports = ExportTargets(LocalNode(store, files, metrics, node_id, zone), config["exports"], reactor)
     exports.load(store.call_read(exports_table.list_targets))
@@ -237,7 +257,7 @@ def wire(config: configuration.Config, reactor) -> BuiltNode:
     except ValueError as e:
         raise config.error("display", "driver", str(e)) from None
     sensors = Sensors(store, metrics, node_name, node_id, reactor)
-    for sensor in config["sensors"].values():
+    for sensor in config["sensors"].values() if first else ():
         context = DriverContext(name=sensor["name"], data_dir=data_dir, reactor=reactor, timeout=sensor["timeout"])
         try:
             sensors.add(sensor, drivers.make(sensor["driver"], sensor["options"], context))
@@ -245,12 +265,15 @@ def wire(config: configuration.Config, reactor) -> BuiltNode:
             key = e.key or "driver"
             origin = sensor["origin"].get(key, sensor["origin"].get("driver"))
             raise configuration.ConfigError([f"{origin}:sensor:{sensor['name']}:{key}: {e}"]) from None
-    bus = NodeBus(config["dbus"], node_name, node_id, spool, exports, sensors, display, reactor)
+    bus = NodeBus(config["dbus"] if first else dict(config["dbus"], bus="none"), node_name, node_id, spool,
+                  exports, sensors, display, reactor)
     sensors.alarm_listeners.append(bus.sensor_alarm)
     display.shown_listeners.append(bus.message_shown)
 
     tls = ServerTLS.from_config(config) if config["web"]["https"] else None
-    node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list)
+    workers = (Workers(config["node"]["workers"], config.path, data_dir, reactor)
+               if first and config["node"]["workers"] > 1 else None)
+    node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list, worker, workers)
     routes: dict[str, object] = {
         "core": Core(auth, node_name, node_id, node.status),
         "admin": AdminRoutes(store, auth, files, exports, node_id, reactor),
@@ -266,14 +289,21 @@ def wire(config: configuration.Config, reactor) -> BuiltNode:
         if child is not None:
             child.setServiceParent(node)
     site = make_site(routes, config["web"], reactor)
-    for description in config["web"]["http"]:
-        Listener(description, serverFromString(reactor, description), site).setServiceParent(node)
-    if tls is not None:
+    listeners = []
+    if first:  # (the other workers adopt worker 0's sockets)
+        for description in config["web"]["http"]:
+            listeners.append((Listener(description, serverFromString(reactor, description), site), False))
         for description in config["web"]["https"]:
-            endpoint = wrapServerTLS(tls, serverFromString(reactor, description))
-            Listener(description, endpoint, site).setServiceParent(node)
+            endpoint = wrapServerTLS(cast(ServerTLS, tls), serverFromString(reactor, description))  # (https: tls)
+            listeners.append((Listener(description, endpoint, site), True))
+    for listener, is_tls in listeners:
+        listener.setServiceParent(node)
+        if workers is not None:
+            workers.add_listener(listener, is_tls)
+    if workers is not None:
+        workers.setServiceParent(node)  # started last, stopped first: before the store closes
     return BuiltNode(node, config, node_id, metrics, store, cache, auth, spool, writer, ingest, files, configs,
-                     exports, bus, display, sensors, routes)
+                     exports, bus, display, sensors, routes, site)
 
 
 def makeService(options):
