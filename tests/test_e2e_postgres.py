@@ -189,3 +189,53 @@ def test_two_nodes_on_one_postgresql_export_a_target_once_and_hand_it_over(tmp_p
     # Each event was sent once, by one node or the other, and the upstream found none twice.
     assert (first["sent"], second["sent"], first["duplicate"] + second["duplicate"]) == (50, 50, 0)
     assert other.stop() == 0 and upstream.stop() == 0
+
+
+def _gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_two_workers_lose_nothing_when_a_worker_and_then_the_twistd_process_are_killed(tmp_path, pg_schema):
+    url, schema, engine = pg_schema
+    node = Node(tmp_path, f"[node]\nworkers = 2\n[database]\nurl = {url}\n")
+    admin_cli(node.config, "add-station", "501")
+    key = admin_cli(node.config, "add-user", "box501", "--role", "station", "--station", "501").split()[-1]
+    node.start()
+
+    def workers():
+        return _get(node.http, "/api/v1/status")["workers"]
+
+    _until(lambda: [w["state"] for w in workers()] == ["running", "running"], "two workers running")
+    answered = set()  # both accept on the one socket (worker 1 once it has started)
+    _until(lambda: answered.add(_get(node.http, "/api/v1/status")["worker"]) or answered == {0, 1},
+           "both workers answer")
+    uploader = Uploader(node.http, key)
+    uploader.start()
+    try:
+        _until(lambda: len(uploader.acked) >= 200, "no uploads acknowledged")
+        child = workers()[1]["pid"]
+        os.kill(child, 9)  # a worker, under load
+        _until(lambda: workers()[1]["restarts"] == 1 and workers()[1]["state"] == "running",
+               "the killed worker was not started again")
+        mark = len(uploader.acked)
+        _until(lambda: len(uploader.acked) >= mark + 200, "uploads did not go on")
+        child = workers()[1]["pid"]
+        node.proc.kill()  # and then the twistd process
+        node.proc.wait(timeout=30)
+        _until(lambda: _gone(child), "the orphaned worker did not stop by itself")
+        log = node.log.read_text()  # (the start below begins a new one)
+        assert "[worker 1 stationd.access#info]" in log and "ended (signal 9)" in log
+        node.start()  # the spools drain; the batch in flight is sent again and answered
+        mark = len(uploader.acked)
+        _until(lambda: len(uploader.acked) > mark, "uploads did not resume after the restart")
+    finally:
+        uploader.stop.set()
+        uploader.join(timeout=60)
+    acked = sorted(uploader.acked)
+    _until(lambda: len(stored_numbers(engine, schema)) >= len(acked), "acknowledged events not stored")
+    assert node.stop() == 0
+    assert sorted(stored_numbers(engine, schema)) == acked  # every acknowledged event, once
