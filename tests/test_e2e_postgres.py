@@ -213,6 +213,14 @@ def test_two_workers_lose_nothing_when_a_worker_and_then_the_twistd_process_are_
     answered = set()  # both accept on the one socket (worker 1 once it has started)
     _until(lambda: answered.add(_get(node.http, "/api/v1/status")["worker"]) or answered == {0, 1},
            "both workers answer")
+
+    def host_metrics():
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/metrics", timeout=30) as response:
+            return response.read().decode()
+
+    # Whichever worker answers, /metrics is the host's: both processes' series.
+    _until(lambda: all('process_cpu_seconds_total{worker="1"}' in host_metrics() for _ in range(6)),
+           "/metrics does not cover both workers")
     uploader = Uploader(node.http, key)
     uploader.start()
     try:

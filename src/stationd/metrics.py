@@ -1,7 +1,20 @@
 """The node's Prometheus metrics, in a registry of its own (one per node, so tests
 and several nodes in one process do not share counters)."""
 
+import os
+import re
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
 
 
 class Metrics:
@@ -58,3 +71,94 @@ class Metrics:
                     values[tuple(sample.labels.values())] = sample.value
         return values
 
+
+
+def merge_expositions(by_worker: Mapping[int, str]) -> str:
+    """The Prometheus text of several workers' expositions as one host's: each series summed
+    across the workers (counters, histograms, and gauges such as spool bytes add up), the
+    ``process_*`` ones kept apart with a ``worker`` label (what an operator needs per process);
+    ``_created`` is the earliest."""
+    families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
+    for worker, text in sorted(by_worker.items()):
+        for family in text_string_to_metric_families(text):
+            _, _, samples = families.setdefault(family.name, (family.type, family.documentation, {}))
+            for sample in family.samples:
+                labels = dict(sample.labels, **({"worker": str(worker)} if family.name.startswith("process_")
+                                                else {}))
+                key = (sample.name, tuple(sorted(labels.items())))
+                if sample.name.endswith("_created"):
+                    samples[key] = min(samples.get(key, sample.value), sample.value)
+                else:
+                    samples[key] = samples.get(key, 0.0) + sample.value
+    lines = []
+    for name, (kind, documentation, samples) in families.items():
+        # As generate_latest writes them: a counter as NAME_total, its _created as a gauge of its own.
+        parts = ([(f"{name}_total", "counter", "_total"), (f"{name}_created", "gauge", "_created")]
+                 if kind == "counter" else [(name, kind, "")])
+        for family_name, family_kind, suffix in parts:
+            chosen = {key: value for key, value in samples.items()
+                      if kind != "counter" or key[0].endswith(suffix)}
+            if chosen:
+                lines += _render(family_name, family_kind, documentation, chosen)
+    return "\n".join(lines) + "\n"
+
+
+def _render(name: str, kind: str, documentation: str,
+            samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[str]:
+    lines = [f"# HELP {name} {documentation.replace(chr(92), chr(92) * 2).replace(chr(10), '')}",
+             f"# TYPE {name} {kind}"]
+    for (sample_name, pairs), value in samples.items():
+        rendered = ",".join(f'{key}="{_escape(label)}"' for key, label in pairs)
+        lines.append(f"{sample_name}{{{rendered}}} {floatToGoString(value)}" if rendered
+                     else f"{sample_name} {floatToGoString(value)}")
+    return lines
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class HostMetrics(Service):
+    """With several workers (stationd.workers): each writes its exposition to
+    ``{directory}/worker-N.prom`` every ``interval`` seconds, and /metrics on any of them answers
+    for the host (merge_expositions; the other workers' figures are at most that old)."""
+
+    def __init__(self, registry: CollectorRegistry, directory: str, worker: int, clock: IReactorTime,
+                 interval: float = 5.0) -> None:
+        self.registry, self.directory, self.worker, self.interval = registry, directory, worker, interval
+        self.path = os.path.join(directory, f"worker-{worker}.prom")
+        self._loop = task.LoopingCall(self.publish)
+        self._loop.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        os.makedirs(self.directory, exist_ok=True)
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def publish(self) -> None:
+        """This worker's figures, for the others to read (a temp file renamed: never half a file)."""
+        try:
+            with open(self.path + ".tmp", "wb") as f:
+                f.write(generate_latest(self.registry))
+            os.replace(self.path + ".tmp", self.path)
+        except OSError as e:
+            log.warn("Metrics: {path} not written ({e})", path=self.path, e=e)
+
+    def exposition(self) -> bytes:
+        """The host's figures, this worker's as of now (blocking: file I/O)."""
+        self.publish()
+        texts = {}
+        for name in os.listdir(self.directory):
+            match = re.fullmatch(r"worker-(\d+)\.prom", name)
+            if match:
+                try:
+                    with open(os.path.join(self.directory, name), encoding="utf-8") as f:
+                        texts[int(match.group(1))] = f.read()
+                except OSError:  # (a worker replacing it just now: left out this once)
+                    continue
+        return merge_expositions(texts).encode("utf-8")

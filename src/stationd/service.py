@@ -29,7 +29,7 @@ from stationd.exporter import ExportTargets, LocalNode
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import make_observer
-from stationd.metrics import Metrics
+from stationd.metrics import HostMetrics, Metrics
 from stationd.sensors import Sensors, drivers
 from stationd.sensors.options import DriverContext
 from stationd.store import Store, StoreError, identity
@@ -271,6 +271,8 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
     display.shown_listeners.append(bus.message_shown)
 
     tls = ServerTLS.from_config(config) if config["web"]["https"] else None
+    host_metrics = (HostMetrics(metrics.registry, os.path.join(data_dir, "metrics"), worker, reactor)
+                    if config["node"]["workers"] > 1 else None)
     workers = (Workers(config["node"]["workers"], config.path, data_dir, reactor)
                if first and config["node"]["workers"] > 1 else None)
     node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list, worker, workers)
@@ -283,9 +285,9 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
         "configs": ConfigRoutes(store, auth, configs),
         "import": Import(store, auth, files, ingest, node_name, node_id, reactor),
         "sensors": SensorRoutes(auth, sensors, display, config["web"]["request_path"], reactor),
-        "metrics": MetricsRoutes(metrics),
+        "metrics": MetricsRoutes(metrics, host_metrics),
     }
-    for child in (store, writer, station_list, exports, bus, sensors):
+    for child in (store, writer, station_list, exports, bus, sensors, host_metrics):
         if child is not None:
             child.setServiceParent(node)
     site = make_site(routes, config["web"], reactor)
