@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -70,6 +70,7 @@ STATES = ("starting", "ok", "backing_off", "waiting_window", "error", "paused", 
 # An exporter holds its target's lease for this long past each round (renewed
 # every round, at least every interval): a holder that died is replaced within it.
 LEASE_SECONDS = 90.0
+SYNC_SECONDS = 10.0  # how often ExportTargets reads the stored targets again
 
 
 def show_state(metrics: "Metrics", target: str, state: str) -> None:
@@ -387,6 +388,9 @@ class ExportTargets(MultiService):
     Targets come from [export:NAME] sections (read-only here) and from the
     admin API, which stores them (store.exports.put_target) so they outlive
     restarts.  A change restarts the target's exporter from its cursor.
+    Every SYNC_SECONDS the stored targets are read again: those another
+    process sharing the store (a worker, a host) added, changed or removed
+    through its admin API are taken up here too.
     """
 
     def __init__(self, local: LocalNode, configured: Mapping[str, "ExportTarget"], clock: "IReactorTime") -> None:
@@ -395,6 +399,45 @@ class ExportTargets(MultiService):
         self.targets: dict[str, tuple[ExportTarget, str, bool]] = {}  # name -> (target, "config" | "api", paused)
         self.exporters: dict[str, Exporter] = {}
         self._changing = defer.DeferredLock()
+        self._sync = task.LoopingCall(lambda: defer.ensureDeferred(self.sync()))
+        self._sync.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._sync.start(SYNC_SECONDS, now=False).addErrback(
+            lambda failure: log.failure("Export targets: sync stopped", failure))
+
+    def stopService(self) -> defer.Deferred[None]:
+        if self._sync.running:
+            self._sync.stop()
+        return super().stopService()  # type: ignore[no-any-return]
+
+    async def sync(self) -> None:
+        """Take up the targets other processes sharing the store added, changed or removed."""
+        try:
+            stored = await self.local.store.read(exports.list_targets)
+        except Exception as e:  # the store away: next time
+            log.debug("Export targets: not synced ({e})", e=e)
+            return
+        async with self._changing:
+            for name, (_, source, _) in list(self.targets.items()):
+                if source == "api" and name not in stored:
+                    await self._unset(name)
+                    forget_target(self.local.metrics, name)
+                    log.info("Export target {name!r} removed elsewhere", name=name)
+            for name, (settings, paused) in sorted(stored.items()):
+                current = self.targets.get(name)
+                if current is not None and (current[1] == "config" or (current[0]["settings"], current[2])
+                                            == (settings, paused)):
+                    continue
+                target, problems = parse_export(name, settings)
+                if problems:
+                    continue
+                if current is not None:
+                    await self._unset(name)
+                self._set(name, target, "api", paused)
+                log.info("Export target {name!r} {what} elsewhere", name=name,
+                         what="paused" if paused else "set")
 
     def load(self, stored: Mapping[str, tuple[Mapping[str, str], bool]]) -> None:
         """At start: the config file's targets, then the stored ones ({name: (settings, paused)})."""
