@@ -89,7 +89,8 @@ def measure(node, load, args):
     n = max(result["requests"], 1)
     result["c_node"] = (sum(cpu_seconds(p) for p in pids) - node_before) / n * 1000
     result["c_pg"] = (postgres_cpu() - pg_before) / n * 1000
-    result["c_wrk"] = ((wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime)) / n * 1000
+    wrk_seconds = (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime)
+    result["c_wrk"] = wrk_seconds / n * 1000
     return result
 
 
@@ -148,7 +149,8 @@ def main():
     for (case, workers), rs in results.items():
         rps = med(case, workers, "rps")
         print(f"{case:30} {workers:7d} {rps:8.0f} {rps * 100:9.0f} {med(case, workers, 'p99'):7.2f} "
-              f"{med(case, workers, 'c_node'):8.2f} {med(case, workers, 'c_pg'):6.2f} {med(case, workers, 'c_wrk'):6.2f}"
+              f"{med(case, workers, 'c_node'):8.2f} {med(case, workers, 'c_pg'):6.2f} "
+              f"{med(case, workers, 'c_wrk'):6.2f}"
               f"  {sum(r['bad'] for r in rs):3d}  " + " ".join(f"{r['rps']:.0f}" for r in rs))
     print("\nthe bound for 2 workers: cores / (1 + (c_pg + c_wrk) / c_node) x one worker's req/s (target >= 0.9):")
     for case in ("hisparc", "native"):
