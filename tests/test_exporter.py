@@ -18,7 +18,7 @@ from stationd.exporter import LEASE_SECONDS, Exporter, LocalNode, seconds_until_
 from stationd.retry import backoff_delay
 from stationd.store import exports, files, stations, users
 from stationd.store.events import digest, store_batches
-from stationd.store.schema import events
+from stationd.store.schema import events, export_leases
 
 from conftest import call, make_node, serve
 
@@ -141,9 +141,20 @@ async def test_one_process_at_a_time_exports_a_target_and_another_takes_over(nod
 
     one, two = process("host-a:100"), process("host-b:200")
     sent = add_events(node, 3)
+
+    def expires():
+        return node.store.call(lambda conn: conn.execute(select(export_leases.c.expires_ns)).scalar())
+
     await one.run_round()
     assert await two.run_round() == 10.0 and two.status()["state"] == "standby"
     assert sent_ids(upstream) == sent  # once
+    claimed = expires()
+    clock.advance(LEASE_SECONDS / 3 - 1)
+    await one.run_round()
+    assert expires() == claimed  # a lease held is not renewed every round ...
+    clock.advance(2)
+    await one.run_round()
+    assert expires() == claimed + int((LEASE_SECONDS / 3 + 1) * 1e9)  # ... but once a third of it has gone
     await one.stopService()  # a clean stop gives the lease up
     sent += add_events(node, 2, start=100)
     await two.run_round()

@@ -141,6 +141,7 @@ class Exporter(Service):
         self.last_error = self.last_error_at = self.opens_at = None
         self.holder = local.holder
         self.holding = False  # the target's lease, as of the last round
+        self._claimed_at = float("-inf")  # clock seconds of the last claim
         self.cursor: int | None = None
         self.oldest_ns: int | None = None  # received_ns of the first event the upstream has yet to confirm
         self.counts = {"sent": 0, "duplicate": 0, "skipped_filter": 0, "skipped_origin": 0}
@@ -226,9 +227,15 @@ class Exporter(Service):
 
     async def _claim(self, now: float) -> str:
         """Take or renew the lease; who holds it.  Taking it over, the cursor is read again: the
-        holder before moved it."""
+        holder before moved it.  A lease held is renewed once a third of it has gone, not every
+        round: a round of a catching-up target (a batch) or of a station node's idle target (every
+        interval) costs no write transaction of its own, and no other process can take the lease
+        before it expires."""
+        if self.holding and now < self._claimed_at + LEASE_SECONDS / 3:
+            return self.holder
         holder = await self.store.run(exports.claim_lease, self.target["name"], self.holder, int(now * 1e9),
                                       int(max(LEASE_SECONDS, 3 * self.target["timeout"]) * 1e9))
+        self._claimed_at = now
         holding = holder == self.holder
         if holding and not self.holding:
             log.info("Export {target}: this process exports it ({holder})", target=self.target["name"],
