@@ -162,3 +162,27 @@ async def test_stationd_client_manages_targets(tmp_path, database_url, capsys):
     finally:
         await client.close()
         await stop(node)
+
+
+@pytest_twisted.ensureDeferred
+async def test_targets_another_process_changes_are_taken_up(tmp_path, database_url):
+    """Workers and hosts sharing a store: what one's admin API does, the others follow at their next sync."""
+    import dataclasses
+
+    from stationd.exporter import ExportTargets
+
+    node = await start(tmp_path, database_url)
+    other = ExportTargets(dataclasses.replace(node.exports.local, holder="other-process"), {}, task.Clock())
+    try:
+        await node.exports.add("regional", {"target_url": "http://127.0.0.1:9", "window": WINDOW})
+        await other.sync()
+        assert set(other.targets) == {"regional"} and set(other.exporters) == {"regional"}
+        await node.exports.change("regional", {"batch_size": "10"}, paused=True)
+        await other.sync()
+        target, source, paused = other.targets["regional"]
+        assert (target["batch_size"], source, paused) == (10, "api", True) and "regional" not in other.exporters
+        await node.exports.remove("regional")
+        await other.sync()
+        assert other.targets == {} and other.exporters == {}
+    finally:
+        await stop(node)
