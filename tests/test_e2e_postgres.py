@@ -8,11 +8,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
+import conftest
 from conftest import PG_URL
 from test_e2e import Node, admin_cli
 
@@ -32,22 +32,8 @@ def _cluster():
 
 @pytest.fixture
 def pg_schema():
-    """A URL on a schema of its own (dropped afterwards), and an engine to look into it."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, pool_pre_ping=True)  # (its connections do not outlive a restart)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    yield url, schema, admin
-    admin.dispose()
-    for _ in range(30):  # (the server may still be coming back)
-        try:
-            with create_engine(PG_URL).begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            return
-        except Exception:
-            time.sleep(1)
+    with conftest.pg_schema() as made:
+        yield made
 
 
 class Uploader(threading.Thread):
