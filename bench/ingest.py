@@ -185,16 +185,32 @@ def start_script(name, script, *argv, workdir):
             time.sleep(0.05)
 
 
-def start_stationd(workdir):
-    """A node on its defaults but plain HTTP and a temp data_dir; (server, admin key, config)."""
-    os.makedirs(workdir)
-    port = free_port()
-    config = write_config(workdir, port, level="info")
+def write_hisparc_bodies(workdir):
+    """HISPARC_BODIES pickles, and the directory of their form bodies (b0.txt ...) for hisparc_upload.lua."""
+    pickles = [hisparc_pickle(t) for t in range(HISPARC_BODIES)]
+    bodies = os.path.join(workdir, "bodies")
+    os.makedirs(bodies)
+    for i, data in enumerate(pickles):
+        with open(os.path.join(bodies, f"b{i}.txt"), "w") as f:
+            f.write(hisparc_fields(data))
+    return pickles, bodies
+
+
+def import_stations(config, workdir):
+    """The native station and the HiSPARC ones, with PASSWORD."""
     stations = os.path.join(workdir, "stations.csv")
     with open(stations, "w") as f:
         f.writelines(f"{number},0,{PASSWORD}\n" for number in
                      [STATION, *range(FIRST_HISPARC, FIRST_HISPARC + HISPARC_STATIONS)])
     admin(config, "import-stations", stations)
+
+
+def start_stationd(workdir):
+    """A node on its defaults but plain HTTP and a temp data_dir; (server, admin key, config)."""
+    os.makedirs(workdir)
+    port = free_port()
+    config = write_config(workdir, port, level="info")
+    import_stations(config, workdir)
     key = admin(config, "add-user", "bench", "--role", "admin")
     log = open(os.path.join(workdir, "node.log"), "wb")
     process = start_node(workdir, config, port, log, limit=30, core=SERVER_CORE)
@@ -246,12 +262,7 @@ def main():
         for n, day in ((1, 2), (100, 3)):
             with open(os.path.join(workdir, f"t{n}.json"), "w") as f:
                 f.write(native_body(n, day))
-        pickles = [hisparc_pickle(t) for t in range(HISPARC_BODIES)]
-        bodies = os.path.join(workdir, "bodies")
-        os.makedirs(bodies)
-        for i, data in enumerate(pickles):
-            with open(os.path.join(bodies, f"b{i}.txt"), "w") as f:
-                f.write(hisparc_fields(data))
+        pickles, bodies = write_hisparc_bodies(workdir)
         forms = [f"station_id={FIRST_HISPARC}{hisparc_fields(data)}" for data in pickles]
         print(f"payloads: native {os.path.getsize(os.path.join(workdir, 't100.json')) / 100:.0f} B/event JSON; "
               f"hisparc {len(pickles[0]) / 100:.0f} B/event pickled, {len(forms[0]) / 1024:.0f} KiB a form body")

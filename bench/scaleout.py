@@ -27,8 +27,8 @@ import tempfile
 import time
 import urllib.request
 
-from ingest import (FIRST_HISPARC, HISPARC_BODIES, HISPARC_STATIONS, PASSWORD, STATION, Load, hisparc_fields,
-                    hisparc_pickle, native_body, prime_passwords)
+from ingest import (HISPARC_BODIES, HISPARC_STATIONS, FIRST_HISPARC, STATION, Load, hisparc_pickle, import_stations,
+                    native_body, prime_passwords, write_hisparc_bodies)
 from nodes import HOST, admin, cpu_seconds, fresh_database, free_port, start_node, write_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,11 +54,7 @@ class Node:
             text = f.read().replace("[node]\n", f"[node]\nworkers = {workers}\n", 1)
         with open(self.config, "w") as f:
             f.write(text)
-        stations = os.path.join(workdir, "stations.csv")
-        with open(stations, "w") as f:
-            f.writelines(f"{n},0,{PASSWORD}\n" for n in [STATION, *range(FIRST_HISPARC,
-                                                                         FIRST_HISPARC + HISPARC_STATIONS)])
-        admin(self.config, "import-stations", stations)
+        import_stations(self.config, workdir)
         self.key = admin(self.config, "add-user", "bench", "--role", "admin")
         self.process = start_node(workdir, self.config, self.port, open(os.path.join(workdir, "node.log"), "wb"))
         deadline = time.monotonic() + 30
@@ -106,12 +102,7 @@ def main():
     if shutil.which("wrk") is None:
         sys.exit("bench/scaleout.py needs wrk: apt-get install -y wrk")
     workdir = tempfile.mkdtemp(prefix="stationd-scaleout-")
-    pickles = [hisparc_pickle(t) for t in range(HISPARC_BODIES)]
-    bodies = os.path.join(workdir, "bodies")
-    os.makedirs(bodies)
-    for i, data in enumerate(pickles):
-        with open(os.path.join(bodies, f"b{i}.txt"), "w") as f:
-            f.write(hisparc_fields(data))
+    _, bodies = write_hisparc_bodies(workdir)
     with open(os.path.join(workdir, "t100.json"), "w") as f:
         f.write(native_body(100, 3))
     cores = len(os.sched_getaffinity(0))
