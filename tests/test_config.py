@@ -133,3 +133,7 @@ def test_workers_need_postgresql_and_auto_is_the_cores(tmp_path):
     assert load(str(write_config(tmp_path, central + "3\n")))["node"]["workers"] == 3
     with pytest.raises(ConfigError, match=r":node:workers: expected 1 to 64 or auto"):
         load(str(write_config(tmp_path, central + "0\n")))
+    deep = f"data_dir = /{'d' * 100}\n"  # (worker 0's socket for the others would not fit)
+    assert load(str(write_config(tmp_path, central + "1\n" + deep)))["node"]["workers"] == 1
+    with pytest.raises(ConfigError, match=r":node:workers: more than one worker needs a shorter \[node\] data_dir"):
+        load(str(write_config(tmp_path, central + "2\n" + deep)))

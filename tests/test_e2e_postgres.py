@@ -233,3 +233,47 @@ def test_two_workers_lose_nothing_when_a_worker_and_then_the_twistd_process_are_
     _until(lambda: len(stored_numbers(engine, schema)) >= len(acked), "acknowledged events not stored")
     assert node.stop() == 0
     assert sorted(stored_numbers(engine, schema)) == acked  # every acknowledged event, once
+
+
+def test_every_worker_answers_the_sensor_and_display_routes_of_worker_0(tmp_path, pg_schema):
+    url, schema, engine = pg_schema
+    node = Node(tmp_path, f"[node]\nworkers = 2\n[database]\nurl = {url}\n[display]\ndriver = file\n")
+    key = admin_cli(node.config, "add-user", "tech", "--role", "editor").split()[-1]
+    node.start()
+    try:
+        _until(lambda: [w["state"] for w in _get(node.http, "/api/v1/status")["workers"]] == ["running"] * 2,
+               "two workers running")
+        answered = set()  # (worker 1 once it has started)
+        _until(lambda: answered.add(_get(node.http, "/api/v1/status")["worker"]) or answered == {0, 1},
+               "both workers answer")
+        _until(lambda: _get(node.http, "/api/v1/sensors/system")["state"] == "ok", "no system reading")
+
+        def served_by_worker_1(request):
+            return any("[worker 1 stationd.access" in line and f'"{request}"' in line
+                       for line in node.log.read_text().splitlines())
+
+        n = 0  # whichever worker takes the connection: worker 0's sensor, and its display
+        while n < 10 or not (served_by_worker_1("GET /api/v1/sensors") and served_by_worker_1("POST /api/lcd")):
+            assert n < 300, "worker 1 answered none of these routes"
+            listed = _get(node.http, "/api/v1/sensors")["sensors"]
+            assert [(s["name"], s["state"]) for s in listed] == [("system", "ok")]
+            assert _get(node.http, "/api/v1/sensors/system/readings")["readings"]
+            assert json.loads(_send(node.http, "/api/sensors/nothing", key))["error"]["code"] == "no_such_sensor"
+            body = json.dumps({"message": f"message {n}"}).encode()
+            answer = json.loads(_send(node.http, "/api/lcd", key, body))
+            assert answer == {"result": {"message posted": f"message {n}"}}
+            assert (tmp_path / "var" / "display.txt").read_text().strip() == f"message {n}"
+            n += 1
+    finally:
+        assert node.stop() == 0
+
+
+def _send(port, path, key, body=None):
+    """The body of the answer to a GET (or a POST of ``body``), whatever its status."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+    except urllib.error.HTTPError as e:
+        return e.read()

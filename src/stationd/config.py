@@ -526,6 +526,11 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
         errors.append(f"{origin['node', 'workers']}:node:workers: more than one worker needs PostgreSQL "
                       "([database] url): SQLite lets one process write at a time, so workers would only "
                       "wait for each other; run one")
+    elif (values["node"].get("workers", 1) > 1
+          and len(os.fsencode(socket := workers_socket(values["node"]["data_dir"]))) > 107):
+        errors.append(f"{origin['node', 'workers']}:node:workers: more than one worker needs a shorter "
+                      f"[node] data_dir: its socket for the workers, {socket}, is longer than the 107 bytes "
+                      "a socket path may have")
     values["exports"] = {section.split(":", 1)[1]: export for section, export in exports.items()}
     values["sensors"] = {}
     for section, settings in sensors.items():
@@ -535,6 +540,11 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
     if errors:
         raise ConfigError(errors)
     return Config(values, path, origin)
+
+
+def workers_socket(data_dir: str) -> str:
+    """Worker 0's socket for the other workers (stationd.web.forward)."""
+    return os.path.join(os.path.abspath(data_dir), "worker-0.sock")
 
 
 def _export(section: str, user: configparser.ConfigParser, path: str | None, errors: list[str]) -> ExportTarget:

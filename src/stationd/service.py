@@ -15,7 +15,7 @@ from typing import cast
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString, wrapServerTLS
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString, wrapServerTLS
 from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
@@ -44,6 +44,7 @@ from stationd.web.imports import Import
 from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
 from stationd.web.query import QueryRoutes
+from stationd.web.forward import Forward
 from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
@@ -284,7 +285,8 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
         "query": QueryRoutes(store, auth, files, reactor),
         "configs": ConfigRoutes(store, auth, configs),
         "import": Import(store, auth, files, ingest, node_name, node_id, reactor),
-        "sensors": SensorRoutes(auth, sensors, display, config["web"]["request_path"], reactor),
+        "sensors": (SensorRoutes(auth, sensors, display, config["web"]["request_path"], reactor) if first
+                    else Forward(SensorRoutes, configuration.workers_socket(data_dir), reactor)),
         "metrics": MetricsRoutes(metrics, host_metrics),
     }
     for child in (store, writer, station_list, exports, bus, sensors, host_metrics):
@@ -302,6 +304,11 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
         listener.setServiceParent(node)
         if workers is not None:
             workers.add_listener(listener, is_tls)
+    if workers is not None and "sensors" in config["web"]["components"]:  # what the others forward
+        sensor_site = make_site(routes, dict(config["web"], components=["sensors"]), reactor)
+        path = configuration.workers_socket(data_dir)  # (a stale one is removed: wantPID's lock file says whose it is)
+        Listener(f"unix:{path}", UNIXServerEndpoint(reactor, path, mode=0o600, wantPID=True),
+                 sensor_site).setServiceParent(node)
     if workers is not None:
         workers.setServiceParent(node)  # started last, stopped first: before the store closes
     return BuiltNode(node, config, node_id, metrics, store, cache, auth, spool, writer, ingest, files, configs,

@@ -53,6 +53,7 @@ class _Worker(protocol.ProcessProtocol):
                 continue
             try:
                 event = eventFromJSON(line.decode("utf-8"))
+                event = _unflattened(event)
             except ValueError:
                 event = {"log_format": "{text}", "text": line.decode("utf-8", "replace"),
                          "log_level": LogLevel.info, "log_namespace": __name__}
@@ -65,6 +66,16 @@ class _Worker(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.pool._ended(self, reason)
+
+
+def _unflattened(event: dict[str, Any]) -> dict[str, Any]:
+    """A worker's event to be formatted from its fields, not from their str() (which loses format
+    specs such as the access log's {duration_ms:.1f}); a field JSON could not carry is its str()."""
+    flattened = event.pop("log_flattened", {})
+    for name, value in event.items():
+        if value == {"unpersistable": True} and f"{name}!s:" in flattened:
+            event[name] = flattened[f"{name}!s:"]
+    return event
 
 
 class Workers(Service):

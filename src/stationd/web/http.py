@@ -146,16 +146,23 @@ def route(method: str, path: str) -> Callable[[F], F]:
     return declare
 
 
+def declared_routes(group: type) -> list[tuple[str, str, str]]:
+    """(method, path, method name) of every @route method of a route group class."""
+    return [(method, path, name) for name in dir(group)
+            for method, path in getattr(getattr(group, name), "stationd_routes", ())]
+
+
 def mount(app: Klein, component: object, prefix: str) -> None:
-    """Register every @route method of ``component`` on ``app`` under ``prefix``."""
+    """Register every @route method of ``component`` on ``app`` under ``prefix`` (a
+    stationd.web.forward.Forward: the routes it forwards, each to its ``forward``)."""
     owner = type(component).__name__
-    for name in dir(type(component)):
-        for method, path in getattr(getattr(type(component), name), "stationd_routes", ()):
-            app.route(
-                prefix.rstrip("/") + path,
-                methods=[method],
-                endpoint=f"{owner}.{name}.{method}",
-            )(getattr(component, name))
+    forwarded = getattr(component, "forwarded_routes", None)
+    for method, path, name in declared_routes(type(component)) if forwarded is None else forwarded:
+        app.route(
+            prefix.rstrip("/") + path,
+            methods=[method],
+            endpoint=f"{owner}.{name}.{method}",
+        )(getattr(component, "forward" if forwarded is not None else name))
 
 
 def render_error(request: IRequest, error: HTTPError) -> bytes:
