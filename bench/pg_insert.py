@@ -14,8 +14,8 @@ The ways to insert: ``executemany`` (what the node does: psycopg sends the
 rows' statements in one pipeline), ``values`` (one multi-row INSERT a 500 rows),
 ``unnest`` (one INSERT ... SELECT FROM unnest() of one array a column), and
 ``copy`` (COPY into a temporary table, then INSERT ... SELECT ... ON CONFLICT).
-The index variants leave one secondary index of ``events`` out, or keep ``data``
-as ``json`` text instead of ``jsonb``.
+The schema variants leave one secondary index of ``events`` out, or keep ``data``
+as ``jsonb`` (schema 11 and before) instead of ``json`` text.
 """
 
 import argparse
@@ -49,7 +49,7 @@ def executemany(cursor, rows):
 def values(cursor, rows):
     for start in range(0, len(rows), 500):
         chunk = rows[start:start + 500]
-        marks = ", ".join(["(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"] * len(chunk))
+        marks = ", ".join(["(%s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s)"] * len(chunk))
         cursor.execute(f"INSERT INTO events ({COLUMNS}) VALUES {marks} ON CONFLICT DO NOTHING",
                        [v for row in chunk for v in row])
 
@@ -57,7 +57,7 @@ def values(cursor, rows):
 def unnest(cursor, rows):
     arrays = [list(column) for column in zip(*rows)]
     casts = ", ".join(f"%s::{t}[]" for t in TYPES)
-    select = ", ".join(f"c{i}::jsonb" if i == 5 else f"c{i}" for i in range(len(TYPES)))
+    select = ", ".join(f"c{i}::json" if i == 5 else f"c{i}" for i in range(len(TYPES)))
     cursor.execute(f"INSERT INTO events ({COLUMNS}) SELECT {select} FROM unnest({casts}) "
                    f"AS u({', '.join(f'c{i}' for i in range(len(TYPES)))}) ON CONFLICT DO NOTHING", arrays)
 
@@ -68,7 +68,7 @@ def copy(cursor, rows):
     with cursor.copy(f"COPY incoming ({COLUMNS}) FROM STDIN") as load:
         for row in rows:
             load.write_row(row)
-    select = ", ".join(f"{c}::jsonb" if c == "data" else c for c in _COLUMNS)
+    select = ", ".join(f"{c}::json" if c == "data" else c for c in _COLUMNS)
     cursor.execute(f"INSERT INTO events ({COLUMNS}) SELECT {select} FROM incoming ON CONFLICT DO NOTHING")
 
 
@@ -82,7 +82,7 @@ SCHEMAS = {
     "no ix_events_type_time_id": ["DROP INDEX ix_events_type_time_id"],
     "no ix_events_time_id": ["DROP INDEX ix_events_time_id"],
     "no ix_events_station_time_id": ["DROP INDEX ix_events_station_time_id"],
-    "data as json": ["ALTER TABLE events ALTER COLUMN data TYPE json"],
+    "data as jsonb": ["ALTER TABLE events ALTER COLUMN data TYPE jsonb USING data::jsonb"],
 }
 
 

@@ -318,3 +318,34 @@ def test_version_8_gets_a_node_id_and_its_own_records_name_it(database_url, tmp_
     assert store.call(identity.get_node_id) == node_id  # made once: it is the node's for good
     store.close()
 
+
+
+def test_version_12_keeps_events_data_as_the_json_text_it_came_as(database_url):
+    """Version 12: on PostgreSQL events' data goes from jsonb to json; every event stays, and
+    answers queries on its fields as before."""
+    from stationd.store.events import digest, store_batches
+    import orjson
+
+    from stationd.store.query import Query, find_events
+
+    store = Store(database_url)
+    store.migrate()
+    postgres = store.engine.dialect.name == "postgresql"
+    with store.engine.begin() as conn:  # back to version 11's shape
+        if postgres:
+            conn.execute(text("ALTER TABLE events ALTER COLUMN data TYPE jsonb USING data::jsonb"))
+        conn.execute(text("UPDATE stationd_meta SET value = '11' WHERE key = 'schema_version'"))
+    for n in (3, 7):
+        data = {"n": n, "name": f"event {n}"}
+        event = {"id": event_ids(n, 1)[0], "type": "WTR", "time_ns": n, "data": data, "digest": digest(data),
+                 "quarantine": None}
+        store.call(store_batches, [{"station": "501", "received_ns": n, "events": [event]}], "here")
+    assert store.migrate() == (11, migrations.LATEST)
+    if postgres:
+        [column] = [c for c in inspect(store.engine).get_columns("events") if c["name"] == "data"]
+        assert type(column["type"]).__name__ == "JSON"
+    found, _ = store.call(find_events, Query(constraints=[("n", "gt", 5)]))
+    assert [orjson.loads(orjson.dumps(e["data"])) for e in found] == [{"n": 7, "name": "event 7"}]
+    found, _ = store.call(find_events, Query(constraints=[("name", "eq", "event 3")]))
+    assert [e["time_ns"] for e in found] == [3]
+    store.close()

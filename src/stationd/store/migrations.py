@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from stationd.store import identity, schema
 
-LATEST = 11
+LATEST = 12
 
 
 def _index(table: Table, name: str) -> Index:
@@ -101,9 +101,16 @@ def _v11_export_leases(conn: Connection, own_names: tuple[str, ...]) -> None:
     schema.export_leases.create(conn)
 
 
+def _v12_events_json(conn: Connection, own_names: tuple[str, ...]) -> None:
+    """Version 12: events' data as json on PostgreSQL, the text as it came (rewrites the table once;
+    SQLite keeps JSON as text anyway)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE events ALTER COLUMN data TYPE json USING data::text::json"))
+
+
 UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets,
             7: _v7_sensor_readings, 8: _v8_station_event_counts, 9: _v9_node_id, 10: _v10_quarantined_counts,
-            11: _v11_export_leases}
+            11: _v11_export_leases, 12: _v12_events_json}
 
 
 class SchemaError(Exception):

@@ -8,7 +8,7 @@ never twice, and nothing is skipped: offsets would do both.
 
 JSON constraints compare numbers as numbers and text as text, each only
 against values of its own JSON type (a field holding "7" does not match
-``gt=5``), with SQLite's JSON functions or PostgreSQL's jsonb operators.
+``gt=5``), with SQLite's JSON functions or PostgreSQL's json operators.
 """
 
 import base64
@@ -21,7 +21,8 @@ from typing import Any, Unpack
 
 import orjson
 from sqlalchemy import ColumnElement, Numeric, Select, Table, Text, and_, case, cast, func, literal, select, tuple_
-from sqlalchemy.engine import Connection
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, Dialect
 
 from stationd.store.schema import AnyRow, event_files, events, files, station_event_counts
 from stationd.times import format_ns
@@ -68,12 +69,13 @@ def decode_cursor(text: str, order: str) -> tuple[int, str]:
     return time_ns, row_id
 
 
-def _json_constraint(dialect: str, column: ColumnElement[Any], name: str, compare: Callable[[Any, Any], Any],
+def _json_constraint(dialect: Dialect, column: ColumnElement[Any], name: str, compare: Callable[[Any, Any], Any],
                      value: float | str) -> ColumnElement[bool]:
     """``compare(field name of the JSON column, value)``, true only where the field has value's JSON type."""
     numeric = not isinstance(value, str)
-    if dialect == "postgresql":
-        typed = func.jsonb_typeof(column.op("->")(literal(name))) == ("number" if numeric else "string")
+    if dialect.name == "postgresql":
+        typeof = func.jsonb_typeof if isinstance(column.type.dialect_impl(dialect), JSONB) else func.json_typeof
+        typed = typeof(column.op("->")(literal(name))) == ("number" if numeric else "string")
         text = column.op("->>")(literal(name))
         return compare(case((typed, cast(text, Numeric) if numeric else text)), value)
     # Each SQLite JSON function parses the text again.  json_extract alone
@@ -87,7 +89,7 @@ def _json_constraint(dialect: str, column: ColumnElement[Any], name: str, compar
 
 def _where(conn: Connection, table: Table, query: Query, time_column: ColumnElement[int],
            json_column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
-    dialect = conn.dialect.name
+    dialect = conn.dialect
     after_ns, before_ns, cursor = query.after_ns, query.before_ns, query.cursor
     # A cursor and the window's bound on the same side: one implies the
     # other, so only the tighter is kept.  With both, SQLite started its index

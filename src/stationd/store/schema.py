@@ -75,7 +75,10 @@ events = Table(
     Column("type", String(64), nullable=False),
     Column("time_ns", BigInteger, nullable=False),
     Column("received_ns", BigInteger, nullable=False),
-    Column("data", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    # The canonical JSON text as ingested (json, not jsonb, on PostgreSQL: stored
+    # and answered as it came, and a quarter less PostgreSQL CPU an event
+    # stored; bench/pg_insert.py, docs/performance.rst).
+    Column("data", JSON, nullable=False),
     # SHA-256 of the canonical JSON of data: with station, type and time the
     # natural key that makes a replayed batch land once.
     Column("digest", String(64), nullable=False),
