@@ -42,7 +42,7 @@ COUNTS = ("INSERT INTO station_event_counts (station, events, quarantined) VALUE
 
 
 def executemany(cursor, rows):
-    cursor.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s) "
+    cursor.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s) "
                        "ON CONFLICT DO NOTHING", rows)
 
 
