@@ -1,10 +1,10 @@
 """Central-node scale-out on PostgreSQL: one worker against two, under wrk, in one run.
 
-For ``[node] workers = 1`` and ``= 2`` in turn (a fresh PostgreSQL schema each), wrk (one
-thread, 10 keep-alive connections, nothing pinned: the workers, PostgreSQL and wrk share the
-machine's cores, as they would on a central host) loads HiSPARC ``POST /upload`` of 100-event
-pickles (bench/hisparc_upload.lua, 100 stations) and native 100-event batches
-(bench/native.lua).  Measured in the same runs: requests/s, and CPU ms a request of the node
+For ``[node] workers = 1`` and ``= 2`` (two nodes, a fresh PostgreSQL schema each, loaded
+in turn, run by run), wrk (one thread, 10 keep-alive connections, nothing pinned: the
+workers, PostgreSQL and wrk share the machine's cores, as they would on a central host) loads
+HiSPARC ``POST /upload`` of 100-event pickles (bench/hisparc_upload.lua, 100 stations) and
+native 100-event batches (bench/native.lua).  Measured in the same runs: requests/s, and CPU ms a request of the node
 (every worker process), of PostgreSQL (every ``postgres`` process) and of wrk.
 
 The bound two workers can reach on this machine, from the one-worker run:
@@ -107,27 +107,31 @@ def main():
         f.write(native_body(100, 3))
     cores = len(os.sched_getaffinity(0))
     results = {}
+    nodes, drops = {}, []
     try:
-        for workers in (1, 2):
-            url, drop = fresh_database(args.database_url, workdir)
-            node = Node(os.path.join(workdir, f"w{workers}"), url, workers)
-            try:
-                for _ in range(2 * workers):  # each worker checks a station's password once (scrypt), then remembers
-                    prime_passwords(node, hisparc_pickle(HISPARC_BODIES))
-                loads = {
-                    "hisparc": Load("hisparc_upload.lua", "/upload", {
-                        "BODIES": bodies, "NBODIES": str(HISPARC_BODIES), "NSTATIONS": str(HISPARC_STATIONS),
-                        "FIRST": str(FIRST_HISPARC)}, step=None),
-                    "native": Load("native.lua", f"/api/v1/stations/{STATION}/events",
-                                   {"TEMPLATE": os.path.join(workdir, "t100.json"), "KEY": node.key}),
-                }
-                for _ in range(args.runs):
-                    for case, load in loads.items():
-                        results.setdefault((case, workers), []).append(measure(node, load, args))
-            finally:
-                node.stop()
-                drop()
+        for workers in (1, 2):  # both up at once, so the runs can alternate between them
+            url, drop = fresh_database(args.database_url, os.path.join(workdir, f"db{workers}"))
+            drops.append(drop)
+            nodes[workers] = node = Node(os.path.join(workdir, f"w{workers}"), url, workers)
+            for _ in range(2 * workers):  # each worker checks a station's password once (scrypt), then remembers
+                prime_passwords(node, hisparc_pickle(HISPARC_BODIES))
+        loads = {(workers, "hisparc"): Load("hisparc_upload.lua", "/upload", {
+                     "BODIES": bodies, "NBODIES": str(HISPARC_BODIES), "NSTATIONS": str(HISPARC_STATIONS),
+                     "FIRST": str(FIRST_HISPARC)}, step=None) for workers in nodes}
+        loads.update({(workers, "native"): Load("native.lua", f"/api/v1/stations/{STATION}/events", {
+                          "TEMPLATE": os.path.join(workdir, "t100.json"), "KEY": node.key})
+                      for workers, node in nodes.items()})
+        # One worker, then two, case by case and run by run: this machine's speed drifts by
+        # tens of per cent over minutes, and a slow spell should fall on both.
+        for _ in range(args.runs):
+            for case in ("hisparc", "native"):
+                for workers, node in nodes.items():
+                    results.setdefault((case, workers), []).append(measure(node, loads[workers, case], args))
     finally:
+        for node in nodes.values():
+            node.stop()
+        for drop in drops:
+            drop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     def med(case, workers, key):

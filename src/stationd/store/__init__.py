@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from stationd.jsoncodec import dumps_text
-from stationd.store.changes import CHANGED, Stamp
+from stationd.store.changes import CHANGED, Notices, Stamp
 from stationd.store.migrations import SchemaError, migrate
 
 if TYPE_CHECKING:
@@ -107,14 +107,23 @@ class Store(Service):
             raise StoreError(f"cannot open database {url!r}: {e}") from None
         self.url = parsed
         self.dialect = self.engine.dialect.name
-        # Users and stations changed here are re-read by stationd.store.cache
-        # once this file is replaced (SQLite files only: see there).
-        database = parsed.database if self.dialect == "sqlite" else None
-        self.stamp = Stamp(os.path.abspath(database) + ".changes") if database and database != ":memory:" else None
+        # Users and stations changed are re-read by stationd.store.cache once
+        # this file is replaced (SQLite), or a notice has come (PostgreSQL).
+        self.stamp: Stamp | Notices | None = None
+        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
+            self.stamp = Stamp(os.path.abspath(parsed.database) + ".changes")
+        elif self.dialect == "postgresql":
+            self.stamp = Notices(self._connect_autocommit)
         self.pool = ThreadPool(minthreads=1, maxthreads=threads, name="stationd-store")
         self.read_pool = (ThreadPool(minthreads=1, maxthreads=read_threads, name="stationd-store-read")
                           if read_threads else self.pool)
         self._reactor = reactor
+
+    def _connect_autocommit(self) -> Any:
+        """A connection of the driver's own beside the pool (Notices listens on it)."""
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        return self.engine.dialect.loaded_dbapi.connect(*cargs, **cparams, autocommit=True,
+                                                         connect_timeout=CONNECT_TIMEOUT)
 
     def call(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``operation(conn, *args, **kwargs)`` in one transaction, here and now."""
@@ -124,7 +133,7 @@ class Store(Service):
             finally:
                 # (A connection the server dropped cannot be asked: that would hide why it failed.)
                 changed = not conn.invalidated and conn.info.pop(CHANGED, False)
-        if changed and self.stamp is not None:  # after the commit: whoever sees the new stamp sees the change
+        if changed and isinstance(self.stamp, Stamp):  # after the commit: who sees the new stamp sees the change
             self.stamp.touch()
         return result
 
@@ -165,9 +174,13 @@ class Store(Service):
         super().startService()
         for pool in {self.pool, self.read_pool}:
             pool.start()
+        if isinstance(self.stamp, Notices):
+            self.stamp.start()
 
     def stopService(self) -> None:
         super().stopService()
+        if isinstance(self.stamp, Notices):
+            self.stamp.stop()
         for pool in {self.pool, self.read_pool}:
             pool.stop()
         self.engine.dispose()

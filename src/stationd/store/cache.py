@@ -1,15 +1,17 @@
 """Users and stations as every request needs them, kept in memory while the store says they are unchanged.
 
-A transaction that changes users or stations marks itself (``mark_changed``);
-once it has committed, the store replaces a stamp file beside the database
-(stationd.store.Store.call), whoever made the change: the node, or
-``stationd-admin`` in another process on the same file.  An entry here is
-good while the stamp is the one seen when it was read, so a request costs one
-stat() instead of a thread hop and a query, and a key removed or rotated is
-refused from the next request on (one that comes within a millisecond of the
-change may still pass: the stamp is looked at once a millisecond).  A PostgreSQL store (its admin commands may
-run on another host) has no stamp: every lookup reads the store, and while
-the database is away (a restart) the last answer read for that key or
+A transaction that changes users or stations marks itself (``mark_changed``,
+stationd.store.changes): on SQLite, once it has committed, the store replaces
+a stamp file beside the database, whoever made the change (the node, or
+``stationd-admin`` in another process on the same file); on PostgreSQL it
+sends a NOTIFY with its commit, which every node's store hears (its admin
+commands may run on another host).  An entry here is good while the stamp is
+the one seen when it was read, so a request costs a look at it instead of a
+thread hop and a query, and a key removed or rotated is refused from the
+next request on (one that comes within a millisecond of the change may still
+pass: the stamp is looked at once a millisecond).  While PostgreSQL's notices
+cannot be heard (the server away or restarting), every lookup reads the
+store, and while it cannot be read the last answer read for that key or
 station stands in, so stations keep uploading into the spool; a key removed
 meanwhile is refused once the database is back.
 """
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stationd.store import TRANSIENT, stations, users
-from stationd.store.changes import Stamp
+from stationd.store.changes import Notices, Stamp
 
 if TYPE_CHECKING:
     from stationd.store import Store
@@ -47,7 +49,7 @@ class Cache:
         if now - self._checked < 0.001:
             return self._seen
         self._checked = now
-        version = cast(Stamp, self.stamp).version()  # (only with a stamp: _lookup)
+        version = cast("Stamp | Notices", self.stamp).version()  # (only with a stamp: _lookup)
         if version != self._seen:
             self._users.clear()
             self._stations.clear()
@@ -65,24 +67,21 @@ class Cache:
 
     async def _lookup(self, entries: dict[_K, dict[str, Any]], name: _K,
                       read: Callable[..., dict[str, Any] | None], *args: Any) -> dict[str, Any] | None:
-        if self.stamp is None:
-            try:
-                found = await self.store.read(read, *args)
-            except TRANSIENT:
-                if (read, name) in self._last:
-                    return self._last[read, name]
-                raise
-            if found is None:
-                self._last.pop((read, name), None)
-            else:
-                self._last[read, name] = found
-            return found
-        version = self._current()
+        version = self._current() if self.stamp is not None else None
         if name in entries:
             return entries[name]
-        found = await self.store.read(read, *args)
+        try:
+            found = await self.store.read(read, *args)
+        except TRANSIENT:
+            if (read, name) in self._last:  # the database away: the last answer stands in
+                return self._last[read, name]
+            raise
+        if found is None:
+            self._last.pop((read, name), None)
+        else:
+            self._last[read, name] = found
         # Kept only if nothing changed since the version above was seen, and
         # never a miss: unknown keys and stations are read each time.
-        if found is not None and self._current() == version:
+        if self.stamp is not None and found is not None and self._current() == version:
             entries[name] = found
         return found
