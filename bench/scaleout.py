@@ -147,14 +147,16 @@ def main():
               f"{med(case, workers, 'c_node'):8.2f} {med(case, workers, 'c_pg'):6.2f} "
               f"{med(case, workers, 'c_wrk'):6.2f}"
               f"  {sum(r['bad'] for r in rs):3d}  " + " ".join(f"{r['rps']:.0f}" for r in rs))
-    print("\nthe bound for 2 workers: cores / (1 + (c_pg + c_wrk) / c_node) x one worker's req/s (target >= 0.9):")
+    print("\nthe bound for 2 workers: cores / (1 + (c_pg + c_wrk) / c_node) x one worker's req/s (target >= 0.9);\n"
+          "each run's two workers against the bound of the one-worker run just before it, then the median:")
     for case in ("hisparc", "native"):
-        c_node, c_pg, c_wrk = (med(case, 1, k) for k in ("c_node", "c_pg", "c_wrk"))
-        bound = cores / (1 + (c_pg + c_wrk) / c_node) * med(case, 1, "rps")
-        two = med(case, 2, "rps")
-        print(f"  {case}: bound {bound:.0f} req/s; 2 workers {two:.0f} req/s = {two / bound:.2f} of it "
-              f"({two / med(case, 1, 'rps'):.2f} x one worker)")
-
+        ratios = []
+        for one, two in zip(results[case, 1], results[case, 2]):
+            bound = cores / (1 + (one["c_pg"] + one["c_wrk"]) / one["c_node"]) * one["rps"]
+            ratios.append((two["rps"] / bound, bound, two["rps"] / one["rps"]))
+        print(f"  {case}: 2 workers / bound {statistics.median(r[0] for r in ratios):.2f} (runs: "
+              + ", ".join(f"{r:.2f} of {b:.0f} req/s" for r, b, _ in ratios)
+              + f"); 2 workers / 1 worker {statistics.median(r[2] for r in ratios):.2f}")
 
 if __name__ == "__main__":
     main()
