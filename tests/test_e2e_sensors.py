@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -44,6 +45,8 @@ def sensor_values(text):
 
 
 def test_metrics_are_fresh_without_anyone_asking_and_pass_promtool(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
     node = Node(tmp_path, SENSORS)
     key = admin_cli(node.config, "add-user", "ed", "--role", "editor").strip().splitlines()[-1]
     node.start()
@@ -59,6 +62,22 @@ def test_metrics_are_fresh_without_anyone_asking_and_pass_promtool(tmp_path):
     for name in ("stationd_ingest_events_total", "stationd_spool_bytes", "stationd_sensor_errors_total",
                  "process_resident_memory_bytes", "stationd_sensor_poll_lateness_seconds_bucket"):
         assert name in second or name.replace("_total", "") in second, name
+    for path in ("/api/sensors/wave", "/api/v1/sensors/nothing", "/api/v1/sensors/nothing", "/no/such/route"):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{node.http}{path}", timeout=30).close()
+        except urllib.error.HTTPError:
+            pass
+    second = scrape(node)
+    assert "stationd_build_info{" in second and "_created" not in second
+    http = {(s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+            for family in text_string_to_metric_families(second) for s in family.samples
+            if s.name == "stationd_http_requests_total"}
+    # route templates, not paths: one series a route, whatever its arguments
+    assert http["/api/sensors/{name}", "GET", "200"] >= 1
+    assert http["/api/v1/sensors/{name}", "GET", "404"] == 2
+    assert http["unmatched", "GET", "404"] == 1
+    assert "/metrics" in {route for route, _, _ in http}  # (the scrapes before)
+    assert 'stationd_http_request_seconds_count{route="/api/v1/sensors/{name}"} 2.0' in second
     promtool = shutil.which("promtool")
     if promtool:
         check = subprocess.run([promtool, "check", "metrics"], input=second, capture_output=True, text=True,

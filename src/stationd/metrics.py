@@ -2,10 +2,12 @@
 and several nodes in one process do not share counters)."""
 
 import os
+import platform
 import re
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+import twisted
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
@@ -14,13 +16,27 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from stationd import __version__
+
 log = Logger()
+# No ``*_created`` series (DESIGN.md 8): they double the counters' series, and
+# promtool reads them as gauges of their own.  (prometheus_client's switch is the process's.)
+disable_created_metrics()
 
 
 class Metrics:
     def __init__(self):
         self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)
+        Gauge("stationd_build_info", "Always 1: the node's version, and those of Python and Twisted.",
+              ["version", "python", "twisted"], registry=r).labels(
+            __version__, platform.python_version(), twisted.__version__).set(1)
+        self.http_requests = Counter(
+            "stationd_http_requests", "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"], registry=r)
+        self.http_seconds = Histogram(
+            "stationd_http_request_seconds", "Time from a request's arrival to its answer, by route template.",
+            ["route"], registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
         self.ingest_events = Counter(
             "stationd_ingest_events", "Events received, by protocol and result "
             "(accepted, quarantined, duplicate, rejected).", ["protocol", "result"], registry=r)
@@ -76,8 +92,7 @@ class Metrics:
 def merge_expositions(by_worker: Mapping[int, str]) -> str:
     """The Prometheus text of several workers' expositions as one host's: each series summed
     across the workers (counters, histograms, and gauges such as spool bytes add up), the
-    ``process_*`` ones kept apart with a ``worker`` label (what an operator needs per process);
-    ``_created`` is the earliest."""
+    ``process_*`` ones kept apart with a ``worker`` label (what an operator needs per process)."""
     families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
     for worker, text in sorted(by_worker.items()):
         for family in text_string_to_metric_families(text):
@@ -86,20 +101,11 @@ def merge_expositions(by_worker: Mapping[int, str]) -> str:
                 labels = dict(sample.labels, **({"worker": str(worker)} if family.name.startswith("process_")
                                                 else {}))
                 key = (sample.name, tuple(sorted(labels.items())))
-                if sample.name.endswith("_created"):
-                    samples[key] = min(samples.get(key, sample.value), sample.value)
-                else:
-                    samples[key] = samples.get(key, 0.0) + sample.value
+                samples[key] = samples.get(key, 0.0) + sample.value
     lines = []
     for name, (kind, documentation, samples) in families.items():
-        # As generate_latest writes them: a counter as NAME_total, its _created as a gauge of its own.
-        parts = ([(f"{name}_total", "counter", "_total"), (f"{name}_created", "gauge", "_created")]
-                 if kind == "counter" else [(name, kind, "")])
-        for family_name, family_kind, suffix in parts:
-            chosen = {key: value for key, value in samples.items()
-                      if kind != "counter" or key[0].endswith(suffix)}
-            if chosen:
-                lines += _render(family_name, family_kind, documentation, chosen)
+        # (As generate_latest writes them: a counter's family as NAME_total.)
+        lines += _render(f"{name}_total" if kind == "counter" else name, kind, documentation, samples)
     return "\n".join(lines) + "\n"
 
 

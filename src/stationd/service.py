@@ -292,7 +292,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
     for child in (store, writer, station_list, exports, bus, sensors, host_metrics):
         if child is not None:
             child.setServiceParent(node)
-    site = make_site(routes, config["web"], reactor)
+    site = make_site(routes, config["web"], reactor, metrics)
     listeners = []
     if first:  # (the other workers adopt worker 0's sockets)
         for description in config["web"]["http"]:
@@ -305,6 +305,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
         if workers is not None:
             workers.add_listener(listener, is_tls)
     if workers is not None and "sensors" in config["web"]["components"]:  # what the others forward
+        # (not counted here: the worker that took the request counts it)
         sensor_site = make_site(routes, dict(config["web"], components=["sensors"]), reactor)
         path = configuration.workers_socket(data_dir)  # (a stale one is removed: wantPID's lock file says whose it is)
         Listener(f"unix:{path}", UNIXServerEndpoint(reactor, path, mode=0o600, wantPID=True),

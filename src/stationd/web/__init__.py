@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
+from stationd.metrics import Metrics
 from stationd.web.http import make_app, mount
 from stationd.web.site import CORS, HotRoutes, NodeSite
 
@@ -23,7 +24,9 @@ def make_resource(groups: Mapping[str, object], prefix: str, cors_origins: tuple
     return CORS(routes, cors_origins) if cors_origins else routes
 
 
-def make_site(groups: Mapping[str, object], web: Mapping, reactor: IReactorTime) -> NodeSite:
-    """The site of the [web] section: the enabled components' routes."""
+def make_site(groups: Mapping[str, object], web: Mapping, reactor: IReactorTime, metrics: Metrics | None = None
+              ) -> NodeSite:
+    """The site of the [web] section: the enabled components' routes (counted in ``metrics``)."""
     enabled = {name: groups[name] for name in web["components"]}
-    return NodeSite(make_resource(enabled, web["request_path"], web["cors_origins"]), web["max_body_size"], reactor)
+    return NodeSite(make_resource(enabled, web["request_path"], web["cors_origins"]), web["max_body_size"], reactor,
+                    metrics)

@@ -1,6 +1,8 @@
 """What every route group shares: JSON bodies, JSON errors, route declarations."""
 
 import binascii
+import functools
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -162,7 +164,23 @@ def mount(app: Klein, component: object, prefix: str) -> None:
             prefix.rstrip("/") + path,
             methods=[method],
             endpoint=f"{owner}.{name}.{method}",
-        )(getattr(component, "forward" if forwarded is not None else name))
+        )(_naming_route(getattr(component, "forward" if forwarded is not None else name), template(path)))
+
+
+def template(path: str) -> str:
+    """A route's path as metrics and the OpenAPI spec name it: ``/api/v1/events/{event_id}``."""
+    return re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", path)
+
+
+def _naming_route(handler: F, route_template: str) -> F:
+    """``handler``, first setting ``request.stationd_route`` (the site's metrics label it so)."""
+
+    @functools.wraps(handler)
+    def named(request: Any, *args: Any, **kwargs: Any) -> Any:
+        request.stationd_route = route_template
+        return handler(request, *args, **kwargs)
+
+    return cast(F, named)
 
 
 def render_error(request: IRequest, error: HTTPError) -> bytes:

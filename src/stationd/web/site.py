@@ -1,12 +1,14 @@
 """The HTTP server: a Site whose requests refuse oversized bodies and log one line each."""
 
 import io
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from stationd.metrics import Metrics
 from stationd.web.http import error_body, render_failure
 
 log = Logger(namespace="stationd.access")
@@ -112,8 +114,10 @@ class HotRoutes(resource.Resource):
             if self.native is not None and path.startswith(self._events) and path.endswith(b"/events"):
                 station = path[len(self._events):-len(b"/events")]
                 if station and b"/" not in station:
+                    request.stationd_route = "/api/v1/stations/{station_id}/events"
                     return self._run(request, self.native.events, unquote_to_bytes(station).decode("utf-8", "replace"))
             elif self.upload is not None and path == self._upload:
+                request.stationd_route = "/upload"
                 return self._run(request, self.upload.upload)
         return self.app.render(request)
 
@@ -162,14 +166,27 @@ class NodeSite(server.Site):
     requestFactory = StationRequest
     noisy = False
 
-    def __init__(self, resource, max_body_size, reactor):
+    def __init__(self, resource, max_body_size, reactor, metrics: Metrics | None = None):
         # Routes that take forms parse them with web.http.parse_form, much
         # faster than twisted.web's parser on large bodies; no other route
         # pays for it.
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.max_body_size = max_body_size
+        self.metrics = metrics
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs a lock and a lookup
 
     def log(self, request):
+        seconds = self.reactor.seconds() - request.started
+        if self.metrics is not None:
+            # The route's template (web.http.template), not the path: one series a route.
+            route = getattr(request, "stationd_route", "unmatched")
+            key = (route, request.method.decode("latin-1"), request.code)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = (self.metrics.http_requests.labels(key[0], key[1], str(key[2])),
+                                              self.metrics.http_seconds.labels(route))
+            series[0].inc()
+            series[1].observe(seconds)
         client = request.getClientAddress()
         log.info(
             '{client} {user} "{method} {uri}" {status} {size} {duration_ms:.1f}ms',
@@ -179,5 +196,5 @@ class NodeSite(server.Site):
             uri=request.uri.decode("latin-1"),
             status=request.code,
             size=request.sentLength,
-            duration_ms=(self.reactor.seconds() - request.started) * 1000,
+            duration_ms=seconds * 1000,
         )
