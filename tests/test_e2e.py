@@ -310,21 +310,23 @@ def test_port_in_use_stops_the_start_with_exit_1(tmp_path):
 
 
 def test_json_log_file_has_one_line_per_request(tmp_path):
-    from twisted.logger import eventsFromJSONLogFile
-
     node = Node(tmp_path, f"[log]\npath = {tmp_path}/log/node.json\nformat = json\nlevel = info\n").start()
     urllib.request.urlopen(f"http://127.0.0.1:{node.http}/version?x=1", timeout=10).read()
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://127.0.0.1:{node.http}/nope", timeout=10)
     assert node.stop() == 0
     with open(tmp_path / "log" / "node.json") as f:
-        events = list(eventsFromJSONLogFile(f))
-    access = [e for e in events if e.get("log_namespace") == "stationd.access"]
+        events = [json.loads(line) for line in f]  # one object a line, as a log shipper reads them
+    access = [e for e in events if e["namespace"] == "stationd.access"]
     # the start-up probe's heartbeats come first
     assert [(e["method"], e["uri"], e["status"]) for e in access][-2:] == [
         ("GET", "/version?x=1", 200), ("GET", "/nope", 404)]
     assert all(e["client"] == "127.0.0.1" and e["duration_ms"] >= 0 and e["size"] > 0 for e in access)
-    assert any("started" in e.get("log_format", "") for e in events)
+    last = access[-1]
+    assert last["message"] == f'127.0.0.1 - "GET /nope" 404 {last["size"]} {last["duration_ms"]:.1f}ms'
+    assert all(e["level"] in ("debug", "info", "warn", "error", "critical") and e["time"].endswith("Z")
+               for e in events)
+    assert any(" started; components: " in e["message"] for e in events)
     assert node.log.read_text().strip() == ""  # nothing on stderr/stdout
 
 

@@ -1,5 +1,7 @@
+import datetime
 import io
 import json
+import time
 
 from twisted.logger import Logger, LogPublisher
 
@@ -26,9 +28,26 @@ def test_level_filters_and_text_format():
     assert "hello" not in emit({**BASE, "level": "error", "format": "text"})
 
 
-def test_json_format_keeps_fields():
-    records = [json.loads(r) for r in emit({**BASE, "level": "info", "format": "json"}).split("\x1e") if r.strip()]
-    assert [r["n"] for r in records] == [2, 3]
+def test_json_format_is_a_line_a_shipper_reads_as_it_is():
+    lines = emit({**BASE, "level": "info", "format": "json"}).splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["level"], r["namespace"], r["message"], r["n"]) for r in records] == [
+        ("info", "t", "hello 2", 2), ("error", "t", "bad 3", 3)]
+    when = datetime.datetime.fromisoformat(records[0]["time"])  # ISO 8601, UTC
+    assert when.utcoffset() == datetime.timedelta(0) and abs(when.timestamp() - time.time()) < 60
+
+
+def test_json_format_carries_a_failure_and_fields_json_cannot():
+    out = io.StringIO()
+    log = Logger(namespace="t", observer=LogPublisher(make_observer({**BASE, "level": "info", "format": "json"},
+                                                                     stream=out)))
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.failure("Sum of {what}", what=object())
+    [record] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["level"] == "critical" and record["message"].startswith("Sum of ")
+    assert "ZeroDivisionError" in record["traceback"] and isinstance(record["what"], str)
 
 
 def test_log_file_rotates_by_size(tmp_path):
