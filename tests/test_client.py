@@ -360,3 +360,22 @@ async def test_cli_maps_options_to_client_arguments(capsys):
                       "after": "2024-01-01T00:00:00Z", "before": "5", "meta": ["x.lt=3"], "order": "asc",
                       "page_size": 3, "limit": 7}]
     assert capsys.readouterr().out.splitlines()[1].split() == ["t", "501", "-", "a/b", "3", "f1", "n"]
+
+
+@pytest.mark.parametrize("argv, expected", [(["--json", "stations"], True), (["stations", "--json"], True),
+                                             (["stations"], False), (["--json", "query"], True)])
+def test_json_is_taken_before_or_after_the_command(argv, expected):
+    from stationd.cli import parser
+
+    assert parser().parse_args(argv).json is expected
+
+
+@pytest.mark.parametrize("program", ["stationd-client", "stationd-admin"])
+def test_both_commands_say_their_version(program):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([str(Path(sys.executable).parent / program), "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, f"{program} 0.1.0")

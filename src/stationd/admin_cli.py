@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from stationd import __version__
 from stationd import config as configuration
 from stationd import tls
 from stationd.instrument_configs import NAME
@@ -251,6 +252,7 @@ def parser():
         prog="stationd-admin", parents=[common],
         description="Administer a stationd node: configuration, schema, users, certificates.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, function, help):

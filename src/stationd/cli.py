@@ -13,6 +13,7 @@ import sys
 
 from twisted.internet import defer, task
 
+from stationd import __version__
 from stationd.client import MAX_PAGE, Client, ClientError, parse_constraint
 from stationd.filestore import replace_file
 from stationd.sync import SYNC_BATCH, SYNC_STATE, is_rejection, read_events, send_events, sync_directory
@@ -324,7 +325,7 @@ def _paging_options(command, what):
                          help=f"at most N {what} in all (default 100; 0 for all)")
     command.add_argument("--page-size", type=_count(1, MAX_PAGE), metavar="N",
                          help=f"{what} per request (1 to {MAX_PAGE}; default: the node's, 100)")
-    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+    _json_flag(command, "one JSON object a line (JSON Lines)")
 
 
 # Uploads: the node's two ingest protocols, and a directory kept in sync
@@ -430,7 +431,7 @@ def _upload_commands(sub):
                               "not as format=json")
     command.add_argument("--batch-size", type=_count(1), default=SYNC_BATCH, metavar="N",
                          help=f"native: events a request, for larger files (default {SYNC_BATCH})")
-    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines), a file each")
+    _json_flag(command, "one JSON object a line (JSON Lines), a file each")
 
     command = sub.add_parser("sync", help="send the event files of a directory not sent before "
                                           "(remembered in a state file)")
@@ -444,13 +445,21 @@ def _upload_commands(sub):
                          help="which files (default *.json; hidden files never)")
     command.add_argument("--batch-size", type=_count(1), default=SYNC_BATCH, metavar="N",
                          help=f"events a request, for larger files (default {SYNC_BATCH})")
-    command.add_argument("--json", action="store_true",
-                         help="one JSON object a line (JSON Lines): a file each, then {\"summary\": ...}")
+    _json_flag(command, "one JSON object a line (JSON Lines): a file each, then {\"summary\": ...}")
+
+
+def _json_flag(command, help):
+    """--json after the command; unset when not given there, so a --json before it (the
+    top parser's) stands."""
+    command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=help)
 
 
 def parser():
     env = os.environ.get
     top = argparse.ArgumentParser(prog="stationd-client", description="Talk to a stationd node.")
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # (Also after the command: those that have --json leave it unset unless given there.)
+    top.add_argument("--json", action="store_true", help="JSON output, for the commands that have it")
     top.add_argument("--url", default=env("STATIOND_URL"), help="node URL ($STATIOND_URL)")
     top.add_argument("--api-key", default=env("STATIOND_API_KEY"), help="API key ($STATIOND_API_KEY)")
     top.add_argument("--ca", default=env("STATIOND_CA"),
@@ -475,7 +484,7 @@ def parser():
     command = sub.add_parser("event", help="one event with its files")
     command.set_defaults(function=event)
     command.add_argument("id")
-    command.add_argument("--json", action="store_true", help="the event as JSON")
+    _json_flag(command, "the event as JSON")
 
     command = sub.add_parser("files", help="file records matching filters, newest first")
     command.set_defaults(function=files)
@@ -490,7 +499,7 @@ def parser():
     command = sub.add_parser("file", help="one file record")
     command.set_defaults(function=file)
     command.add_argument("id")
-    command.add_argument("--json", action="store_true", help="the record as JSON")
+    _json_flag(command, "the record as JSON")
 
     command = sub.add_parser("download", help="a file's content")
     command.set_defaults(function=download)
@@ -500,7 +509,7 @@ def parser():
 
     command = sub.add_parser("stations", help="stations and their current status")
     command.set_defaults(function=stations)
-    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+    _json_flag(command, "one JSON object a line (JSON Lines)")
 
     command = sub.add_parser("sensors", help="sensors and their last readings, or one sensor's readings")
     command.set_defaults(function=sensors)
@@ -508,12 +517,12 @@ def parser():
     command.add_argument("--since", help="ISO 8601 or epoch seconds")
     command.add_argument("--until", help="ISO 8601 or epoch seconds")
     command.add_argument("--step", type=float, help="average over buckets of this many seconds")
-    command.add_argument("--json", action="store_true", help="one JSON object a line (JSON Lines)")
+    _json_flag(command, "one JSON object a line (JSON Lines)")
 
     command = sub.add_parser("display", help="show a message on the node's display (role editor)")
     command.set_defaults(function=display)
     command.add_argument("message")
-    command.add_argument("--json", action="store_true", help="as JSON")
+    _json_flag(command, "as JSON")
 
     command = sub.add_parser("exports", help="export targets: their state, or (role admin) list, add, change, "
                              "pause, resume or remove one")
@@ -522,7 +531,7 @@ def parser():
     command.add_argument("name", nargs="?")
     command.add_argument("settings", nargs="*", metavar="KEY=VALUE",
                          help="settings as in an [export:NAME] section (add, change; KEY= sets the default)")
-    command.add_argument("--json", action="store_true", help="as JSON")
+    _json_flag(command, "as JSON")
 
     command = sub.add_parser("get-config", help="an instrument configuration as valid at a date "
                                                 "(FPlaneServer's get_fplane.sh)")
@@ -546,7 +555,7 @@ def parser():
     command = sub.add_parser("station", help="one station, its status history and event count")
     command.set_defaults(function=station)
     command.add_argument("id")
-    command.add_argument("--json", action="store_true", help="the station as JSON")
+    _json_flag(command, "the station as JSON")
 
     _upload_commands(sub)
     return top
