@@ -122,6 +122,24 @@ def test_bad_endpoint_strings_are_found_before_listening(tmp_path):
     assert error.startswith(f"{config.path}:web:http: bad endpoint 'tcpp:99'")
 
 
+def test_systemd_endpoints_are_checked_for_their_form_without_the_sockets(tmp_path):
+    """stationd-admin check-config runs as ExecStartPre, which systemd hands no sockets."""
+    from twisted.internet import reactor
+
+    good = "systemd:domain=INET:index=0\n  systemd:domain=INET6:name=stationd-https"
+    config = load(str(write_config(tmp_path, f"[web]\nhttp =\n  {good}\n")))
+    configuration.check_endpoints(config, reactor, inherited=False)
+    with pytest.raises(ConfigError):  # (in the service itself, the sockets must be there)
+        configuration.check_endpoints(config, reactor)
+    bad = "systemd:domain=INET\n  systemd:domain=IPX:index=0\n  systemd:domain=UNIX:index=x"
+    config = load(str(write_config(tmp_path, f"[web]\nhttp =\n  {bad}\n")))
+    with pytest.raises(ConfigError) as raised:
+        configuration.check_endpoints(config, reactor, inherited=False)
+    assert [e.split(": ", 2)[2] for e in raised.value.errors] == [
+        "give one of index= (a number from 0) or name= (the socket unit's FileDescriptorName)",
+        "domain= must be INET, INET6 or UNIX", "index= must be a number from 0, not 'x'"]
+
+
 def test_workers_need_postgresql_and_auto_is_the_cores(tmp_path):
     import os
 

@@ -43,7 +43,7 @@ def check_config(args):
     from twisted.internet import reactor
 
     config = _config(args)
-    configuration.check_endpoints(config, reactor)
+    configuration.check_endpoints(config, reactor, inherited=False)  # (ExecStartPre gets no sockets)
     web = config["web"]
     if web["https"] and web["tls_cert"]:
         try:

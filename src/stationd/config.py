@@ -542,6 +542,19 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
     return Config(values, path, origin)
 
 
+def _check_systemd(description: str) -> None:
+    """What twisted's systemd: endpoint asks of its string, without the descriptors it names."""
+    fields = dict(part.partition("=")[::2] for part in description.split(":")[1:])
+    if fields.get("domain") not in ("INET", "INET6", "UNIX"):
+        raise ValueError("domain= must be INET, INET6 or UNIX")
+    if ("index" in fields) == ("name" in fields):
+        raise ValueError("give one of index= (a number from 0) or name= (the socket unit's FileDescriptorName)")
+    if "index" in fields and not fields["index"].isdigit():
+        raise ValueError(f"index= must be a number from 0, not {fields['index']!r}")
+    if "name" in fields and not fields["name"]:
+        raise ValueError("name= must not be empty")
+
+
 def workers_socket(data_dir: str) -> str:
     """Worker 0's socket for the other workers (stationd.web.forward)."""
     return os.path.join(os.path.abspath(data_dir), "worker-0.sock")
@@ -602,15 +615,20 @@ def parse_export(name: str, settings: Mapping[str, str]) -> tuple[ExportTarget, 
     return cast(ExportTarget, export), problems
 
 
-def check_endpoints(config: Config, reactor: object) -> None:
-    """Parse every endpoint string now, so a typo stops the start, not a listener."""
+def check_endpoints(config: Config, reactor: object, inherited: bool = True) -> None:
+    """Parse every endpoint string now, so a typo stops the start, not a listener.  With
+    ``inherited`` false (``stationd-admin check-config``, a unit's ExecStartPre, which systemd
+    hands no sockets) ``systemd:`` endpoints are checked for their form only."""
     from twisted.internet.endpoints import serverFromString
 
     errors = []
     for key in ("http", "https"):
         for description in config["web"][key]:
             try:
-                serverFromString(reactor, description)
+                if description.startswith("systemd:") and not inherited:
+                    _check_systemd(description)
+                else:
+                    serverFromString(reactor, description)
             except Exception as e:
                 origin = config.origin["web", key]
                 errors.append(f"{origin}:web:{key}: bad endpoint {description!r}: {e}")
