@@ -49,6 +49,7 @@ from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
 from stationd.web.site import NodeSite
+from stationd.systemd import Notifier
 from stationd.workers import Workers, read_status
 from stationd.writer import GroupCommit, Spool, Writer
 
@@ -72,6 +73,7 @@ class Listener(StreamServerEndpointService):
     def __init__(self, description, endpoint, factory):
         super().__init__(endpoint, factory)
         self.description = description
+        self.bound: defer.Deferred = defer.Deferred()  # fires with the port once listening
 
     port = None  # the listening port, once listening (stationd.workers hands it on)
 
@@ -87,6 +89,8 @@ class Listener(StreamServerEndpointService):
 
     def _listening(self, port):
         self.port = port
+        if not self.bound.called:  # (a tree started again, in tests)
+            self.bound.callback(port)
         return port
 
 
@@ -105,7 +109,8 @@ class NodeService(service.MultiService):
 
     def __init__(self, config: configuration.Config, reactor, node_id: str, metrics: Metrics,
                  spool: Spool, exports: ExportTargets, sensors: Sensors, tls: ServerTLS | None = None,
-                 station_list: StationList | None = None, worker: int = 0, workers: Workers | None = None):
+                 station_list: StationList | None = None, worker: int = 0, workers: Workers | None = None,
+                 notifier: Notifier | None = None):
         super().__init__()
         self.config, self.reactor = config, reactor
         self.setName(config["node"]["name"])  # (as the other services: twisted's Service types the class one None)
@@ -113,6 +118,7 @@ class NodeService(service.MultiService):
         self.metrics, self.spool, self.exports, self.sensors = metrics, spool, exports, sensors
         self.tls, self.station_list = tls, station_list
         self.worker, self.workers = worker, workers  # this process's number; worker 0's Workers
+        self.notifier = notifier
         self.started_at: float | None = None
         self.log_observer = make_observer(config["log"], workers=config["node"]["workers"])
 
@@ -155,12 +161,16 @@ class NodeService(service.MultiService):
     def reload(self) -> None:
         """SIGHUP: pick up renewed TLS certificates without dropping connections."""
         log.info("SIGHUP: reloading")
+        if self.notifier is not None:
+            self.notifier.reloading()
         if self.tls is not None:
             self.tls.reload()
         if self.station_list is not None:
             self.station_list.check(force=True)
         if self.workers is not None:
             self.workers.signal_all("HUP")
+        if self.notifier is not None:
+            self.notifier.reloaded()
 
     def status(self) -> dict:
         uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
@@ -276,7 +286,10 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
                     if config["node"]["workers"] > 1 else None)
     workers = (Workers(config["node"]["workers"], config.path, data_dir, reactor)
                if first and config["node"]["workers"] > 1 else None)
-    node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list, worker, workers)
+    ready: list[defer.Deferred] = [writer.recovered()]  # (and each listener's, below)
+    notifier = Notifier(ready, reactor) if first else None
+    node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list, worker, workers,
+                       notifier)
     routes: dict[str, object] = {
         "core": Core(auth, node_name, node_id, node.status),
         "admin": AdminRoutes(store, auth, files, exports, node_id, reactor),
@@ -302,6 +315,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
             listeners.append((Listener(description, endpoint, site), True))
     for listener, is_tls in listeners:
         listener.setServiceParent(node)
+        ready.append(listener.bound)
         if workers is not None:
             workers.add_listener(listener, is_tls)
     if workers is not None and "sensors" in config["web"]["components"]:  # what the others forward
@@ -312,6 +326,8 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
                  sensor_site).setServiceParent(node)
     if workers is not None:
         workers.setServiceParent(node)  # started last, stopped first: before the store closes
+    if notifier is not None:
+        notifier.setServiceParent(node)  # (stopped first of all: STOPPING=1 as the stop begins)
     return BuiltNode(node, config, node_id, metrics, store, cache, auth, spool, writer, ingest, files, configs,
                      exports, bus, display, sensors, routes, site)
 

@@ -68,6 +68,12 @@ class _Worker(protocol.ProcessProtocol):
         self.pool._ended(self, reason)
 
 
+def _worker_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The twistd process's environment but systemd's notify and watchdog variables: worker 0
+    alone speaks for the unit (stationd.systemd)."""
+    return {k: v for k, v in environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+
+
 def _unflattened(event: dict[str, Any]) -> dict[str, Any]:
     """A worker's event to be formatted from its fields, not from their str() (which loses format
     specs such as the access log's {duration_ms:.1f}); a field JSON could not carry is its str()."""
@@ -115,7 +121,7 @@ class Workers(Service):
         if self.config_path:
             argv += ["--config", self.config_path]
         worker = _Worker(self, number)
-        transport = self.reactor.spawnProcess(worker, sys.executable, argv, env=dict(os.environ),
+        transport = self.reactor.spawnProcess(worker, sys.executable, argv, env=_worker_environment(os.environ),
                                               childFDs=child_fds)
         self.running_workers[number], self.pids[number] = worker, transport.pid
         self.started_at[number] = self.reactor.seconds()

@@ -257,6 +257,7 @@ class Writer(Service):
         self._queue: list[Segment] = []
         self._draining: defer.Deferred[None] | None = None
         self._retry = self._retry_call = None
+        self._recovered: list[defer.Deferred[None]] | None = []  # None once the start's drain is over
 
     def startService(self) -> None:
         super().startService()
@@ -265,6 +266,22 @@ class Writer(Service):
         if self._queue:
             log.info("Draining {n} spool segment(s) left by the previous run", n=len(self._queue))
             self._kick()
+        else:
+            self._recovered_now()
+
+    def recovered(self) -> "defer.Deferred[None]":
+        """Fires once the batches the previous run left in the spool are stored, or storing them
+        has first failed (the database away: they wait, and uploads are spooled meanwhile)."""
+        if self._recovered is None:
+            return defer.succeed(None)
+        waiting: defer.Deferred[None] = defer.Deferred()
+        self._recovered.append(waiting)
+        return waiting
+
+    def _recovered_now(self) -> None:
+        waiting, self._recovered = self._recovered or [], None
+        for d in waiting:
+            d.callback(None)
 
     @defer.inlineCallbacks
     def stopService(self) -> Generator[defer.Deferred[None], None, None]:
@@ -341,6 +358,7 @@ class Writer(Service):
                 await self._remove(readable)
         finally:
             self._draining = None
+            self._recovered_now()
 
     async def _isolate(self, segment: Segment, records: list[Record]) -> int:
         inserted, refused = 0, []
@@ -377,6 +395,7 @@ class Writer(Service):
                      path=path, folder=folder, error=error)
 
     def _sleep(self, seconds: float) -> defer.Deferred[None]:
+        self._recovered_now()
         self._retry = defer.Deferred()
         self._retry_call = self.clock.callLater(seconds, self._wake)
         return self._retry
