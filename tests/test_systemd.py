@@ -2,8 +2,11 @@
 as systemd's own NOTIFY_SOCKET would."""
 
 import os
+import re
+import shutil
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -89,3 +92,22 @@ def test_without_notify_socket_nothing_is_sent():
     notifier.startService()
     notifier.notify("READY=1")  # (no socket, no error)
     notifier.stopService()
+
+
+UNIT = os.path.join(os.path.dirname(__file__), "..", "etc", "systemd", "stationd.service")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze (the systemd package)")
+def test_the_unit_is_rated_2_5_or_better_by_systemd_analyze_security():
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", UNIT], capture_output=True, text=True,
+                         timeout=60)
+    [level] = re.findall(r"Overall exposure level for stationd\.service: ([0-9.]+)", out.stdout)
+    assert float(level) <= 2.5, out.stdout
+
+
+def test_the_unit_notifies_and_its_checks_take_socket_activation():
+    with open(UNIT) as f:
+        unit = f.read()
+    assert "\nType=notify\n" in unit and "\nWatchdogSec=" in unit and "check-config" in unit
+    with open(os.path.join(os.path.dirname(UNIT), "stationd.socket")) as f:
+        assert "FileDescriptorName=stationd-http\n" in f.read()
