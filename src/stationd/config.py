@@ -224,6 +224,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "rotate_size": size,
         "rotate_keep": integer,
     },
+    "metrics": {"statsd_host": text, "statsd_port": integer, "statsd_prefix": text, "sentry_dsn": text},
 }
 
 
@@ -342,6 +343,13 @@ class DbusSection(TypedDict):
     name: str
 
 
+class MetricsSection(TypedDict):
+    statsd_host: str  # empty: no statsd
+    statsd_port: int
+    statsd_prefix: str
+    sentry_dsn: str  # empty: no Sentry
+
+
 class LogSection(TypedDict):
     level: LogLevelName
     path: str | None
@@ -426,6 +434,8 @@ class Config:
     def __getitem__(self, section: Literal["dbus"]) -> DbusSection: ...
     @overload
     def __getitem__(self, section: Literal["log"]) -> LogSection: ...
+    @overload
+    def __getitem__(self, section: Literal["metrics"]) -> MetricsSection: ...
     @overload
     def __getitem__(self, section: Literal["exports"]) -> dict[str, ExportTarget]: ...
     @overload

@@ -49,6 +49,7 @@ from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
 from stationd.web.site import NodeSite
+from stationd.statsd import Statsd
 from stationd.systemd import Notifier
 from stationd.workers import Workers, read_status
 from stationd.writer import GroupCommit, Spool, Writer
@@ -302,10 +303,13 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
                     else Forward(SensorRoutes, configuration.workers_socket(data_dir), reactor)),
         "metrics": MetricsRoutes(metrics, host_metrics),
     }
-    for child in (store, writer, station_list, exports, bus, sensors, host_metrics):
+    statsd = (Statsd(config["metrics"]["statsd_host"], config["metrics"]["statsd_port"],
+                     config["metrics"]["statsd_prefix"], metrics, reactor)
+              if config["metrics"]["statsd_host"] else None)
+    for child in (store, writer, station_list, exports, bus, sensors, host_metrics, statsd):
         if child is not None:
             child.setServiceParent(node)
-    site = make_site(routes, config["web"], reactor, metrics)
+    site = make_site(routes, config["web"], reactor, metrics, statsd)
     listeners = []
     if first:  # (the other workers adopt worker 0's sockets)
         for description in config["web"]["http"]:

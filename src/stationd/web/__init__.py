@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
 from stationd.metrics import Metrics
+from stationd.statsd import Statsd
 from stationd.web.http import make_app, mount
 from stationd.web.site import CORS, HotRoutes, NodeSite
 
@@ -24,9 +25,10 @@ def make_resource(groups: Mapping[str, object], prefix: str, cors_origins: tuple
     return CORS(routes, cors_origins) if cors_origins else routes
 
 
-def make_site(groups: Mapping[str, object], web: Mapping, reactor: IReactorTime, metrics: Metrics | None = None
-              ) -> NodeSite:
-    """The site of the [web] section: the enabled components' routes (counted in ``metrics``)."""
+def make_site(groups: Mapping[str, object], web: Mapping, reactor: IReactorTime, metrics: Metrics | None = None,
+              statsd: Statsd | None = None) -> NodeSite:
+    """The site of the [web] section: the enabled components' routes (counted in ``metrics``,
+    timed to ``statsd``)."""
     enabled = {name: groups[name] for name in web["components"]}
     return NodeSite(make_resource(enabled, web["request_path"], web["cors_origins"]), web["max_body_size"], reactor,
-                    metrics)
+                    metrics, statsd)

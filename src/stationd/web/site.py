@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from stationd.metrics import Metrics
+from stationd.statsd import Statsd, statsd_name
 from stationd.web.http import error_body, render_failure
 
 log = Logger(namespace="stationd.access")
@@ -166,13 +167,14 @@ class NodeSite(server.Site):
     requestFactory = StationRequest
     noisy = False
 
-    def __init__(self, resource, max_body_size, reactor, metrics: Metrics | None = None):
+    def __init__(self, resource, max_body_size, reactor, metrics: Metrics | None = None,
+                 statsd: Statsd | None = None):
         # Routes that take forms parse them with web.http.parse_form, much
         # faster than twisted.web's parser on large bodies; no other route
         # pays for it.
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.max_body_size = max_body_size
-        self.metrics = metrics
+        self.metrics, self.statsd = metrics, statsd
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs a lock and a lookup
 
     def log(self, request):
@@ -187,6 +189,9 @@ class NodeSite(server.Site):
                                               self.metrics.http_seconds.labels(route))
             series[0].inc()
             series[1].observe(seconds)
+        if self.statsd is not None:
+            self.statsd.timing(f"request.{statsd_name(getattr(request, 'stationd_route', 'unmatched'))}."
+                               f"{request.method.decode('latin-1')}", seconds * 1000)
         client = request.getClientAddress()
         log.info(
             '{client} {user} "{method} {uri}" {status} {size} {duration_ms:.1f}ms',
