@@ -49,6 +49,7 @@ from stationd.web.sensors import SensorRoutes
 from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
 from stationd.web.site import NodeSite
+from stationd.sentry import SentryReporter, SentryUnavailable
 from stationd.statsd import Statsd
 from stationd.systemd import Notifier
 from stationd.workers import Workers, read_status
@@ -306,7 +307,12 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
     statsd = (Statsd(config["metrics"]["statsd_host"], config["metrics"]["statsd_port"],
                      config["metrics"]["statsd_prefix"], metrics, reactor)
               if config["metrics"]["statsd_host"] else None)
-    for child in (store, writer, station_list, exports, bus, sensors, host_metrics, statsd):
+    try:
+        sentry = (SentryReporter(config["metrics"]["sentry_dsn"], node_name, node_id)
+                  if config["metrics"]["sentry_dsn"] else None)
+    except SentryUnavailable as e:
+        raise config.error("metrics", "sentry_dsn", str(e)) from None
+    for child in (sentry, store, writer, station_list, exports, bus, sensors, host_metrics, statsd):
         if child is not None:
             child.setServiceParent(node)
     site = make_site(routes, config["web"], reactor, metrics, statsd)
