@@ -9,7 +9,7 @@ import types
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 
 from stationd import config as configuration
 from stationd.sensors import Alarms, Sensors, poller
@@ -186,8 +186,11 @@ async def test_an_alarm_is_stored_as_an_event_logged_and_signalled(node):
         sensors.pollers["cpu"].start()
         clock.advance(0)
         await sensors.flush()
-        await node.store.run(lambda conn: None)  # the alarm's insert ran before this
-        page = await node.store.read(find_events, Query(types=["sensor_alarm"]))
+        for _ in range(500):  # (the alarm's insert runs on the store's pool: 4 threads on PostgreSQL)
+            page = await node.store.read(find_events, Query(types=["sensor_alarm"]))
+            if page[0]:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
     finally:
         node.store.stopService()
     assert heard == [("cpu", "temperature", 85.0, "above", 80.0, "raised")]
