@@ -233,10 +233,11 @@ def build_node(config: configuration.Config, reactor) -> NodeService:
 
 
 def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
-    """Every component, given what it uses; then the tree, in start order: store, writer,
-    station list, exporters, D-Bus, sensors, the web listeners, the other workers.  Worker
-    ``worker`` > 0 (stationd.workers) spools apart and leaves sensors, the station list and
-    D-Bus to worker 0; it listens on the sockets worker 0 hands it."""
+    """Every component, given what it uses; then the tree, in start order: Sentry, store,
+    writer, station list, exporters, D-Bus, sensors, host metrics, statsd, the web listeners,
+    the other workers, systemd's notices.  Worker ``worker`` > 0 (stationd.workers) spools
+    apart, leaves sensors, the display, the station list, D-Bus and systemd to worker 0 (and
+    forwards the sensor routes there); it listens on the sockets worker 0 hands it."""
     node_name, zone = config["node"]["name"], config["node"]["timezone"]
     data_dir = config["node"]["data_dir"]
     first = worker == 0
