@@ -175,23 +175,29 @@ class NodeSite(server.Site):
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
         self.max_body_size = max_body_size
         self.metrics, self.statsd = metrics, statsd
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs a lock and a lookup
+        # (route, method, status) -> its Prometheus children and statsd name: labels() costs a lock
+        # and a lookup, the name a regex.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any, str]] = {}
+
+    def _series_of(self, route: str, method: str, status: int) -> tuple[Any, Any, str]:
+        name = f"request.{statsd_name(route)}.{method}"
+        if self.metrics is None:
+            return None, None, name
+        return (self.metrics.http_requests.labels(route, method, str(status)),
+                self.metrics.http_seconds.labels(route), name)
 
     def log(self, request):
         seconds = self.reactor.seconds() - request.started
-        if self.metrics is not None:
-            # The route's template (web.http.template), not the path: one series a route.
-            route = getattr(request, "stationd_route", "unmatched")
-            key = (route, request.method.decode("latin-1"), request.code)
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = (self.metrics.http_requests.labels(key[0], key[1], str(key[2])),
-                                              self.metrics.http_seconds.labels(route))
+        # The route's template (web.http.template), not the path: one series a route.
+        key = (getattr(request, "stationd_route", "unmatched"), request.method.decode("latin-1"), request.code)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._series_of(*key)
+        if series[0] is not None:
             series[0].inc()
             series[1].observe(seconds)
         if self.statsd is not None:
-            self.statsd.timing(f"request.{statsd_name(getattr(request, 'stationd_route', 'unmatched'))}."
-                               f"{request.method.decode('latin-1')}", seconds * 1000)
+            self.statsd.timing(series[2], seconds * 1000)
         client = request.getClientAddress()
         log.info(
             '{client} {user} "{method} {uri}" {status} {size} {duration_ms:.1f}ms',
