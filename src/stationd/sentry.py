@@ -10,6 +10,7 @@ this is imported.
 from typing import Any, cast
 
 from twisted.application.service import Service
+from twisted.internet import defer, threads
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 
 from stationd import __version__
@@ -39,10 +40,10 @@ class SentryReporter(Service):
         super().startService()
         globalLogPublisher.addObserver(cast(ILogObserver, self.observe))
 
-    def stopService(self) -> None:
+    def stopService(self) -> "defer.Deferred[None]":
         super().stopService()
         globalLogPublisher.removeObserver(cast(ILogObserver, self.observe))
-        self.sdk.flush(timeout=5)
+        return threads.deferToThread(self.sdk.flush, timeout=5)  # (off the reactor: a server away takes 5 s)
 
     def observe(self, event: dict[str, Any]) -> None:
         failure = event.get("log_failure")
