@@ -147,7 +147,8 @@ async def test_https_with_the_generated_certificate(node_factory):
         components = (await client.status())["components"]
         assert components == {"core": "enabled", "admin": "enabled", "upload": "enabled",
                               "ingest": "enabled", "query": "enabled", "configs": "enabled",
-                              "import": "enabled", "sensors": "enabled", "metrics": "enabled"}
+                              "import": "enabled", "sensors": "enabled", "metrics": "enabled",
+                              "docs": "enabled", "dashboard": "enabled"}
     finally:
         await client.close()
 

@@ -24,7 +24,8 @@ SensorDriver = Literal["system", "sysfs", "dbus", "command", "simulated", "envir
 Parser = Callable[[str], object]  # a key's parser: config-file text -> value; ValueError if bad
 
 DEFAULTS_NAME = "<defaults>"
-COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "import", "sensors", "metrics")
+COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "import", "sensors", "metrics", "dashboard",
+              "docs")
 TLS_VERSIONS: tuple[TLSVersion, ...] = ("TLSv1.2", "TLSv1.3")
 LOG_LEVELS: tuple[LogLevelName, ...] = ("debug", "info", "warn", "error", "critical")
 

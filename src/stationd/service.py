@@ -40,6 +40,8 @@ from stationd.web import make_site
 from stationd.web.admin import AdminRoutes
 from stationd.web.configs import ConfigRoutes
 from stationd.web.core import Core
+from stationd.web.dashboard import Dashboard
+from stationd.web.docs import ApiDocs
 from stationd.web.imports import Import
 from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
@@ -304,7 +306,9 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
         "sensors": (SensorRoutes(auth, sensors, display, config["web"]["request_path"], reactor) if first
                     else Forward(SensorRoutes, configuration.workers_socket(data_dir), reactor)),
         "metrics": MetricsRoutes(metrics, host_metrics),
+        "dashboard": Dashboard(config["web"]["request_path"]),
     }
+    routes["docs"] = ApiDocs(routes, config["web"]["components"], config["web"]["request_path"], node_name)
     statsd = (Statsd(config["metrics"]["statsd_host"], config["metrics"]["statsd_port"],
                      config["metrics"]["statsd_prefix"], metrics, reactor)
               if config["metrics"]["statsd_host"] else None)
