@@ -974,3 +974,33 @@ def test_stationd_client_sync_sends_a_directory_once_over_https(tmp_path):
         assert events[0]["time"] == "2024-05-01T22:00:00.123456789Z"
     finally:
         assert node.stop() == 0
+
+
+def test_the_running_node_describes_its_routes_and_answers_each_of_them(node_factory):
+    from openapi_spec_validator import validate
+
+    node = node_factory("[web]\nrequest_path = /stationd/\n")
+    context = ssl.create_default_context(cafile=node.cert)
+    base = f"https://127.0.0.1:{node.https}"
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(base + path, context=context, timeout=10) as response:
+                return response.status, response.headers.get("content-type"), response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("content-type"), e.read()
+
+    status, content_type, body = get("/stationd/api/openapi.json")
+    assert (status, content_type) == (200, "application/json")
+    spec = json.loads(body)
+    validate(spec)
+    assert len([m for methods in spec["paths"].values() for m in methods]) == 47
+    for path, methods in spec["paths"].items():
+        assert path.startswith("/stationd/")
+        if "get" in methods and "{" not in path:  # each one the node really answers: no 404 or 405
+            status, content_type, _ = get(path)
+            assert status in (200, 401, 403, 503), (path, status)
+    status, content_type, page = get("/stationd/api/docs")
+    assert (status, content_type) == (200, "text/html; charset=utf-8")
+    assert b"/stationd/api/v1/events" in page
+    assert get("/api/openapi.json")[0] == 404  # (outside the request path)

@@ -308,7 +308,8 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
         "metrics": MetricsRoutes(metrics, host_metrics),
         "dashboard": Dashboard(config["web"]["request_path"]),
     }
-    routes["docs"] = ApiDocs(routes, config["web"]["components"], config["web"]["request_path"], node_name)
+    routes["docs"] = ApiDocs(routes, config["web"]["components"], config["web"]["request_path"], node_name,
+                             config["web"]["public_read"])
     statsd = (Statsd(config["metrics"]["statsd_host"], config["metrics"]["statsd_port"],
                      config["metrics"]["statsd_prefix"], metrics, reactor)
               if config["metrics"]["statsd_host"] else None)

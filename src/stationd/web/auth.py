@@ -66,6 +66,7 @@ def require(*roles, read=False):
             result = handler(self, request, *args, **kwargs)
             return await result if inspect.isawaitable(result) else result
 
+        checked.stationd_access = (roles, read)  # (what the OpenAPI spec says of it: web.openapi)
         return checked
 
     return decorate

@@ -20,7 +20,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IRequest
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from stationd.web.http import HTTPError, declared_routes
+from stationd.web.http import HTTPError
 
 # Request headers worth passing on; hop-by-hop and length headers are the transport's own.
 _REQUEST_HEADERS = (b"authorization", b"content-type", b"accept", b"if-none-match", b"if-modified-since")
@@ -49,7 +49,7 @@ class Forward:
     """Answers every route of ``group`` (a route group class) by asking worker 0."""
 
     def __init__(self, group: type, socket_path: str, reactor: Any) -> None:
-        self.forwarded_routes = declared_routes(group)
+        self.forwarded_group = group  # (web.http.routes_of)
         self.client = HTTPClient(Agent.usingEndpointFactory(reactor, _ToSocket(reactor, socket_path),
                                                             pool=_Pool(reactor, persistent=False)))
 

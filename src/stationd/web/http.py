@@ -6,7 +6,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -154,17 +154,34 @@ def declared_routes(group: type) -> list[tuple[str, str, str]]:
             for method, path in getattr(getattr(group, name), "stationd_routes", ())]
 
 
+class Route(NamedTuple):
+    method: str
+    path: str  # as declared: /api/v1/events/<event_id>
+    name: str  # of the method that declared it
+    handler: Callable[..., Any]  # what answers it
+    declared: Callable[..., Any]  # the declaring function (its auth.require access: web.openapi)
+
+
+def routes_of(component: object) -> list[Route]:
+    """The routes ``component`` answers: its @route methods; or, for a stationd.web.forward.Forward,
+    those of the group it forwards, each to its ``forward``."""
+    group = getattr(component, "forwarded_group", None)
+    if group is None:
+        return [Route(method, path, name, getattr(component, name), getattr(type(component), name))
+                for method, path, name in declared_routes(type(component))]
+    forward = getattr(component, "forward")
+    return [Route(method, path, name, forward, getattr(group, name)) for method, path, name in declared_routes(group)]
+
+
 def mount(app: Klein, component: object, prefix: str) -> None:
-    """Register every @route method of ``component`` on ``app`` under ``prefix`` (a
-    stationd.web.forward.Forward: the routes it forwards, each to its ``forward``)."""
+    """Register every route of ``component`` (routes_of) on ``app`` under ``prefix``."""
     owner = type(component).__name__
-    forwarded = getattr(component, "forwarded_routes", None)
-    for method, path, name in declared_routes(type(component)) if forwarded is None else forwarded:
+    for method, path, name, handler, _ in routes_of(component):
         app.route(
             prefix.rstrip("/") + path,
             methods=[method],
             endpoint=f"{owner}.{name}.{method}",
-        )(_naming_route(getattr(component, "forward" if forwarded is not None else name), template(path)))
+        )(_naming_route(handler, template(path)))
 
 
 def template(path: str) -> str:

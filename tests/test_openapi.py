@@ -1,0 +1,139 @@
+"""The OpenAPI description: true to the routes a node mounts, valid, and readable at /api/docs."""
+
+import json
+import re
+
+import pytest
+import pytest_twisted
+from openapi_spec_validator import validate
+from treq.testing import StubTreq
+
+from conftest import call, make_node
+
+from stationd.web import make_resource, openapi
+from stationd.web.docs import ApiDocs, render
+from stationd.web.http import route
+
+
+def registered_routes(site):
+    """(METHOD, path) of every rule on the Klein app behind ``site``: what the node answers."""
+    resource = site.resource
+    resource = getattr(resource, "wrapped", resource)  # (CORS)
+    return {(method, re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", rule.rule))
+            for rule in resource.app._app.url_map.iter_rules()
+            for method in rule.methods - {"HEAD", "OPTIONS"}}
+
+
+def described_routes(spec):
+    return {(method.upper(), path) for path, methods in spec["paths"].items() for method in methods}
+
+
+@pytest.fixture
+def node(tmp_path, database_url):
+    built = make_node(tmp_path, database_url)
+    yield built
+    built.store.close()
+
+
+def test_the_spec_describes_exactly_the_routes_the_node_registered_and_is_valid(node):
+    spec = node.routes["docs"].description()
+    assert described_routes(spec) == registered_routes(node.site)
+    assert len(described_routes(spec)) == 47
+    validate(spec)  # openapi-spec-validator: OpenAPI 3.1
+
+
+def test_only_mounted_components_under_the_request_path(tmp_path, database_url):
+    node = make_node(tmp_path, database_url, "[web]\nrequest_path = /stationd/\ncomponents = core query docs\n")
+    try:
+        spec = node.routes["docs"].description()
+        assert described_routes(spec) == registered_routes(node.site)
+        assert "/stationd/api/v1/events" in spec["paths"] and "/stationd/heartbeat" in spec["paths"]
+        assert not any("admin" in path or "upload" in path for path in spec["paths"])
+        assert all(path.startswith("/stationd/") for path in spec["paths"])
+        validate(spec)
+    finally:
+        node.store.close()
+
+
+def test_a_route_added_without_a_description_is_refused():
+    class Telescope:
+        @route("GET", "/api/v1/telescope/<mount>")
+        def pointing(self, request, mount):
+            return b""
+
+    with pytest.raises(openapi.UndescribedRoute, match=r"GET /api/v1/telescope/\{mount\} \(Telescope.pointing\)"):
+        openapi.spec({"telescope": Telescope()}, "/", "0", "n", public_read=True)
+
+
+def test_every_operation_says_who_may_call_it_from_the_handler_itself(tmp_path, database_url):
+    node = make_node(tmp_path, database_url, "[web]\npublic_read = false\n")
+    try:
+        paths = node.routes["docs"].description()["paths"]
+        keys = [{"bearer": []}, {"fps_api": []}]
+        assert paths["/api/v1/events"]["get"]["security"] == keys  # a read, not public here
+        assert "401" in paths["/api/v1/events"]["get"]["responses"]
+        assert paths["/heartbeat"]["get"]["security"] == []
+        assert paths["/upload"]["post"]["security"] == []  # (the station's password is in the form)
+        assert "role `admin`" in paths["/api/v1/admin/users"]["get"]["description"]
+        assert "`editor`" in paths["/fplane"]["post"]["description"]
+        assert "`station`" in paths["/api/v1/stations/{station_id}/events"]["post"]["description"]
+        path_parameters = paths["/api/v1/events/{event_id}"]["get"]["parameters"]
+        assert path_parameters[0] == {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    finally:
+        node.store.close()
+    (tmp_path / "public").mkdir()
+    public = make_node(tmp_path / "public", database_url)
+    try:
+        assert public.routes["docs"].description()["paths"]["/api/v1/events"]["get"]["security"] == []
+    finally:
+        public.store.close()
+
+
+def test_workers_after_the_first_describe_the_sensor_routes_they_forward(tmp_path, database_url):
+    from stationd.service import wire
+    from stationd import config as configuration
+    from conftest import write_config
+    from twisted.internet import reactor
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several workers need PostgreSQL (STATIOND_TEST_DATABASE_URL, set by .ci/run)")
+    path = write_config(tmp_path, f"[database]\nurl = {database_url}\n[node]\nworkers = 2\n")
+    worker = wire(configuration.load(str(path)), reactor, worker=1)
+    try:
+        spec = worker.routes["docs"].description()
+        assert described_routes(spec) == registered_routes(worker.site)
+        assert spec["paths"]["/api/lcd"]["post"]["security"]  # (editor: read from SensorRoutes, not Forward)
+    finally:
+        worker.store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_routes_serve_the_spec_and_a_self_contained_page(node):
+    stub = StubTreq(make_resource({name: node.routes[name] for name in ("core", "docs")}, "/"))
+    response, body = await call(stub, "GET", "http://node/api/openapi.json")
+    assert response.code == 200 and response.headers.getRawHeaders("content-type") == ["application/json"]
+    assert json.loads(body) == json.loads(json.dumps(node.routes["docs"].description()))
+    response, body = await call(stub, "GET", "http://node/api/docs")
+    page = body.decode()
+    assert response.code == 200 and page.startswith("<!doctype html>")
+    assert response.headers.getRawHeaders("content-security-policy") == [
+        "default-src 'none'; style-src 'unsafe-inline'"]  # (the page can load nothing, from anywhere)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    for path in node.routes["docs"].description()["paths"]:
+        assert f"<code>{path}</code>" in page
+
+
+def test_the_page_escapes_what_it_shows():
+    spec = {"info": {"title": "<b>", "version": "1", "description": "`<script>`"}, "tags": [{"name": "core"}],
+            "paths": {"/x": {"get": {"operationId": "a", "tags": ["core"], "summary": "<i>", "parameters": [],
+                                     "responses": {"200": {"description": "<img>"}}}}}}
+    page = render(spec)
+    assert "<script>" not in page and "<img>" not in page and "<i>" not in page
+    assert "<code>&lt;script&gt;</code>" in page
+
+
+def test_api_docs_takes_the_groups_it_describes():
+    docs = ApiDocs({}, [], "/", "n", True)
+    groups = {"docs": docs}
+    docs.groups, docs.components = groups, ["docs"]
+    assert set(docs.description()["paths"]) == {"/api/openapi.json", "/api/docs"}
