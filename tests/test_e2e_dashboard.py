@@ -56,6 +56,8 @@ def browser(tmp_path):
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_script_timeout(30)
     try:
+        driver.get("about:blank")  # away from the new-tab page, whose own requests are not the dashboard's
+        driver.get_log("performance")
         yield driver
     finally:
         driver.quit()
@@ -112,8 +114,8 @@ def requests_made(driver, seen):
 
 
 def check_only_the_node_was_asked(node, seen):
-    """Every request of the dashboard went to the node (or was a data: URL); the only others are the
-    browser's own (its new-tab page loads chrome:// resources before the first navigation)."""
+    """Every request of the dashboard went to the node (or was a data: URL); any other is the browser's
+    own (chrome://: the new-tab page it may still have been loading at the first navigation)."""
     origin = f"http://127.0.0.1:{node.http}/"
     pages = [request for request in seen if request["documentURL"].startswith(origin)]
     assert pages, "the performance log shows no request of the page"
