@@ -124,10 +124,22 @@ def add_station(args):
     print(f"station {station['id']} added")
 
 
+def _meters(args):
+    """Progress meters on stderr for long work (silent off a terminal, and with --quiet)."""
+    from stationd.progress import Progress
+
+    return lambda total, unit, label: Progress(total, unit, label, quiet=args.quiet)
+
+
 def import_stations(args):
     rows = stations.read_station_list(args.file)
     store = _store(args)
-    hashed = stations.hashed_rows(store.call(stations.password_hashes), rows)
+    stored = store.call(stations.password_hashes)
+    hashed = []
+    with _meters(args)(len(rows), "stations", "hashing passwords") as meter:  # (scrypt: the slow part)
+        for row in rows:
+            hashed += stations.hashed_rows(stored, [row])
+            meter.update(1)
     counts = store.call(stations.put_stations, hashed)
     print(f"{len(rows)} stations read: {counts['added']} added, {counts['updated']} updated")
 
@@ -220,6 +232,54 @@ def import_config(args):
     print(f"{args.name} version {version['version']} valid from {version['valid_from']} stored")
 
 
+def backup(args):
+    """A consistent copy of the node, running or not (stationd.backup)."""
+    from stationd import backup as backups
+
+    node = backups.Node.from_config(_config(args))
+    try:
+        manifest = backups.backup(node, args.dir, _meters(args))
+    except backups.BackupError as e:
+        raise CommandError(str(e)) from None
+    summary = {"backup": os.path.abspath(args.dir), "node_id": manifest["node_id"],
+               "database": manifest["database"]["dialect"], "counts": manifest["counts"],
+               "files": len(manifest["files"]), "file_bytes": sum(f["size"] for f in manifest["files"]),
+               "missing_files": len(manifest["missing_files"]), "spool_segments": len(manifest["spool"]),
+               "config": bool(manifest["config"]), "tls": len(manifest["tls"])}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    counts = manifest["counts"]
+    print(f"backup of node {manifest['node_id']} in {summary['backup']}: {counts['events']} events, "
+          f"{summary['files']} file contents ({summary['file_bytes']} bytes), {summary['spool_segments']} spool "
+          f"segments, {counts['stations']} stations, {counts['users']} users"
+          + (", the configuration" if manifest["config"] else "") + (", the TLS pair" if manifest["tls"] else ""))
+    if manifest["missing_files"]:
+        print(f"{summary['missing_files']} file contents the node has not received yet (announced by an "
+              "upstream import) are not in it: listed in manifest.json")
+
+
+def restore(args):
+    """Put a backup back into a stopped node (stationd.backup)."""
+    from stationd import backup as backups
+
+    node = backups.Node.from_config(_config(args))
+    try:
+        result = backups.restore(args.dir, node, force=args.force, meters=_meters(args))
+    except backups.BackupError as e:
+        raise CommandError(str(e)) from None
+    if args.json:
+        print(json.dumps(result))
+        return
+    counts = result["counts"]
+    print(f"node {result['node_id']} restored from {result['backup']}: {counts['events']} events, "
+          f"{result['files']} file contents written, {result['spool_segments']} spool segments (stored at "
+          f"the node's start), {counts['stations']} stations, {counts['users']} users")
+    if result["config"]:
+        print(f"its configuration is {result['config']}: not installed, copy it where the node reads it if it "
+              "should replace the one in use")
+
+
 def make_cert(args):
     os.makedirs(args.out, exist_ok=True)
     cert_path, key_path = os.path.join(args.out, "cert.pem"), os.path.join(args.out, "key.pem")
@@ -285,6 +345,7 @@ def parser():
     p = command("import-stations", import_stations,
                 "add or update stations from a CSV of number,cluster,password (no header)")
     p.add_argument("file")
+    p.add_argument("--quiet", action="store_true", help="no progress line, only the result")
     command("list-stations", list_stations, "list registered stations")
     p = command("add-status", add_status,
                 "add to a station's status history (closes the previous status; nothing is deleted)")
@@ -309,6 +370,18 @@ def parser():
     p.add_argument("file")
     p.add_argument("--valid-from", required=True, metavar="TIME", help="ISO 8601 with zone")
     p.add_argument("--author", help="default: $USER")
+    p = command("backup", backup, "copy the node's database, files, spool and configuration into a new "
+                "directory (consistent while the node runs)")
+    p.add_argument("dir", help="a new or empty directory")
+    p.add_argument("--quiet", action="store_true", help="no progress lines, only the result")
+    p.add_argument("--json", action="store_true", help="the result as one JSON object")
+    p = command("restore", restore, "put a backup back into this configuration's node (stopped; its store "
+                "empty unless --force); the configuration stays in DIR")
+    p.add_argument("dir", help="a directory made by backup")
+    p.add_argument("--force", action="store_true",
+                   help="replace a database that holds data (file contents and spool segments are added)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines, only the result")
+    p.add_argument("--json", action="store_true", help="the result as one JSON object")
     p = command("make-cert", make_cert, "make a key and certificate (self-signed, CA, or signed by a CA)")
     p.add_argument("--host", action="append", required=True,
                    help="a DNS name or IP address the certificate is for (repeatable; "
