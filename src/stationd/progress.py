@@ -16,6 +16,10 @@ from typing import Callable, TextIO
 #: Seconds between redraws: about five a second is smooth and costs nothing.
 REDRAW_INTERVAL = 0.2
 
+#: Characters of the label shown (the end of a long path): a line wider than the terminal
+#: would wrap, and a redraw would then start a line too low.
+LABEL_WIDTH = 40
+
 _CLEAR_TO_END = "\x1b[K"
 
 
@@ -42,7 +46,12 @@ def format_duration(seconds: float) -> str:
 
 class Progress:
     """Done, rate and time left on one stderr line, redrawn at most ~5 times a second; silent when
-    the stream is not a terminal or quiet is set."""
+    the stream is not a terminal or quiet is set.
+
+    ``total`` and ``label`` may be changed as the work goes (a total known
+    only once the work is listed, the file now being sent); clear() makes
+    room for a line of other output.
+    """
 
     def __init__(self, total: int | None, unit: str = "B", label: str = "", *, quiet: bool = False,
                  stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -67,6 +76,16 @@ class Progress:
             self._last_draw = now
             self._draw(self.line(now))
 
+    def clear(self) -> None:
+        """Erase the line, so a result printed now starts at the left; the next update redraws it."""
+        if self.enabled and self._last_draw is not None:
+            self._last_draw = None
+            try:
+                self._stream.write("\r" + _CLEAR_TO_END)
+                self._stream.flush()
+            except Exception:
+                self.enabled = False
+
     def close(self) -> None:
         """The final line and a newline, so the result or the prompt starts on a line of its own."""
         if self._closed:
@@ -79,18 +98,20 @@ class Progress:
         """The text of the progress line at clock time ``now``."""
         elapsed = now - self._started
         rate = self.done / elapsed if elapsed > 0 else None
-        parts = [self.label] if self.label else []
+        label = self.label if len(self.label) <= LABEL_WIDTH else "..." + self.label[3 - LABEL_WIDTH:]
+        parts = [label] if label else []
         if self.total is not None:
-            parts.append(f"{self._amount(self.done)} / {self._amount(self.total)}")
+            parts.append(f"{self._amount(self.done)} / {self._amount(self.total)}" if self.unit == "B"
+                         else f"{self.done}/{self._amount(self.total)}")
             percent = 100 * self.done / self.total if self.total else 100.0
-            parts.append(f"{min(percent, 100.0):3.0f}%")
+            parts.append(f"{min(percent, 100.0):.0f}%")
         else:
             parts.append(self._amount(self.done))
         parts.append(f"{self._amount(rate)}/s" if rate is not None else f"- {self.unit}/s")
         if self.total is not None:
             remaining = max(self.total - self.done, 0)
             if remaining == 0:
-                parts.append(f"{format_duration(elapsed)} total")
+                parts.append(f"done in {format_duration(elapsed)}")
             elif rate:
                 parts.append(f"{format_duration(remaining / rate)} left")
             else:
