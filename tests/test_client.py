@@ -379,3 +379,147 @@ def test_both_commands_say_their_version(program):
     out = subprocess.run([str(Path(sys.executable).parent / program), "--version"], capture_output=True, text=True,
                          timeout=60)
     assert (out.returncode, out.stdout.strip()) == (0, f"{program} 0.1.0")
+
+
+# The progress line (issue 19): on stderr when it is a terminal, and not with --quiet
+
+
+class Terminal:
+    """stderr as a terminal: what is written, kept; isatty() true."""
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, text):
+        self.written.append(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+    def text(self):
+        return "".join(self.written)
+
+    def progress(self):
+        """The progress lines drawn, without \\r and clear-to-end-of-line; the others left out."""
+        return [part.replace("\x1b[K", "").rstrip("\n") for part in self.text().split("\r")
+                if part.replace("\x1b[K", "").strip()]
+
+
+def on_terminal(monkeypatch):
+    """sys.stderr as a Terminal, set in the test itself (capsys sets its own after the fixtures)."""
+    stream = Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    return stream
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_download_shows_its_progress_on_a_terminal(node, run_cli, capsys, tmp_path, monkeypatch):
+    terminal = on_terminal(monkeypatch)
+    (event_id,) = add_events(node, "501", [("meteor", T0, {})])
+    record = await attach(node, event_id, CONTENT, name="sky.png")
+    monkeypatch.chdir(tmp_path)
+    await run_cli("download", record["id"])
+    assert capsys.readouterr().out == f"sky.png: {len(CONTENT)} bytes\n"  # the result as ever
+    assert terminal.progress()[-1].startswith("sky.png  10.2 kB / 10.2 kB  100%  ")
+    assert terminal.text().endswith("\n")
+
+    terminal.written.clear()
+    await run_cli("download", record["id"], "-o", "copy.png")  # the total from the record
+    assert capsys.readouterr().out == f"copy.png: {len(CONTENT)} bytes\n"
+    assert terminal.progress()[-1].startswith("copy.png  10.2 kB / 10.2 kB  100%  ")
+    assert (tmp_path / "copy.png").read_bytes() == CONTENT
+
+    for argv in (["--quiet", "download", record["id"]], ["download", record["id"], "--quiet"],
+                 ["-q", "download", record["id"], "-o", "copy.png"]):
+        terminal.written.clear()
+        requests = len(node.http.requests)
+        await run_cli(*argv)
+        assert terminal.text() == "", argv
+        assert capsys.readouterr().out.endswith(f".png: {len(CONTENT)} bytes\n")
+        assert len(node.http.requests) - requests == (1 if "-o" in argv else 2)  # no request for the total
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_download_off_a_terminal_writes_only_the_result(node, run_cli, capsys, tmp_path, monkeypatch):
+    (event_id,) = add_events(node, "501", [("meteor", T0, {})])
+    record = await attach(node, event_id, CONTENT, name="sky.png")
+    monkeypatch.chdir(tmp_path)
+    await run_cli("download", record["id"])
+    assert capsys.readouterr() == (f"sky.png: {len(CONTENT)} bytes\n", "")
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_query_output_counts_the_events_on_a_terminal(node, run_cli, capsys, tmp_path, monkeypatch):
+    terminal = on_terminal(monkeypatch)
+    ids = add_events(node, "501", [("CIC", T0 + i, {"ph": i}) for i in range(7)])
+    target = tmp_path / "events.jsonl"
+    await run_cli("query", "--json", "--limit", "0", "--page-size", "3", "--order", "asc", "-o", str(target))
+    assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == ids
+    assert capsys.readouterr().out == json.dumps({"file": str(target), "events": 7}, separators=(",", ":")) + "\n"
+    assert terminal.progress()[-1].startswith("7 events  ") and "events/s" in terminal.progress()[-1]
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".part")] == []
+
+    terminal.written.clear()
+    await run_cli("query", "--order", "asc", "--output", str(target), "--quiet")  # a table, quietly
+    assert capsys.readouterr().out == f"{target}: 7 events\n"
+    assert target.read_text().splitlines()[0].split() == ["TIME", "STATION", "TYPE", "ID", "DATA"]
+    assert terminal.text() == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_query_counts_only_when_its_output_is_not_the_terminal(node, run_cli, capsys, monkeypatch):
+    terminal = on_terminal(monkeypatch)
+    add_events(node, "501", [("CIC", T0 + i, {"ph": i}) for i in range(3)])
+    await run_cli("query", "--json")  # stdout captured: as redirected to a file
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert terminal.progress()[-1].startswith("3 events  ")
+
+    terminal.written.clear()
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)  # both on the terminal: the lines are the progress
+    await run_cli("query", "--json")
+    assert len(capsys.readouterr().out.splitlines()) == 3 and terminal.text() == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_query_output_that_cannot_be_written(node, run_cli, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        await run_cli("query", "-o", str(tmp_path / "missing" / "events.txt"))
+    assert capsys.readouterr().err.startswith(f"stationd-client: cannot write {tmp_path / 'missing' / 'events.txt'}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_upload_and_sync_count_files_on_a_terminal(node, run_cli, capsys, tmp_path, monkeypatch):
+    terminal = on_terminal(monkeypatch)
+    box = tmp_path / "box"
+    box.mkdir()
+    for i in range(3):
+        (box / f"{i}.json").write_text(json.dumps({"type": "WTR", "time_ns": T0 + i, "data": {"t": i}}))
+    files = sorted(str(path) for path in box.iterdir())
+    await run_cli("--api-key", node.admin_key, "upload", "--station", "501", *files)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{path}: 1 events (1 accepted, 0 duplicates, 0 quarantined)" for path in files]
+    assert terminal.progress()[-1].startswith("upload  3/3 files  100%  ")
+    # Each result line starts at the left: the progress line was erased before it.
+    assert terminal.text().count("\r\x1b[K") == 3
+
+    terminal.written.clear()
+    await run_cli("--api-key", node.admin_key, "sync", str(box), "--station", "501")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("sent 3 file(s)")
+    assert terminal.progress()[-1].startswith("sync  3/3 files  100%  ")
+
+    terminal.written.clear()
+    await run_cli("--api-key", node.admin_key, "sync", str(box), "--station", "501", "--quiet")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("sent 0 file(s)") and terminal.text() == ""
+    await run_cli("--api-key", node.admin_key, "--quiet", "upload", "--station", "501", files[0])
+    assert capsys.readouterr().out.startswith(files[0]) and terminal.text() == ""
+
+
+@pytest.mark.parametrize("argv, expected", [(["--quiet", "download", "x"], True), (["download", "x", "-q"], True),
+                                             (["download", "x"], False), (["-q", "sync", "d", "--station", "1"], True),
+                                             (["upload", "--station", "1", "f", "--quiet"], True),
+                                             (["query", "--quiet"], True), (["stations"], False)])
+def test_quiet_is_taken_before_or_after_the_command(argv, expected):
+    assert cli.parser().parse_args(argv).quiet is expected

@@ -16,6 +16,7 @@ from twisted.internet import defer, task
 from stationd import __version__
 from stationd.client import MAX_PAGE, Client, ClientError, parse_constraint
 from stationd.filestore import replace_file
+from stationd.progress import Progress
 from stationd.sync import SYNC_BATCH, SYNC_STATE, is_rejection, read_events, send_events, sync_directory
 
 DATA_WIDTH = 100  # characters of an event's data in the table; --json shows it all
@@ -33,7 +34,27 @@ async def query(client, args):
     events = client.iter_events(
         station=args.station, type=args.type, after=args.after, before=args.before, fields=args.field,
         quarantined=args.quarantined, order=args.order, page_size=args.page_size, limit=args.limit or None)
-    await _listing(events, args, ("TIME", "STATION", "TYPE", "ID", "DATA"), _event_row)
+    header = ("TIME", "STATION", "TYPE", "ID", "DATA")
+    if args.output is None:
+        await _listing(events, args, header, _event_row, "events")
+        return
+    directory, name = os.path.split(os.path.abspath(args.output))
+    temp = os.path.join(directory, f".{name}.{os.getpid()}.part")
+    try:
+        with open(temp, "w", encoding="utf-8") as out:
+            count = await _listing(events, args, header, _event_row, "events", out)
+        os.replace(temp, args.output)  # never a half-written file, whatever stops the listing
+    except OSError as e:
+        fail(f"cannot write {args.output}: {e.strerror}")
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    print(_compact({"file": args.output, "events": count}) if args.json else f"{args.output}: {count} events")
+
+
+def _progress(args, total, unit, label, quiet=False):
+    """The progress line of long work: on stderr when it is a terminal, and not with --quiet."""
+    return Progress(total, unit, label, quiet=quiet or getattr(args, "quiet", False))
 
 
 async def files(client, args):
@@ -42,22 +63,30 @@ async def files(client, args):
         before=args.before, meta=args.meta, order=args.order, page_size=args.page_size,
         limit=args.limit or None)
     await _listing(records, args, ("TIME", "STATION", "SEMANTIC TYPE", "MIME TYPE", "SIZE", "ID", "NAME"),
-                   _file_row)
+                   _file_row, "files")
 
 
-async def _listing(items, args, header, row):
-    """JSON Lines as the pages arrive, or a table once all are in."""
+async def _listing(items, args, header, row, unit, out=None):
+    """JSON Lines as the pages arrive, or a table once all are in, to ``out`` (default stdout);
+    the number of items.
+
+    The items are counted on the progress line while the cursors are followed to
+    a file (``out``, or stdout redirected), not while they print on the terminal."""
     rows, count = [], 0
-    async for item in items:
-        count += 1
-        if args.json:
-            print(_compact(item))
-        else:
-            rows.append(row(item))
+    to_file = out is not None or not _isatty(sys.stdout)
+    with _progress(args, None, unit, "", quiet=not to_file) as progress:
+        async for item in items:
+            count += 1
+            if args.json:
+                print(_compact(item), file=out)
+            else:
+                rows.append(row(item))
+            progress.update(1)
     if not args.json:
-        _table([header] + rows)
+        _table([header] + rows, out=out)
         if args.limit and count == args.limit:
             sys.stderr.write(f"(stopped at --limit {args.limit})\n")
+    return count
 
 
 def _event_row(event):
@@ -102,13 +131,18 @@ async def file(client, args):
 
 
 async def download(client, args):
-    path = args.output
+    path, record = args.output, None
     if path is None or os.path.isdir(path):
         record = await client.file(args.id)
         name = default_name(record["name"])
         path = name if path is None else os.path.join(path, name)
+    progress = _progress(args, None, "B", path)
+    if progress.enabled and record is None:
+        record = await client.file(args.id)  # its size: the progress line's total
+    progress.total = record["size"] if record else None
     try:
-        size = await client.download(args.id, path)
+        with progress:
+            size = await client.download(args.id, path, progress.update)
     except OSError as e:
         fail(f"cannot write {path}: {e.strerror}")
     print(f"{path}: {size} bytes")
@@ -286,10 +320,17 @@ def _fields(pairs):
         print(f"{name + ':':<{width}}{str(value).replace(chr(10), chr(10) + ' ' * width)}")
 
 
-def _table(rows, indent=""):
+def _table(rows, indent="", out=None):
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))] if rows else []
     for row in rows:
-        print(indent + "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip())
+        print(indent + "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip(), file=out)
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced, or closed
+        return False
 
 
 def _constraint(text):
@@ -335,19 +376,28 @@ async def upload(client, args):
     """Each FILE as a batch; a file refused for its content is reported and the others still go."""
     if args.hisparc and not args.password:
         fail("--hisparc needs the station's --password (or $STATIOND_STATION_PASSWORD)")
-    failed = 0
-    for path in args.files:
-        try:
-            outcome = await _upload_file(client, args, path)
-        except (OSError, ValueError) as e:
-            outcome = {"file": path, "result": "failed",
-                       "error": f"cannot read it: {e.strerror}" if isinstance(e, OSError) else str(e)}
-        except ClientError as e:
-            if not is_rejection(e):
-                fail(f"{path}: {e}")
-            outcome = {"file": path, "result": "failed", "error": str(e), "status": e.status}
-        failed += outcome["result"] == "failed"
-        _report_file(args, outcome)
+    failed, stopped = 0, None
+    with _progress(args, len(args.files), "files", "upload") as progress:
+        for path in args.files:
+            progress.label = path  # the file being sent
+            progress.update(0)
+            try:
+                outcome = await _upload_file(client, args, path)
+            except (OSError, ValueError) as e:
+                outcome = {"file": path, "result": "failed",
+                           "error": f"cannot read it: {e.strerror}" if isinstance(e, OSError) else str(e)}
+            except ClientError as e:
+                if not is_rejection(e):
+                    stopped = f"{path}: {e}"
+                    break
+                outcome = {"file": path, "result": "failed", "error": str(e), "status": e.status}
+            failed += outcome["result"] == "failed"
+            progress.clear()
+            _report_file(args, outcome)
+            progress.update(1)
+        progress.label = "upload"
+    if stopped:
+        fail(stopped)
     if failed:
         raise SystemExit(1)
 
@@ -394,9 +444,21 @@ def _totals(outcome):
 
 
 async def sync(client, args):
+    progress = _progress(args, None, "files", "sync")
+
+    def report(outcome):
+        if outcome["result"] != "skipped":  # those print nothing
+            progress.clear()
+        _report_file(args, outcome)
+        progress.update(1)
+
+    def listed(count):
+        progress.total = count
+
     try:
-        summary = await sync_directory(client, args.directory, args.station, args.state, args.pattern,
-                                       args.batch_size, report=lambda outcome: _report_file(args, outcome))
+        with progress:
+            summary = await sync_directory(client, args.directory, args.station, args.state, args.pattern,
+                                           args.batch_size, report=report, listed=listed)
     except OSError as e:
         fail(f"{e.filename or args.directory}: {e.strerror}")
     except ValueError as e:
@@ -432,6 +494,7 @@ def _upload_commands(sub):
     command.add_argument("--batch-size", type=_count(1), default=SYNC_BATCH, metavar="N",
                          help=f"native: events a request, for larger files (default {SYNC_BATCH})")
     _json_flag(command, "one JSON object a line (JSON Lines), a file each")
+    _quiet_flag(command)
 
     command = sub.add_parser("sync", help="send the event files of a directory not sent before "
                                           "(remembered in a state file)")
@@ -446,6 +509,7 @@ def _upload_commands(sub):
     command.add_argument("--batch-size", type=_count(1), default=SYNC_BATCH, metavar="N",
                          help=f"events a request, for larger files (default {SYNC_BATCH})")
     _json_flag(command, "one JSON object a line (JSON Lines): a file each, then {\"summary\": ...}")
+    _quiet_flag(command)
 
 
 def _json_flag(command, help):
@@ -454,12 +518,20 @@ def _json_flag(command, help):
     command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=help)
 
 
+def _quiet_flag(command):
+    """--quiet after the command, as _json_flag: a --quiet before it stands."""
+    command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                         help="no progress line on the terminal: only the result")
+
+
 def parser():
     env = os.environ.get
     top = argparse.ArgumentParser(prog="stationd-client", description="Talk to a stationd node.")
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # (Also after the command: those that have --json leave it unset unless given there.)
     top.add_argument("--json", action="store_true", help="JSON output, for the commands that have it")
+    top.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress line (download, upload, sync, query --output): only the result")
     top.add_argument("--url", default=env("STATIOND_URL"), help="node URL ($STATIOND_URL)")
     top.add_argument("--api-key", default=env("STATIOND_API_KEY"), help="API key ($STATIOND_API_KEY)")
     top.add_argument("--ca", default=env("STATIOND_CA"),
@@ -479,7 +551,11 @@ def parser():
                               "(e.g. ph.gt=100; \"quoted\" values compare as text; repeat to AND)")
     command.add_argument("--quarantined", choices=("true", "false", "any"),
                          help="quarantined events only (true), none (false, the default) or both (any)")
+    command.add_argument("-o", "--output", metavar="FILE",
+                         help="write the events there (as they would print; replaced once all are in) and "
+                              "print the file's name and their number")
     _paging_options(command, "events")
+    _quiet_flag(command)
 
     command = sub.add_parser("event", help="one event with its files")
     command.set_defaults(function=event)
@@ -506,6 +582,7 @@ def parser():
     command.add_argument("id")
     command.add_argument("-o", "--output", metavar="FILE",
                          help="where to write it (default: the file's name, here; a directory: that name in it)")
+    _quiet_flag(command)
 
     command = sub.add_parser("stations", help="stations and their current status")
     command.set_defaults(function=stations)

@@ -20,7 +20,7 @@ import pickle
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeAlias, cast
 from urllib.parse import quote, urlencode
 
@@ -208,12 +208,14 @@ class Client:
         """One file record, with the ids of its "events"."""
         return await self.get_json(f"/api/v1/files/{_segment(file_id)}")
 
-    async def download(self, file_id: str, path: _Path) -> int:
+    async def download(self, file_id: str, path: _Path, progress: Callable[[int], None] | None = None) -> int:
         """Write the content of file ``file_id`` to ``path``; the number of bytes.
 
         Streamed to a temporary file beside ``path`` (never whole in memory),
         checked against the SHA-256 the node sends as the ETag, then renamed
-        over ``path``: ``path`` is never left half written.
+        over ``path``: ``path`` is never left half written.  ``progress`` is
+        called with the size of each piece as it is written (e.g. a
+        progress.Progress's update).
         """
         url = f"{self.url}/api/v1/files/{_segment(file_id)}/content"
         try:
@@ -245,6 +247,8 @@ class Client:
                     out.write(chunk)
                     digest.update(chunk)
                     written += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
 
                 try:
                     await treq.collect(response, write)

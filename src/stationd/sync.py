@@ -107,7 +107,7 @@ def _read_unless(path, entry):
 
 
 async def sync_directory(client, directory, station, state_path=None, pattern="*.json", batch_size=SYNC_BATCH,
-                         report=None, save_every=1.0, clock=time.monotonic):
+                         report=None, save_every=1.0, clock=time.monotonic, listed=None):
     """Send the JSON event files of ``directory`` (names matching ``pattern``; hidden files
     never) that the node has not acknowledged before, by native ingest as ``station``.
 
@@ -122,8 +122,10 @@ async def sync_directory(client, directory, station, state_path=None, pattern="*
     recorded; the run goes on with the next.  Any other error of the node (unreachable, busy,
     a wrong key, an unknown station) stops the run: "stopped" says why, and the next run
     resumes.  ``report`` is called with each file's outcome {"file", "result": "sent" | "skipped"
-    | "failed", ...} as it is known.  Returns the summary {"sent", "skipped", "failed",
-    "events", "accepted", "duplicates", "quarantined", "stopped"}.
+    | "failed", ...} as it is known; ``listed`` with the number of files it will look at, once
+    they are listed (a progress display's total, which ``report`` then counts).  Returns the
+    summary {"sent", "skipped", "failed", "events", "accepted", "duplicates", "quarantined",
+    "stopped"}.
     """
     directory = os.path.abspath(directory)
     state_path = os.path.abspath(state_path or os.path.join(directory, SYNC_STATE))
@@ -133,6 +135,8 @@ async def sync_directory(client, directory, station, state_path=None, pattern="*
                    and os.path.join(directory, name) != state_path
                    and os.path.isfile(os.path.join(directory, name)))
     present = set(names)
+    if listed is not None:
+        listed(len(names))
     known = state["targets"].setdefault(client.url, {}).setdefault(str(station), {})
     summary = {"sent": 0, "skipped": 0, "failed": 0, "events": 0, "accepted": 0, "duplicates": 0,
                "quarantined": 0, "stopped": None}
