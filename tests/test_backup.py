@@ -1,6 +1,7 @@
 """stationd-admin backup and restore (stationd.backup): unit tests on each backend, the progress
 display, and the acceptance test: a backup of a real node under upload load, restored into a fresh one."""
 
+import contextlib
 import hashlib
 import io
 import json
@@ -194,6 +195,21 @@ def test_backup_refuses_a_directory_in_use_and_a_missing_database(tmp_path):
     assert (tmp_path / "used" / "x").read_text() == "mine"
 
 
+def test_a_damaged_content_fails_the_backup_and_leaves_no_partial_copy(tmp_path):
+    _, node = make_node(tmp_path, f"sqlite:///{tmp_path}/n.sqlite")
+    populate(node, events=3, contents=(b"intact",))
+    sha256 = hashlib.sha256(b"intact").hexdigest()
+    with open(os.path.join(node.files_dir, sha256[:2], sha256[2:4], sha256), "wb") as f:
+        f.write(b"rotten")
+    with pytest.raises(backup.BackupError, match=rf"{sha256} is damaged: its content has SHA-256 "):
+        backup.backup(node, str(tmp_path / "bk"))
+    assert not (tmp_path / "bk").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(backup.BackupError, match="is damaged"):
+        backup.backup(node, str(tmp_path / "empty"))
+    assert os.listdir(tmp_path / "empty") == []
+
+
 def test_a_content_the_node_has_not_received_is_listed_as_missing(tmp_path):
     _, node = make_node(tmp_path, f"sqlite:///{tmp_path}/n.sqlite")
     populate(node, events=3, contents=(b"here",))
@@ -377,12 +393,37 @@ def test_in_process_errors_are_one_line(tmp_path, capsys):
 # -- the acceptance test: a real node under upload load --------------------------------------
 
 
+EVENT_COLUMNS = "id, station, type, time_ns, received_ns, CAST(data AS TEXT), digest, origin, quarantined, seq"
+
+
+def rows(url, statement):
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(statement))]
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.e2e
-def test_a_backup_under_upload_load_restores_into_a_fresh_node_event_for_event(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_backup_under_upload_load_restores_into_a_fresh_node_event_for_event(tmp_path, backend):
+    if backend == "postgresql" and not PG_URL:
+        pytest.skip("PostgreSQL tests need STATIOND_TEST_DATABASE_URL (set by .ci/run)")
+    with contextlib.ExitStack() as stack:
+        url = (stack.enter_context(pg_schema())[0] if backend == "postgresql"
+               else f"sqlite:///{tmp_path}/original/var/stationd.sqlite")
+        under_load_then_restored(tmp_path, url, backend)
+
+
+def under_load_then_restored(tmp_path, url, backend):
     from test_e2e import BIN, Node, admin_cli as run_admin
 
     (tmp_path / "original").mkdir()
-    node = Node(tmp_path / "original")
+    body = f"[database]\nurl = {url}\n"
+    node = Node(tmp_path / "original", body)
     run_admin(node.config, "add-station", "501")
     key = run_admin(node.config, "add-user", "box", "--role", "station", "--station", "501").strip().splitlines()[-1]
     root_key = run_admin(node.config, "add-user", "root", "--role", "admin").strip().splitlines()[-1]
@@ -448,29 +489,31 @@ def test_a_backup_under_upload_load_restores_into_a_fresh_node_event_for_event(t
     assert not failures, failures
     node.stop()
 
-    copy = sqlite3.connect(tmp_path / "bk" / backup.SQLITE_COPY)
-    backed_up = copy.execute("SELECT id, station, type, time_ns, received_ns, data, digest, origin, quarantined, "
-                             "seq FROM events ORDER BY id").fetchall()
-    assert len(backed_up) == summary["counts"]["events"] > 0 and summary["files"] > 0
-    original = sqlite3.connect(tmp_path / "original" / "var" / "stationd.sqlite")
-    total = original.execute("SELECT count(*) FROM events").fetchone()[0]
-    assert total > len(backed_up)  # uploads went on during and after the backup
-    in_original = {row[0]: row for row in original.execute(
-        "SELECT id, station, type, time_ns, received_ns, data, digest, origin, quarantined, seq FROM events")}
-    # Every event, with identical data; seq is the export order, renumbered when an event gains a file.
-    differing = [(row, in_original.get(row[0])) for row in backed_up if in_original.get(row[0], ())[:-1] != row[:-1]
-                 or in_original[row[0]][-1] < row[-1]]
-    assert not differing, differing[:3]
-    backed_files = copy.execute("SELECT id, sha256, size FROM files ORDER BY id").fetchall()
-    assert len(backed_files) == summary["counts"]["files"]
-
+    in_original = {row[0]: row for row in rows(url, f"SELECT {EVENT_COLUMNS} FROM events")}
+    original_files = rows(url, "SELECT id, sha256, size FROM files ORDER BY id")
     fresh_root = tmp_path / "fresh"
     fresh_root.mkdir()
-    fresh = Node(fresh_root)
+    if backend == "sqlite":
+        fresh = Node(fresh_root)
+        backup_url = f"sqlite:///{tmp_path}/bk/{backup.SQLITE_COPY}"
+    else:  # (a dump names its schema: the fresh node gets the original's, emptied)
+        empty_pg_schema(url)
+        fresh = Node(fresh_root, body)
     restored = subprocess.run([os.path.join(BIN, "stationd-admin"), "--config", str(fresh.config), "restore",
                                str(tmp_path / "bk"), "--json"], capture_output=True, text=True, timeout=120)
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["node_id"] == summary["node_id"]
+    if backend == "postgresql":
+        backup_url = url  # (what the dump held: the restored database, before the node starts)
+    backed_up = rows(backup_url, f"SELECT {EVENT_COLUMNS} FROM events ORDER BY id")
+    backed_files = rows(backup_url, "SELECT id, sha256, size FROM files ORDER BY id")
+    assert len(backed_up) == summary["counts"]["events"] > 0 and summary["files"] > 0
+    assert len(in_original) > len(backed_up)  # uploads went on during and after the backup
+    assert set(backed_files) < set(original_files) and len(backed_files) == summary["counts"]["files"]
+    # Every event, with identical data; seq is the export order, renumbered when an event gains a file.
+    differing = [(row, in_original.get(row[0])) for row in backed_up if in_original.get(row[0], ())[:-1] != row[:-1]
+                 or in_original[row[0]][-1] < row[-1]]
+    assert not differing, differing[:3]
     fresh.start()
     try:
         import urllib.request

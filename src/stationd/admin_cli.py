@@ -1,4 +1,4 @@
-"""stationd-admin: configuration, schema, users and certificates, on the store directly.
+"""stationd-admin: configuration, schema, users, certificates and backups, on the store directly.
 
 Works whether or not the node runs: the node reads users from the store on
 every request, so changes here count from its next request.
@@ -310,7 +310,7 @@ def parser():
                         help="configuration file (default: $STATIOND_CONFIG, else the embedded defaults)")
     top = argparse.ArgumentParser(
         prog="stationd-admin", parents=[common],
-        description="Administer a stationd node: configuration, schema, users, certificates.",
+        description="Administer a stationd node: configuration, schema, users, certificates, backups.",
     )
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")

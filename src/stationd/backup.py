@@ -231,22 +231,35 @@ def backup(node: Node, target: str, meters: Meters = silent) -> dict[str, Any]:
             raise BackupError("pg_dump is not on PATH, and a PostgreSQL store is backed up with it: install the "
                               "PostgreSQL client (Debian: apt install postgresql-client, of the server's major "
                               "version or newer) and run backup again; nothing was copied")
+    created = not os.path.exists(target)
     os.makedirs(target, mode=0o700, exist_ok=True)
     os.chmod(target, 0o700)  # it holds password hashes and perhaps the TLS key
-    manifest: dict[str, Any] = {"format": FORMAT, "stationd": __version__, "started": _now_iso()}
-
-    manifest["spool"] = _backup_spool(node.spool_dir, target, meters)
-    if sqlite_path is not None:
-        database, contents = _backup_sqlite(sqlite_path, target, meters)
-    else:
-        database, contents = _backup_postgresql(node.database_url, target, meters, pg_dump or "pg_dump")
-    manifest["database"] = database
-    manifest["node_id"], manifest["counts"] = database.pop("node_id"), database.pop("counts")
-    manifest["files"], manifest["missing_files"] = _backup_contents(node.files_dir, contents, target, meters)
-    manifest["config"], manifest["tls"] = _backup_config(node, target)
-    manifest["finished"] = _now_iso()
-    _fsync_tree(target)
-    replace_file(os.path.join(target, MANIFEST), json.dumps(manifest, indent=1).encode("utf-8") + b"\n")
+    try:
+        manifest: dict[str, Any] = {"format": FORMAT, "stationd": __version__, "started": _now_iso()}
+        manifest["spool"] = _backup_spool(node.spool_dir, target, meters)
+        if sqlite_path is not None:
+            database, contents = _backup_sqlite(sqlite_path, target, meters)
+        else:
+            database, contents = _backup_postgresql(node.database_url, target, meters, pg_dump or "pg_dump")
+        manifest["database"] = database
+        manifest["node_id"], manifest["counts"] = database.pop("node_id"), database.pop("counts")
+        manifest["files"], manifest["missing_files"] = _backup_contents(node.files_dir, contents, target, meters)
+        manifest["config"], manifest["tls"] = _backup_config(node, target)
+        manifest["finished"] = _now_iso()
+        _fsync_tree(target)
+        replace_file(os.path.join(target, MANIFEST), json.dumps(manifest, indent=1).encode("utf-8") + b"\n")
+    except BaseException:
+        # What this backup copied goes (the directory was new or empty), so that a second try can use it.
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            for name in os.listdir(target):
+                path = os.path.join(target, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+        raise
     return manifest
 
 
