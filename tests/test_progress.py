@@ -66,6 +66,10 @@ def test_counts_without_a_total_show_done_and_rate_only():
     clock.now += 10
     files.update(2)
     assert lines(stream)[-1] == "2/8 files  25%  0.2 files/s  0:30 left"
+    fast = Progress(None, unit="events", stream=stream, clock=clock)
+    clock.now += 0.3
+    fast.update(4567)
+    assert lines(stream)[-1] == "4567 events  15223 events/s"  # no tenths in a large rate
 
 
 def test_redraws_at_most_five_times_a_second():

@@ -121,7 +121,7 @@ class Progress:
     def _amount(self, n: float) -> str:
         if self.unit == "B":
             return format_bytes(n)
-        return f"{n:.0f} {self.unit}" if float(n).is_integer() else f"{n:.1f} {self.unit}"
+        return f"{n:.0f} {self.unit}" if n >= 100 or float(n).is_integer() else f"{n:.1f} {self.unit}"
 
     def _draw(self, text: str, end: str = "") -> None:
         """Redraw in place; a broken or closed terminal must never fail the work it reports on."""
