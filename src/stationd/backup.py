@@ -40,6 +40,7 @@ from stationd import __version__
 from stationd.config import Config
 from stationd.filestore import CHUNK, FileStore, replace_file
 from stationd.store import Store, StoreError, identity, migrations, schema
+from stationd.store.changes import Stamp
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -565,9 +566,6 @@ def restore(backup_dir: str, node: Node, *, force: bool = False, meters: Meters 
 
 def _restore_sqlite(copy_path: str, path: str, meters: Meters) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    for suffix in (".changes",):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path + suffix)
     try:
         # Through SQLite's backup API into the database itself, not a file copy over it: a WAL
         # left beside an old file is then SQLite's to settle, never replayed onto the new one.
@@ -590,6 +588,7 @@ def _restore_sqlite(copy_path: str, path: str, meters: Meters) -> None:
             target.close()
     except sqlite3.Error as e:
         raise BackupError(f"cannot restore the database into {path}: {e}") from None
+    Stamp(path + ".changes").touch()  # (users and stations changed: whoever cached them reads them again)
 
 
 def _restore_postgresql(dump_path: str, url: URL, schema_name: str, meters: Meters) -> None:
