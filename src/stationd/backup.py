@@ -80,6 +80,20 @@ def silent(total: int | None, unit: str, label: str) -> Meter:
     return _Silent()
 
 
+def _copy_sqlite(source: sqlite3.Connection, target: sqlite3.Connection, meters: Meters) -> None:
+    """SQLite's online backup of ``source`` into ``target``, a step of pages at a time, metered in bytes."""
+    page_size = source.execute("PRAGMA page_size").fetchone()[0]
+    pages = source.execute("PRAGMA page_count").fetchone()[0]
+    with _metered(meters, pages * page_size, "B", "database") as meter:
+        done = [0]
+
+        def step(status: int, remaining: int, total: int) -> None:
+            meter.update((total - remaining - done[0]) * page_size)
+            done[0] = total - remaining
+
+        source.backup(target, pages=SQLITE_STEP_PAGES, progress=step)
+
+
 @contextlib.contextmanager
 def _metered(meters: Meters, total: int | None, unit: str, label: str) -> Iterator[Meter]:
     meter = meters(total, unit, label)
@@ -287,18 +301,9 @@ def _backup_sqlite(path: str, target: str, meters: Meters) -> tuple[dict[str, An
         # One read transaction for the whole copy: every step reads the same WAL snapshot, so
         # the node's commits meanwhile neither show in the copy nor make it start over.
         source.execute("BEGIN")
-        page_size = source.execute("PRAGMA page_size").fetchone()[0]
-        pages = source.execute("PRAGMA page_count").fetchone()[0]
         copy = sqlite3.connect(copy_path)
         try:
-            with _metered(meters, pages * page_size, "B", "database") as meter:
-                done = [0]
-
-                def step(status: int, remaining: int, total: int) -> None:
-                    meter.update((total - remaining - done[0]) * page_size)
-                    done[0] = total - remaining
-
-                source.backup(copy, pages=SQLITE_STEP_PAGES, progress=step)
+            _copy_sqlite(source, copy, meters)
             if (problem := copy.execute("PRAGMA quick_check").fetchone()[0]) != "ok":
                 raise BackupError(f"the copy of {path} fails SQLite's quick_check: {problem}")
         finally:
@@ -572,16 +577,7 @@ def _restore_sqlite(copy_path: str, path: str, meters: Meters) -> None:
         source = sqlite3.connect(f"file:{copy_path}?mode=ro", uri=True)
         target = sqlite3.connect(path, isolation_level=None, timeout=30)
         try:
-            page_size = source.execute("PRAGMA page_size").fetchone()[0]
-            pages = source.execute("PRAGMA page_count").fetchone()[0]
-            with _metered(meters, pages * page_size, "B", "database") as meter:
-                done = [0]
-
-                def step(status: int, remaining: int, total: int) -> None:
-                    meter.update((total - remaining - done[0]) * page_size)
-                    done[0] = total - remaining
-
-                source.backup(target, pages=SQLITE_STEP_PAGES, progress=step)
+            _copy_sqlite(source, target, meters)
             target.execute("PRAGMA journal_mode=WAL")
         finally:
             source.close()
