@@ -462,3 +462,68 @@ def test_sensor_threads_shorten_the_gil_switch_interval_while_they_run(node):
     finally:
         threaded.stopService()
     assert sys.getswitchinterval() == before
+
+
+class HeldInserts:
+    """``store`` whose readings inserts wait for release(); reads run at once."""
+
+    def __init__(self, store):
+        self.store, self.held = store, []
+
+    def run(self, operation, *args):
+        assert operation is history.add_readings
+        done = defer.Deferred()
+        self.held.append((done, args))
+        return done
+
+    def release(self):
+        """Commit the oldest held insert, and answer it."""
+        done, args = self.held.pop(0)
+        done.callback(self.store.call(history.add_readings, *args))
+
+    def read(self, operation, *args):
+        return defer.succeed(self.store.call_read(operation, *args))
+
+
+def test_concurrent_readings_wait_for_the_rows_an_earlier_flush_is_still_storing(node):
+    clock = task.Clock()
+    store = HeldInserts(node.store)
+    sensors = Sensors(store, node.metrics, node.service.name, node.node_id, reactor, clock=clock,
+                      run_blocking=in_line(clock))
+    sensors.add(sensor("t"), Fake(clock, {"v": (1.0, "")}))
+    t0 = 1714564800
+    sensors._reading("t", t0, {"v": (1.0, "")})
+    first = defer.ensureDeferred(sensors.readings("t", 0, (t0 + 60) * 10**9))  # takes the row, its insert held
+    second = defer.ensureDeferred(sensors.readings("t", 0, (t0 + 60) * 10**9))  # finds nothing pending
+    answers = []
+    for call_ in (first, second):
+        call_.addCallback(lambda rows: answers.append([values["v"] for _, values, *_ in rows]))
+    assert answers == []  # neither answers before the row the first took is committed
+    store.release()
+    assert answers == [[1.0], [1.0]]
+    # one more taken while that one's insert is held: the next flush stores it after the first
+    sensors._reading("t", t0 + 1, {"v": (2.0, "")})
+    first = defer.ensureDeferred(sensors.readings("t", 0, (t0 + 60) * 10**9))
+    sensors._reading("t", t0 + 2, {"v": (2.5, "")})
+    second = defer.ensureDeferred(sensors.readings("t", 0, (t0 + 60) * 10**9))
+    answers.clear()
+    for call_ in (first, second):
+        call_.addCallback(lambda rows: answers.append([values["v"] for _, values, *_ in rows]))
+    assert len(store.held) == 1  # the second flush waits its turn
+    store.release()
+    assert answers == [[1.0, 2.0]] and len(store.held) == 1
+    store.release()
+    assert answers == [[1.0, 2.0], [1.0, 2.0, 2.5]]
+    # stopService's last flush waits for one in flight too, and stores what came after
+    sensors._reading("t", t0 + 3, {"v": (3.0, "")})
+    flushing = defer.ensureDeferred(sensors.flush())
+    sensors._reading("t", t0 + 4, {"v": (4.0, "")})
+    stopped = []
+    defer.ensureDeferred(sensors.stopService()).addCallback(stopped.append)
+    assert stopped == [] and len(store.held) == 1
+    store.release()
+    assert flushing.called and len(store.held) == 1 and stopped == []
+    store.release()
+    assert stopped == [None] and not sensors.pending
+    assert [values["v"] for _, values, *_ in node.store.call(history.readings, "t", 0, (t0 + 60) * 10**9)] == [
+        1.0, 2.0, 2.5, 3.0, 4.0]

@@ -83,6 +83,7 @@ class Sensors(Service):
         self.latest: dict[str, tuple[int, dict]] = {}  # name -> (time_ns, {field: (value, unit)})
         self.failing: dict[str, str] = {}  # name -> the error while it fails
         self.pending: list[tuple] = []  # (sensor, field, time_ns, value) not yet in the store
+        self._flushing = defer.DeferredLock()  # one flush at a time (flush())
         self.alarm_listeners: list[Callable] = []  # f(sensor, field, value, kind, threshold, state)
         self._switch_interval = None  # Python's, while the threads run with GIL_SWITCH_SECONDS
         self._flusher = _loop(self.flush, self.clock)
@@ -175,12 +176,19 @@ class Sensors(Service):
             listener(name, field, value, kind, threshold, state)
 
     async def flush(self):
-        rows, self.pending = self.pending, []
-        if rows:
-            try:
-                await self.store.run(history.add_readings, rows)
-            except Exception:
-                log.failure("Sensor readings: {n} not stored", n=len(rows))
+        """Store what is pending; returns once every row pending at the call is committed.  Flushes take
+        turns (the timer's, readings()' and stopService's): one that found its rows taken by a flush
+        still storing them waits for it, rather than return before they are in the store."""
+        await self._flushing.acquire()
+        try:
+            rows, self.pending = self.pending, []
+            if rows:
+                try:
+                    await self.store.run(history.add_readings, rows)
+                except Exception:
+                    log.failure("Sensor readings: {n} not stored", n=len(rows))
+        finally:
+            self._flushing.release()
 
     async def compact(self):
         now_ns = int(self.clock.seconds() * 1e9)
