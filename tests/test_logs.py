@@ -5,12 +5,12 @@ import time
 
 from twisted.logger import Logger, LogPublisher
 
-from stationd.logs import make_observer
+from stationd.logs import NodeLog
 
 
 def emit(config):
     out = io.StringIO()
-    publisher = LogPublisher(make_observer(config, stream=out))
+    publisher = LogPublisher(NodeLog(config, stream=out))
     log = Logger(namespace="t", observer=publisher)
     log.debug("quiet {n}", n=1)
     log.info("hello {n}", n=2)
@@ -39,7 +39,7 @@ def test_json_format_is_a_line_a_shipper_reads_as_it_is():
 
 def test_json_format_carries_a_failure_and_fields_json_cannot():
     out = io.StringIO()
-    log = Logger(namespace="t", observer=LogPublisher(make_observer({**BASE, "level": "info", "format": "json"},
+    log = Logger(namespace="t", observer=LogPublisher(NodeLog({**BASE, "level": "info", "format": "json"},
                                                                      stream=out)))
     try:
         1 / 0
@@ -52,7 +52,7 @@ def test_json_format_carries_a_failure_and_fields_json_cannot():
 
 def test_log_file_rotates_by_size(tmp_path):
     config = {**BASE, "path": str(tmp_path / "logs" / "node.log"), "level": "info", "format": "text"}
-    publisher = LogPublisher(make_observer(config))
+    publisher = LogPublisher(NodeLog(config))
     log = Logger(namespace="t", observer=publisher)
     for i in range(200):
         log.info("line {i} " + "x" * 40, i=i)

@@ -44,16 +44,17 @@ def test_server_options_refuse_bad_files(tmp_path):
                        client_ca=str(tmp_path / "key.pem"))
 
 
-def test_reload_keeps_the_old_certificate_when_the_new_one_is_broken(tmp_path, make_config):
+def test_a_broken_certificate_is_refused_before_it_replaces_the_one_in_use(tmp_path, make_config):
     key, cert = make_certificate(["a"])
     write_pair(key, cert, str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
     config = make_config(f"[web]\ntls_cert = {tmp_path}/cert.pem\ntls_key = {tmp_path}/key.pem\n")
     server = ServerTLS.from_config(config)
     before = server.options
     (tmp_path / "cert.pem").write_text("garbage")
-    server.reload()
+    with pytest.raises(ValueError, match="cannot load certificate"):
+        server.load(config["web"])
     assert server.options is before
     new_key, new_cert = make_certificate(["b"])
     write_pair(new_key, new_cert, str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
-    server.reload()
+    server.use(config["web"], server.load(config["web"]))
     assert server.options is not before

@@ -458,6 +458,30 @@ class ExportTargets(MultiService):
                 continue
             self._set(name, target, "api", paused)
 
+    async def configure(self, configured: Mapping[str, "ExportTarget"]) -> tuple[list[str], list[str], list[str]]:
+        """A reloaded configuration's [export:NAME] targets: those added start, those changed
+        restart from their cursor (a batch in flight finishes first), those left out stop (an
+        admin-API target they hid comes back at the next sync).  The names (added, changed, removed)."""
+        added: list[str] = []
+        changed: list[str] = []
+        removed: list[str] = []
+        async with self._changing:
+            for name in sorted(set(self.configured) - set(configured)):
+                if self.targets.get(name, (None, ""))[1] == "config":
+                    await self._unset(name)
+                    forget_target(self.local.metrics, name)
+                    removed.append(name)
+            for name, target in sorted(configured.items()):
+                current = self.targets.get(name)
+                if current is not None and current[1] == "config" and current[0] == target:
+                    continue
+                (changed if current is not None and current[1] == "config" else added).append(name)
+                if current is not None:
+                    await self._unset(name)  # (an admin-API target of that name: the file's wins, as at start)
+                self._set(name, target, "config", False)
+            self.configured = configured
+        return added, changed, removed
+
     def _set(self, name: str, target: "ExportTarget", source: str, paused: bool) -> None:
         self.targets[name] = (target, source, paused)
         if paused:

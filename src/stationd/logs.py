@@ -1,16 +1,18 @@
-"""The node's log observer, built from [log]: level, file (rotated) and format."""
+"""The node's log observer, built from [log]: level, file (rotated) and format; rebuilt on reload."""
 
 import datetime
 import functools
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any, cast
 
 import orjson
 
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
@@ -19,6 +21,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
 
 def _second(when):
@@ -34,25 +37,53 @@ def _formatted(second):
 WORKER = "stationd_worker"  # the event key naming the worker process that logged it
 
 
-def make_observer(log_config, stream=None, workers=1):
-    """An ILogObserver for twistd to log through (see NodeService.setServiceParent).  With
-    several workers, each line names its worker (0: the twistd process; the others' events
-    reach it through stationd.workers)."""
-    path = log_config["path"]
-    if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        out = LogFile.fromFullPath(
-            path, rotateLength=log_config["rotate_size"], maxRotatedFiles=log_config["rotate_keep"]
-        )
-    else:
-        out = stream or sys.stderr
-    if log_config["format"] == "json":
-        observer = FileLogObserver(out, json_line)
-    else:
-        observer = FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=_second))
-    level = LogLevel.levelWithName(log_config["level"])
-    filtered = FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
-    return filtered if workers == 1 else functools.partial(_tagged, filtered)
+@implementer(ILogObserver)
+class NodeLog:
+    """The node's log observer, built from [log]: level, file (rotated) and format.  A reload
+    rebuilds it in place (twistd and the workers keep calling this one object), so no event
+    is lost and the old log file is closed once the new one takes over.
+
+    With several workers, each line names its worker (0: the twistd process; the others'
+    events reach it through stationd.workers).  ``pipe`` makes a worker process's observer:
+    its events as JSON lines on the pipe to the twistd process, which logs them with its own.
+    """
+
+    def __init__(self, log_config: Mapping[str, Any], stream: IO[str] | None = None, workers: int = 1,
+                 pipe: IO[str] | None = None) -> None:
+        self._stream, self._workers, self._pipe = stream, workers, pipe
+        self._file: LogFile | None = None
+        self.observer = self._build(log_config)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.observer(event)
+
+    def configure(self, log_config: Mapping[str, Any]) -> None:
+        """Log as ``log_config`` says from now on (a reload)."""
+        old_file = self._file
+        self.observer = self._build(log_config)
+        if old_file is not None:
+            old_file.close()
+
+    def _build(self, log_config: Mapping[str, Any]) -> ILogObserver:
+        level = [LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_config["level"]))]
+        if self._pipe is not None:
+            return FilteringLogObserver(jsonFileLogObserver(self._pipe), level)
+        path = log_config["path"]
+        out: IO[str]
+        if path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            out = self._file = LogFile.fromFullPath(
+                path, rotateLength=log_config["rotate_size"], maxRotatedFiles=log_config["rotate_keep"]
+            )
+        else:
+            self._file = None
+            out = self._stream or sys.stderr
+        if log_config["format"] == "json":
+            observer = FileLogObserver(out, json_line)
+        else:
+            observer = FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=_second))
+        filtered = FilteringLogObserver(observer, level)
+        return filtered if self._workers == 1 else cast(ILogObserver, functools.partial(_tagged, filtered))
 
 
 def json_line(event: dict[str, Any]) -> str:
@@ -82,10 +113,3 @@ def _tagged(observer, event):
     level = event.get("log_level")
     system = event.get("log_system") or f"{event.get('log_namespace', '-')}#{level.name if level else '-'}"
     observer(dict(event, **{WORKER: worker, "log_system": f"worker {worker} {system}"}))
-
-
-def worker_observer(log_config, stream):
-    """A worker process's observer: its events as JSON lines on ``stream`` (a pipe to the twistd
-    process, which logs them with its own observer)."""
-    level = LogLevel.levelWithName(log_config["level"])
-    return FilteringLogObserver(jsonFileLogObserver(stream), [LogLevelFilterPredicate(defaultLogLevel=level)])

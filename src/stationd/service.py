@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -21,17 +22,16 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 
-from stationd import __version__, config as configuration
+from stationd import __version__, config as configuration, reload as reloading
 from stationd.instrument_configs import InstrumentConfigs
 from stationd.dbus import NodeBus
 from stationd.display import Display
 from stationd.exporter import ExportTargets, LocalNode
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
-from stationd.logs import make_observer
+from stationd.logs import NodeLog
 from stationd.metrics import HostMetrics, Metrics
 from stationd.sensors import Sensors, drivers
-from stationd.sensors.options import DriverContext
 from stationd.store import Store, StoreError, identity
 from stationd.store import exports as exports_table
 from stationd.store.cache import Cache
@@ -106,6 +106,11 @@ def _freeze_heap():
     gc.freeze()
 
 
+def _summary(changes: dict[str, list[str]]) -> str:
+    said = [f"{what} {', '.join(names)}" for what, names in changes.items() if names]
+    return "; ".join(said) if said else "unchanged"
+
+
 class NodeService(service.MultiService):
     """The node: parent of every component; answers status, reloads on SIGHUP."""
 
@@ -114,7 +119,7 @@ class NodeService(service.MultiService):
     def __init__(self, config: configuration.Config, reactor, node_id: str, metrics: Metrics,
                  spool: Spool, exports: ExportTargets, sensors: Sensors, tls: ServerTLS | None = None,
                  station_list: StationList | None = None, worker: int = 0, workers: Workers | None = None,
-                 notifier: Notifier | None = None):
+                 notifier: Notifier | None = None, log_observer: NodeLog | None = None):
         super().__init__()
         self.config, self.reactor = config, reactor
         self.setName(config["node"]["name"])  # (as the other services: twisted's Service types the class one None)
@@ -124,7 +129,7 @@ class NodeService(service.MultiService):
         self.worker, self.workers = worker, workers  # this process's number; worker 0's Workers
         self.notifier = notifier
         self.started_at: float | None = None
-        self.log_observer = make_observer(config["log"], workers=config["node"]["workers"])
+        self.log_observer = log_observer or NodeLog(config["log"], workers=config["node"]["workers"])
 
     def setServiceParent(self, parent):
         # twistd logs through the application's ILogObserver component if it
@@ -139,6 +144,7 @@ class NodeService(service.MultiService):
             # After the reactor's own handlers, which this replaces for SIGTERM.
             self.reactor.callWhenRunning(self._handle_signals)
             self.reactor.callWhenRunning(_freeze_heap)
+            reloading.write_pid(self.config["node"]["data_dir"])
         super().startService()
         log.info("stationd {version} node {name!r} (node id {node_id}) started; components: {components}",
                  version=__version__, name=self.name, node_id=self.node_id,
@@ -151,6 +157,8 @@ class NodeService(service.MultiService):
         service.Service.stopService(self)
         for child in reversed(list(self)):
             yield defer.maybeDeferred(child.stopService)
+        if self.handle_signals:
+            reloading.remove_pid(self.config["node"]["data_dir"])
 
     def _handle_signals(self) -> None:
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
@@ -162,19 +170,63 @@ class NodeService(service.MultiService):
         log.info("Received SIGTERM, shutting down.")
         self.reactor.stop()
 
-    def reload(self) -> None:
-        """SIGHUP: pick up renewed TLS certificates without dropping connections."""
-        log.info("SIGHUP: reloading")
+    def reload(self) -> defer.Deferred[dict]:
+        """SIGHUP: read the configuration file again and take up what it changes (stationd.reload);
+        the outcome, also written for stationd-admin reload."""
+        return defer.ensureDeferred(self._reload())
+
+    async def _reload(self) -> dict:
+        requested = time.time()
+        log.info("SIGHUP: reloading {path}", path=self.config.path or "the embedded defaults")
         if self.notifier is not None:
             self.notifier.reloading()
-        if self.tls is not None:
-            self.tls.reload()
-        if self.station_list is not None:
-            self.station_list.check(force=True)
+        try:
+            result = await self._apply_reload()
+        except Exception:
+            log.failure("Reload failed")
+            result = {"result": "failed", "errors": ["the reload failed: see the log"]}
+        finally:
+            if self.notifier is not None:
+                self.notifier.reloaded()
         if self.workers is not None:
-            self.workers.signal_all("HUP")
-        if self.notifier is not None:
-            self.notifier.reloaded()
+            self.workers.signal_all("HUP")  # (each reads the file itself)
+        result = {"pid": os.getpid(), "requested": requested, "worker": self.worker, **result}
+        if self.handle_signals and self.worker == 0:
+            reloading.write_result(self.config["node"]["data_dir"], result)
+        return result
+
+    async def _apply_reload(self) -> dict:
+        try:
+            new = configuration.load(self.config.path, environ={})
+            plan = reloading.plan(self.config, new, self.sensors if self.worker == 0 else None, self.tls,
+                                  self.reactor)
+        except configuration.ConfigError as e:
+            for error in e.errors:
+                log.error("Reload refused, the running configuration stays: {error}", error=error)
+            return {"result": "refused", "errors": e.errors}
+        self.config = plan.config
+        for key in plan.restart_needed:
+            log.warn("Reload: {key} changed; it takes effect at the next restart", key=key)
+        if plan.log_changed:
+            self.log_observer.configure(plan.config["log"])
+        if self.tls is not None:
+            self.tls.use(plan.config["web"], plan.tls_options)
+            log.info("TLS certificate reloaded from {path}", path=self.tls.cert_path)
+        if self.worker == 0:  # (the other workers poll no sensors)
+            self.sensors.reconfigure(plan.config["sensors"], plan.drivers)
+        exports = await self.exports.configure(plan.config["exports"])
+        if self.station_list is not None:
+            self.station_list.path = cast(str, plan.config["ingest"]["station_list"])
+            await self.station_list.check(force=True)
+        sensors = dict(zip(("added", "changed", "removed"), plan.sensors))
+        targets = dict(zip(("added", "changed", "removed"), exports))
+        changes = {"sensors": sensors, "exports": targets, "log": plan.log_changed}
+        log.info("Reload done: sensors {sensors}, export targets {exports}{log_note}{restart_note}",
+                 sensors=_summary(sensors), exports=_summary(targets),
+                 log_note=", log settings changed" if plan.log_changed else "",
+                 restart_note=f"; {len(plan.restart_needed)} change(s) wait for a restart"
+                 if plan.restart_needed else "")
+        return {"result": "applied", "changes": changes, "restart_needed": plan.restart_needed, "errors": []}
 
     def status(self) -> dict:
         uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
@@ -234,7 +286,7 @@ def build_node(config: configuration.Config, reactor) -> NodeService:
     return wire(config, reactor).service
 
 
-def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
+def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: NodeLog | None = None) -> BuiltNode:
     """Every component, given what it uses; then the tree, in start order: Sentry, store,
     writer, station list, exporters, D-Bus, sensors, host metrics, statsd, the web listeners,
     the other workers, systemd's notices.  Worker ``worker`` > 0 (stationd.workers) spools
@@ -274,13 +326,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
         raise config.error("display", "driver", str(e)) from None
     sensors = Sensors(store, metrics, node_name, node_id, reactor)
     for sensor in config["sensors"].values() if first else ():
-        context = DriverContext(name=sensor["name"], data_dir=data_dir, reactor=reactor, timeout=sensor["timeout"])
-        try:
-            sensors.add(sensor, drivers.make(sensor["driver"], sensor["options"], context))
-        except drivers.DriverError as e:
-            key = e.key or "driver"
-            origin = sensor["origin"].get(key, sensor["origin"].get("driver"))
-            raise configuration.ConfigError([f"{origin}:sensor:{sensor['name']}:{key}: {e}"]) from None
+        sensors.add(sensor, drivers.for_section(sensor, data_dir, reactor))
     bus = NodeBus(config["dbus"] if first else dict(config["dbus"], bus="none"), node_name, node_id, spool,
                   exports, sensors, display, reactor)
     sensors.alarm_listeners.append(bus.sensor_alarm)
@@ -294,7 +340,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0) -> BuiltNode:
     ready: list[defer.Deferred] = [writer.recovered()]  # (and each listener's, below)
     notifier = Notifier(ready, reactor) if first else None
     node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list, worker, workers,
-                       notifier)
+                       notifier, log_observer)
     routes: dict[str, object] = {
         "core": Core(auth, node_name, node_id, node.status),
         "admin": AdminRoutes(store, auth, files, exports, node_id, reactor),

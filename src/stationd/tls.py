@@ -174,6 +174,11 @@ def server_options(cert_path, key_path, min_version="TLSv1.2", client_ca=None):
     )
 
 
+def tls_error_key(config):
+    """The [web] key a certificate that will not load is reported under."""
+    return "tls_cert" if config["web"]["tls_cert"] else "https"
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """The TLS policy of every https listener, swappable while they run.
@@ -183,35 +188,33 @@ class ServerTLS:
     """
 
     def __init__(self, web_config, data_dir):
-        self._web = web_config
         self._data_dir = data_dir
-        self.options = self._load()
+        self.use(web_config, self.load(web_config))
 
-    def _load(self):
-        web = self._web
+    def _paths(self, web):
         if web["tls_cert"]:
-            cert_path, key_path = web["tls_cert"], web["tls_key"]
-        else:
-            cert_path, key_path = ensure_self_signed(os.path.join(self._data_dir, "tls"))
-        self.cert_path = cert_path
-        return server_options(cert_path, key_path, web["tls_min_version"], web["client_ca"])
+            return web["tls_cert"], web["tls_key"]
+        return ensure_self_signed(os.path.join(self._data_dir, "tls"))
+
+    def load(self, web_config):
+        """The options ``web_config``'s files make; ValueError (naming the file) if they do not."""
+        cert_path, key_path = self._paths(web_config)
+        try:
+            return server_options(cert_path, key_path, web_config["tls_min_version"], web_config["client_ca"])
+        except OSError as e:
+            raise ValueError(f"cannot read {e.filename}: {e.strerror}") from None
+
+    def use(self, web_config, options):
+        """Handshakes from now on use ``options`` (from load(web_config)); open connections keep theirs."""
+        self.cert_path = self._paths(web_config)[0]
+        self.options = options
 
     @classmethod
     def from_config(cls, config):
         try:
             return cls(config["web"], config["node"]["data_dir"])
         except ValueError as e:
-            key = "tls_cert" if config["web"]["tls_cert"] else "https"
-            raise config.error("web", key, str(e)) from None
-
-    def reload(self):
-        """Re-read the certificate files; on error keep serving the old ones."""
-        try:
-            self.options = self._load()
-        except (ValueError, OSError) as e:
-            log.error("TLS reload failed, keeping the current certificate: {e}", e=e)
-        else:
-            log.info("TLS certificate reloaded from {path}", path=self.cert_path)
+            raise config.error("web", tls_error_key(config), str(e)) from None
 
     def serverConnectionForTLS(self, protocol):
         return self.options.serverConnectionForTLS(protocol)

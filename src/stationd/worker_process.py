@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.logger import globalLogBeginner
 
 from stationd import config as configuration
-from stationd.logs import worker_observer
+from stationd.logs import NodeLog
 from stationd.service import wire
 
 
@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     reactor: Any = global_reactor  # (twisted types it without adoptStreamPort and callFromThread)
     config = configuration.load(args.config)
-    globalLogBeginner.beginLoggingTo([worker_observer(config["log"], sys.stdout)], redirectStandardIO=False)
-    node = wire(config, reactor, worker=args.worker)
+    observer = NodeLog(config["log"], pipe=sys.stdout)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    node = wire(config, reactor, worker=args.worker, log_observer=observer)
     ports = []
     for fds, tls in ((args.http_fds, False), (args.https_fds, True)):
         for fd in (int(fd) for fd in fds.split(",") if fd):

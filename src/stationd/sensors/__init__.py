@@ -90,6 +90,7 @@ class Sensors(Service):
         self._compactor = _loop(self.compact, self.clock)
 
     def add(self, sensor, driver):
+        """A sensor to poll (from the start, or at once once running)."""
         name = sensor["name"]
         self.sensors[name] = sensor
         self.alarms[name] = Alarms(sensor)
@@ -97,13 +98,50 @@ class Sensors(Service):
         runner = (lambda function, due: self.threads[name](function, due)) if threaded else self._run_blocking
         self.pollers[name] = Poller(sensor, driver, self.clock, runner, self._reading, self._failed, self.rng,
                                     self.metrics.sensor_poll_lateness.observe, lead=LEAD_SECONDS if threaded else 0)
+        if self.running:
+            self._start(name)
+            self._start_loops()
+
+    def remove(self, name):
+        """Stop polling ``name`` and forget it (its stored history stays, to expire with the store's)."""
+        poller = self.pollers.pop(name)
+        poller.stop()
+        thread = self.threads.pop(name, None)
+        if thread is not None:
+            thread.stop()
+        close = getattr(poller.driver, "close", None)
+        if close is not None:
+            close()
+        for field, (_, unit) in self.latest.pop(name, (0, {}))[1].items():
+            self.metrics.sensor_value.remove(name, field, unit)
+        del self.sensors[name], self.alarms[name]
+        self.failing.pop(name, None)
+
+    def changes(self, sections):
+        """What a reloaded configuration's sensors ({name: section}) change: the names
+        (added, changed, removed)."""
+        def same(a, b):
+            return {k: v for k, v in a.items() if k != "origin"} == {k: v for k, v in b.items() if k != "origin"}
+
+        return (sorted(set(sections) - set(self.sensors)),
+                sorted(name for name in set(sections) & set(self.sensors) if not same(sections[name],
+                                                                                       self.sensors[name])),
+                sorted(set(self.sensors) - set(sections)))
+
+    def reconfigure(self, sections, drivers):
+        """Take up a reloaded configuration's sensors: those added start and those changed
+        restart, with their new ``drivers`` ({name: driver}, made by the caller, who refuses the
+        reload if one cannot be); those left out stop; the others poll on undisturbed."""
+        added, changed, removed = self.changes(sections)
+        for name in removed + changed:
+            self.remove(name)
+        for name in added + changed:
+            self.add(sections[name], drivers[name])
 
     def startService(self):
         super().startService()
-        for name, poller in self.pollers.items():
-            if poller.driver.blocking and self._run_blocking is None:
-                self.threads[name] = SensorThread(name, self.reactor)
-            poller.start()
+        for name in self.pollers:
+            self._start(name)
         refused = {thread.realtime_error for thread in self.threads.values()} - {None}
         if refused:
             log.info("Sensor threads run at normal priority (real-time priority refused: {why}); under heavy load "
@@ -111,10 +149,19 @@ class Sensors(Service):
                      why="; ".join(sorted(refused)))
         elif self.threads:
             log.info("Sensor threads run at real-time priority (SCHED_FIFO 1)")
-        if self.threads:
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(GIL_SWITCH_SECONDS)
-        if self.sensors:
+        self._start_loops()
+
+    def _start(self, name):
+        poller = self.pollers[name]
+        if poller.driver.blocking and self._run_blocking is None:
+            self.threads[name] = SensorThread(name, self.reactor)
+            if self._switch_interval is None:
+                self._switch_interval = sys.getswitchinterval()
+                sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        poller.start()
+
+    def _start_loops(self):
+        if self.sensors and not self._flusher.running:
             self._flusher.start(FLUSH_SECONDS, now=False).addErrback(self._stopped_by, "flush")
             self._compactor.start(COMPACT_SECONDS, now=True).addErrback(self._stopped_by, "compact")
 
@@ -138,7 +185,9 @@ class Sensors(Service):
     # ---- readings
 
     def _reading(self, name, seconds, values):
-        sensor = self.sensors[name]
+        sensor = self.sensors.get(name)
+        if sensor is None:  # a read that returned after its sensor was removed by a reload
+            return None
         kept = {field: (float(value), unit) for field, (value, unit) in values.items()
                 if (not sensor["fields"] or field in sensor["fields"]) and _finite(value)}
         if not kept:
@@ -155,6 +204,8 @@ class Sensors(Service):
         return None
 
     def _failed(self, name, error):
+        if name not in self.sensors:
+            return
         self.metrics.sensor_errors.labels(name).inc()
         reason = f"{type(error).__name__}: {error}"
         if name not in self.failing:

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from stationd import config
@@ -66,6 +67,18 @@ def make(kind: str, options: dict[str, str], context: DriverContext) -> "Driver 
     driver = DRIVERS[kind](opts, context)
     opts.done()
     return driver
+
+
+def for_section(sensor: "config.SensorSection", data_dir: str, reactor: "IReactorTime") -> "Driver | DBusDriver":
+    """The driver of a [sensor:NAME] section; a ConfigError naming the file, section and key
+    if its options do not fit (at start, and for a reload to refuse)."""
+    context = DriverContext(name=sensor["name"], data_dir=data_dir, reactor=reactor, timeout=sensor["timeout"])
+    try:
+        return make(sensor["driver"], sensor["options"], context)
+    except DriverError as e:
+        key = e.key or "driver"
+        origin = sensor["origin"].get(key, sensor["origin"].get("driver"))
+        raise config.ConfigError([f"{origin}:sensor:{sensor['name']}:{key}: {e}"]) from None
 
 
 # -- system -------------------------------------------------------------------
