@@ -13,6 +13,7 @@ import time
 
 from stationd import __version__
 from stationd import config as configuration
+from stationd import reload as reloading
 from stationd import tls
 from stationd.instrument_configs import NAME
 from stationd.filestore import FileStore
@@ -51,6 +52,32 @@ def check_config(args):
         except ValueError as e:
             raise config.error("web", "tls_cert", str(e)) from None
     print(f"{config.path or configuration.DEFAULTS_NAME}: OK")
+
+
+def reload_node(args):
+    """SIGHUP to the node running on this configuration's data_dir; its outcome."""
+    config = _config(args)
+    try:
+        result = reloading.request(config["node"]["data_dir"], args.timeout)
+    except (reloading.NotRunning, TimeoutError) as e:
+        raise CommandError(str(e)) from None
+    if args.json:
+        print(json.dumps(result, indent=1))
+    elif result["result"] == "applied":
+        changes = result["changes"]
+        for what, label in (("sensors", "sensors"), ("exports", "export targets")):
+            said = [f"{kind} {', '.join(names)}" for kind, names in changes[what].items() if names]
+            print(f"{label}: {'; '.join(said) or 'unchanged'}")
+        if changes["log"]:
+            print("log settings: changed")
+        for key in result["restart_needed"]:
+            print(f"{key}: changed; takes effect at the next restart")
+        print(f"reloaded (pid {result['pid']})")
+    if result["result"] != "applied":
+        if not args.json:
+            for error in result["errors"]:
+                sys.stderr.write(f"{error}\n")
+        raise CommandError(f"reload {result['result']}; the node runs on with its configuration as it was")
 
 
 def init(args):
@@ -323,6 +350,10 @@ def parser():
     command("echo-config", echo_config, "print the embedded default configuration")
     command("check-config", check_config, "validate a configuration")
     command("init", init, "create the data directory and the database schema")
+    p = command("reload", reload_node, "make the running node read its configuration again (as SIGHUP does) "
+                "and tell what changed, what waits for a restart, or why it refused")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the outcome (default: 60)")
+    p.add_argument("--json", action="store_true", help="the outcome as one JSON object")
     command("status", status, "show the node's name, node id, data directory and database")
     command("new-node-id", new_node_id,
             "give this node a new random node id (for a store copied from another node)")
