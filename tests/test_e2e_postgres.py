@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -277,3 +278,27 @@ def _send(port, path, key, body=None):
             return response.read()
     except urllib.error.HTTPError as e:
         return e.read()
+
+
+def test_a_reload_reaches_every_worker(tmp_path, pg_schema):
+    url, _, _ = pg_schema
+    base = f"[node]\nworkers = 2\n[database]\nurl = {url}\n"
+    node = Node(tmp_path, base)
+    node.start()
+    try:
+        _until(lambda: "Worker 1 takes signals" in node.log.read_text(), "worker 1 started")
+        conftest.write_config(tmp_path, base + "[export:central]\ntarget_url = http://127.0.0.1:9\nwindow = 03-04\n",
+                              http=f"tcp:{node.http}:interface=127.0.0.1",
+                              https=f"tcp:{node.https}:interface=127.0.0.1")
+        out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "stationd-admin"), "reload",
+                              "--config", str(node.config)], capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr
+        assert "export targets: added central\n" in out.stdout
+
+        def reloaded(worker):
+            return any(f"[worker {worker} " in line and "Reload done: sensors unchanged, export targets added "
+                       "central" in line for line in node.log.read_text().splitlines())
+
+        _until(lambda: reloaded(0) and reloaded(1), "both workers reloaded")
+    finally:
+        assert node.stop() == 0

@@ -44,3 +44,32 @@ def test_a_line_that_is_not_json_is_logged_as_it_is():
     finally:
         globalLogPublisher.removeObserver(seen.append)
     assert [formatEvent(e) for e in seen] == ["not json"]
+
+
+def test_a_worker_still_starting_gets_its_sighup_once_it_takes_signals(tmp_path):
+    from twisted.internet.task import Clock
+
+    from stationd.workers import READY, Workers
+
+    class Transport:
+        def __init__(self):
+            self.sent = []
+
+        def signalProcess(self, name):
+            self.sent.append(name)
+
+    pool = Workers(3, None, str(tmp_path), Clock())
+    for number in (1, 2):
+        worker = pool.running_workers[number] = _Worker(pool, number)
+        worker.transport = Transport()
+    started = pool.running_workers[1]
+    started.outReceived(b"\x1e" + eventAsJSON({"log_format": "Worker 1 takes signals", READY: True,
+                                               "log_level": LogLevel.info, "log_namespace": "t"}).encode() + b"\n")
+    pool.reload_all()
+    starting = pool.running_workers[2]
+    assert started.transport.sent == ["HUP"] and starting.transport.sent == []  # (SIGHUP would kill it now)
+    starting.outReceived(b"\x1e" + eventAsJSON({"log_format": "Worker 2 takes signals", READY: True,
+                                                "log_level": LogLevel.info, "log_namespace": "t"}).encode() + b"\n")
+    assert starting.transport.sent == ["HUP"]  # (it may have read the file before the change)
+    pool.reload_all()
+    assert started.transport.sent == starting.transport.sent == ["HUP", "HUP"]

@@ -189,7 +189,7 @@ class NodeService(service.MultiService):
             if self.notifier is not None:
                 self.notifier.reloaded()
         if self.workers is not None:
-            self.workers.signal_all("HUP")  # (each reads the file itself)
+            self.workers.reload_all()  # (each reads the file itself)
         result = {"pid": os.getpid(), "requested": requested, "worker": self.worker, **result}
         if self.handle_signals and self.worker == 0:
             reloading.write_result(self.config["node"]["data_dir"], result)

@@ -10,11 +10,14 @@ import threading
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import globalLogBeginner
+from twisted.logger import Logger, globalLogBeginner
 
 from stationd import config as configuration
 from stationd.logs import NodeLog
 from stationd.service import wire
+from stationd.workers import READY
+
+log = Logger()
 
 
 def _watch_parent(reactor: Any) -> None:
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     reactor.callWhenRunning(node.service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.service.reload))
+    log.info("Worker {number} takes signals", number=args.worker, **{READY: True})  # (a SIGHUP no longer kills it)
     _watch_parent(reactor)
     reactor.run()
 

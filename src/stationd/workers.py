@@ -11,7 +11,8 @@ logged by the twistd process, naming the worker.
 
 A worker that exits is started again (backoff up to 30 s, a line in the
 log).  SIGTERM stops the workers first, each as a node stops (its batches
-stored or left in its spool), then the twistd process; SIGHUP is passed on.
+stored or left in its spool), then the twistd process; SIGHUP is passed on (to a worker still starting, once
+it says it takes signals: before, SIGHUP would kill it).
 Worker k spools into ``{spool_dir}/worker-k``, so the process that takes
 its place drains what it acknowledged.  Worker 0 alone runs the sensors,
 the station-list watcher and D-Bus; export targets run in every worker,
@@ -38,6 +39,7 @@ log = Logger()
 MAX_RESTART_DELAY = 30.0  # seconds
 STOP_TIMEOUT = 30.0  # seconds a worker has to stop after SIGTERM before it is killed
 STATUS_FILE = "workers.json"  # in data_dir: what /api/v1/status of any worker lists
+READY = "stationd_worker_ready"  # the event key of a worker's "takes signals" line
 
 
 class _Worker(protocol.ProcessProtocol):
@@ -58,6 +60,8 @@ class _Worker(protocol.ProcessProtocol):
                 event = {"log_format": "{text}", "text": line.decode("utf-8", "replace"),
                          "log_level": LogLevel.info, "log_namespace": __name__}
             event[WORKER] = self.number
+            if event.get(READY):
+                self.pool._ready(self.number)
             globalLogPublisher(event)
 
     def errReceived(self, data: bytes) -> None:
@@ -99,6 +103,8 @@ class Workers(Service):
         self.restarts: dict[int, int] = {}
         self._failures: dict[int, int] = {}
         self._pending: dict[int, Any] = {}  # number -> IDelayedCall of its restart
+        self._takes_signals: set[int] = set()  # workers whose SIGHUP handler is installed
+        self._reload_due: set[int] = set()  # workers asked to reload before they took signals
         self._stopped: defer.Deferred[None] | None = None
 
     def add_listener(self, listener: Any, tls: bool) -> None:
@@ -128,8 +134,25 @@ class Workers(Service):
         log.info("Worker {number} started (pid {pid})", number=number, pid=transport.pid)
         self._write_status()
 
+    def _ready(self, number: int) -> None:
+        self._takes_signals.add(number)
+        if number in self._reload_due:
+            self._reload_due.discard(number)
+            self._signal(number, "HUP")
+
+    def reload_all(self) -> None:
+        """SIGHUP to every worker; one still starting gets it once its handler is in place (before,
+        SIGHUP would kill it), so it reads the file again even if it read it before the change."""
+        for number in list(self.running_workers):
+            if number in self._takes_signals:
+                self._signal(number, "HUP")
+            else:
+                self._reload_due.add(number)
+
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         number = worker.number
+        self._takes_signals.discard(number)
+        self._reload_due.discard(number)  # (its successor reads the file at its start)
         self.running_workers.pop(number, None)
         pid = self.pids.pop(number, None)
         how = (f"signal {reason.value.signal}" if getattr(reason.value, "signal", None)
@@ -148,12 +171,16 @@ class Workers(Service):
         self._write_status()
 
     def signal_all(self, name: str) -> None:
-        for worker in list(self.running_workers.values()):
-            try:
-                if worker.transport is not None:
-                    worker.transport.signalProcess(name)
-            except Exception:  # (it has just ended)
-                pass
+        for number in list(self.running_workers):
+            self._signal(number, name)
+
+    def _signal(self, number: int, name: str) -> None:
+        worker = self.running_workers[number]
+        try:
+            if worker.transport is not None:
+                worker.transport.signalProcess(name)
+        except Exception:  # (it has just ended)
+            pass
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
