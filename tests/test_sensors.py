@@ -527,3 +527,35 @@ def test_concurrent_readings_wait_for_the_rows_an_earlier_flush_is_still_storing
     assert stopped == [None] and not sensors.pending
     assert [values["v"] for _, values, *_ in node.store.call(history.readings, "t", 0, (t0 + 60) * 10**9)] == [
         1.0, 2.0, 2.5, 3.0, 4.0]
+
+
+def test_a_running_sensors_service_adds_changes_and_removes_sensors(node):
+    """What a reload does (stationd.reload): the added polls at once, the changed restarts
+    with its new driver, the removed stops and leaves the gauges; the others go on."""
+    clock = task.Clock()
+    clock.advance(1000.0)
+    kept, old = Fake(clock, {"t": (1.0, "")}), Fake(clock, {"t": (2.0, "")})
+    sensors = sensors_on(node, clock)
+    sensors.add(sensor("kept", interval="1s"), kept)
+    sensors.add(sensor("changed", interval="1s"), old)
+    sensors.add(sensor("gone", interval="1s"), Fake(clock, {"t": (3.0, "")}))
+    sensors.startService()
+    try:
+        clock.pump([0.5] * 4)
+        assert node.metrics.registry.get_sample_value("stationd_sensor_value",
+                                                      {"sensor": "gone", "field": "t", "unit": ""}) == 3.0
+        sections = {"kept": sensor("kept", interval="1s"), "changed": sensor("changed", interval="2s"),
+                    "new": sensor("new", interval="1s")}
+        assert sensors.changes(sections) == (["new"], ["changed"], ["gone"])
+        new, replacement = Fake(clock, {"t": (4.0, "")}), Fake(clock, {"t": (5.0, "")})
+        sensors.reconfigure(sections, {"new": new, "changed": replacement})
+        before = len(kept.calls), len(old.calls)
+        clock.pump([0.5] * 8)
+        assert sensors.names() == ["changed", "kept", "new"]
+        assert len(kept.calls) == before[0] + 4 and len(old.calls) == before[1]  # the old driver left alone
+        assert replacement.calls[-2:] == [1004.0, 1006.0] and new.calls[0] < 1003.0  # every 2 s; at once
+        assert node.metrics.registry.get_sample_value("stationd_sensor_value",
+                                                      {"sensor": "gone", "field": "t", "unit": ""}) is None
+        assert sensors.changes(sections) == ([], [], [])
+    finally:
+        sensors.stopService()
