@@ -82,6 +82,7 @@ def test_a_reload_adds_a_sensor_repoints_an_export_target_and_refuses_a_broken_f
     ingest(station, key, 0, 100)
     until("the export did not fail", lambda: status_of(station)["exports"]["central"]["state"] == "backing_off")
     assert all_events(central) == []
+    assert "Starting factory" not in station.log.read_text()  # (not two lines an attempt)
 
     sensor = "[sensor:outdoor]\ndriver = simulated\ninterval = 1s\nfield = temperature\nunit = C\n"
     rewrite(station, target.format(port=central.http) + sensor + "[web]\nmax_body_size = 1MiB\n")

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode
 import treq
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
@@ -92,6 +92,18 @@ class TLSPolicy:
         )
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+class QuietPool(HTTPConnectionPool):
+    """A connection pool that logs no "Starting factory"/"Stopping factory" pair a connection
+    (an exporter retrying a dead upstream made two lines an attempt).  (Twisted offers no public
+    switch: its pool's _factory is the one place.)"""
+
+    _factory = _QuietFactory
+
+
 class Client:
     # reactor: Any, as the pool uses it (IReactorTime) and Agent's endpoints (IReactorTCP, a name resolver).
     def __init__(self, url: str, api_key: str | None = None, ca: _Path | None = None,
@@ -102,7 +114,7 @@ class Client:
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool = QuietPool(reactor, persistent=True)
         if http_client is None:
             agent = Agent(reactor, contextFactory=TLSPolicy(ca, client_cert, client_key), pool=self.pool,
                           connectTimeout=timeout)

@@ -14,12 +14,13 @@ from typing import Any
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectError
 from treq.client import HTTPClient
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
+from twisted.web.client import Agent, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IRequest
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from stationd.client import QuietPool
 from stationd.web.http import HTTPError
 
 # Request headers worth passing on; hop-by-hop and length headers are the transport's own.
@@ -37,21 +38,13 @@ class _ToSocket:
         return UNIXClientEndpoint(self.reactor, self.path, timeout=TIMEOUT)
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    noisy = False  # no "Starting factory" line a forwarded request
-
-
-class _Pool(HTTPConnectionPool):
-    _factory = _QuietFactory
-
-
 class Forward:
     """Answers every route of ``group`` (a route group class) by asking worker 0."""
 
     def __init__(self, group: type, socket_path: str, reactor: Any) -> None:
         self.forwarded_group = group  # (web.http.routes_of)
         self.client = HTTPClient(Agent.usingEndpointFactory(reactor, _ToSocket(reactor, socket_path),
-                                                            pool=_Pool(reactor, persistent=False)))
+                                                            pool=QuietPool(reactor, persistent=False)))
 
     async def forward(self, request: IRequest, **_: str) -> bytes:
         assert isinstance(request, Request)
