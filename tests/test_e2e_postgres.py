@@ -253,9 +253,13 @@ def test_every_worker_answers_the_sensor_and_display_routes_of_worker_0(tmp_path
             return any("[worker 1 stationd.access" in line and f'"{request}"' in line
                        for line in node.log.read_text().splitlines())
 
-        n = 0  # whichever worker takes the connection: worker 0's sensor, and its display
-        while n < 10 or not (served_by_worker_1("GET /api/v1/sensors") and served_by_worker_1("POST /api/lcd")):
+        n, statuses_of = 0, set()  # whichever worker takes the connection: worker 0's sensor, and its display
+        while n < 10 or not (served_by_worker_1("GET /api/v1/sensors") and served_by_worker_1("POST /api/lcd")
+                             and statuses_of == {0, 1}):
             assert n < 300, "worker 1 answered none of these routes"
+            status = _get(node.http, "/api/v1/status")
+            assert status["sensors"] == {"system": {"state": "ok", "last_error": None}}, status
+            statuses_of.add(status["worker"])
             listed = _get(node.http, "/api/v1/sensors")["sensors"]
             assert [(s["name"], s["state"]) for s in listed] == [("system", "ok")]
             assert _get(node.http, "/api/v1/sensors/system/readings")["readings"]

@@ -63,3 +63,29 @@ async def test_worker_0_away_is_a_503_to_retry(front):
     answer = await treq.get(f"{base}/api/v1/sensors")
     assert answer.code == 503 and answer.headers.getRawHeaders("retry-after") == ["5"]
     assert json.loads(await answer.content())["error"]["code"] == "worker_unavailable"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_status_of_another_worker_shows_worker_0s_sensor_states(tmp_path):
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from stationd.web.sensors import states_from_worker_0
+
+    class Listed(resource.Resource):
+        isLeaf = True
+
+        def render(self, request):
+            assert request.uri == b"/base/api/v1/sensors" and request.getHeader(b"authorization") == b"Bearer k"
+            return json.dumps({"sensors": [{"name": "box", "state": "failing", "last_error": "OSError: gone",
+                                            "fields": {}}]}).encode()
+
+    path = str(tmp_path / "worker-0.sock")
+    states = states_from_worker_0(Forward(SensorRoutes, path, reactor), "/base/", ["box"])
+    request = DummyRequest([b""])
+    request.requestHeaders.setRawHeaders(b"authorization", [b"Bearer k"])
+    assert await states(request) == {"box": {"state": "unknown", "last_error": "worker 0 did not answer"}}
+    worker_0 = await UNIXServerEndpoint(reactor, path).listen(server.Site(Listed()))
+    try:
+        assert await states(request) == {"box": {"state": "failing", "last_error": "OSError: gone"}}
+    finally:
+        await worker_0.stopListening()

@@ -47,7 +47,7 @@ from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
 from stationd.web.query import QueryRoutes
 from stationd.web.forward import Forward
-from stationd.web.sensors import SensorRoutes
+from stationd.web.sensors import SensorRoutes, states_from_worker_0
 from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
 from stationd.web.site import NodeSite
@@ -341,20 +341,24 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
     notifier = Notifier(ready, reactor) if first else None
     node = NodeService(config, reactor, node_id, metrics, spool, exports, sensors, tls, station_list, worker, workers,
                        notifier, log_observer)
+    request_path = config["web"]["request_path"]
+    sensor_routes = (SensorRoutes(auth, sensors, display, request_path, reactor) if first
+                     else Forward(SensorRoutes, configuration.workers_socket(data_dir), reactor))
+    sensor_states = (None if isinstance(sensor_routes, SensorRoutes)
+                     else states_from_worker_0(sensor_routes, request_path, sorted(config["sensors"])))
     routes: dict[str, object] = {
-        "core": Core(auth, node_name, node_id, node.status),
+        "core": Core(auth, node_name, node_id, node.status, sensor_states),
         "admin": AdminRoutes(store, auth, files, exports, node_id, reactor),
         "upload": Upload(cache, ingest, metrics),
         "ingest": NativeIngest(auth, cache, ingest, metrics),
         "query": QueryRoutes(store, auth, files, reactor),
         "configs": ConfigRoutes(store, auth, configs),
         "import": Import(store, auth, files, ingest, node_name, node_id, reactor),
-        "sensors": (SensorRoutes(auth, sensors, display, config["web"]["request_path"], reactor) if first
-                    else Forward(SensorRoutes, configuration.workers_socket(data_dir), reactor)),
+        "sensors": sensor_routes,
         "metrics": MetricsRoutes(metrics, host_metrics),
-        "dashboard": Dashboard(config["web"]["request_path"]),
+        "dashboard": Dashboard(request_path),
     }
-    routes["docs"] = ApiDocs(routes, config["web"]["components"], config["web"]["request_path"], node_name,
+    routes["docs"] = ApiDocs(routes, config["web"]["components"], request_path, node_name,
                              config["web"]["public_read"])
     statsd = (Statsd(config["metrics"]["statsd_host"], config["metrics"]["statsd_port"],
                      config["metrics"]["statsd_prefix"], metrics, reactor)

@@ -1,7 +1,8 @@
 """Core routes: liveness, version and the node's status."""
 
 import platform
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import twisted
 
@@ -11,10 +12,15 @@ from stationd.web.http import json_body, route
 
 
 class Core:
-    def __init__(self, auth: Authenticator, node_name: str, node_id: str, status: Callable[[], dict]):
+    """``sensor_states``: in a worker other than 0, how to ask worker 0 for its sensors' states
+    (it alone polls them) for the status; None where they are this process's own."""
+
+    def __init__(self, auth: Authenticator, node_name: str, node_id: str, status: Callable[[], dict],
+                 sensor_states: Callable[[Any], Awaitable[dict]] | None = None):
         self.auth = auth
         self.node_name, self.node_id = node_name, node_id
         self.status_of_node = status
+        self.sensor_states = sensor_states
 
     @route("GET", "/heartbeat")
     def heartbeat(self, request):
@@ -34,5 +40,8 @@ class Core:
 
     @route("GET", "/api/v1/status")
     @require(read=True)
-    def status(self, request):
-        return json_body(request, self.status_of_node())
+    async def status(self, request):
+        status = self.status_of_node()
+        if self.sensor_states is not None:
+            status["sensors"] = await self.sensor_states(request)
+        return json_body(request, status)

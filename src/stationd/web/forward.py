@@ -9,6 +9,7 @@ headers that matter (the key is checked by worker 0, as for its own
 requests), and gives worker 0's answer back unchanged.
 """
 
+import json
 from typing import Any
 
 from twisted.internet.endpoints import UNIXClientEndpoint
@@ -63,4 +64,17 @@ class Forward:
             if name.lower() not in _HOP_BY_HOP:
                 request.responseHeaders.setRawHeaders(name, values)
         return content
+
+    async def get_json(self, path: bytes, request: IRequest) -> Any:
+        """Worker 0's JSON answer to GET ``path``, asked with ``request``'s key (for a route of
+        this worker's own that shows something of worker 0's); None if it cannot answer."""
+        authorization = request.getHeader(b"authorization")
+        try:
+            answer = await self.client.get(b"http://worker-0" + path,
+                                           headers=Headers({b"authorization": [authorization]} if authorization
+                                                           else {}))
+            content = await answer.content()
+            return json.loads(content) if answer.code == 200 else None
+        except (ConnectError, ResponseFailed, OSError, ValueError):
+            return None
 

@@ -1,6 +1,9 @@
 """Sensor routes: QIoT-compatible (/api/sensors, /api/lcd) and the node's own
 (/api/v1/sensors...): current values, history, the display."""
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from twisted.internet.interfaces import IReactorTime
 
 from stationd.display import Display, MessageTooLong
@@ -119,3 +122,16 @@ def _time_arg(request, name, default):
         return parse_query_time(values[0].decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, f"{name}: {e}", code="bad_parameter") from None
+
+
+def states_from_worker_0(forward: Any, request_path: str, names: list[str]) -> Callable[[Any], Awaitable[dict]]:
+    """/api/v1/status's sensor states in a worker other than 0: worker 0's, asked through
+    ``forward`` (a web.forward.Forward), as it alone polls them; "unknown" if it cannot answer."""
+    async def states(request: Any) -> dict:
+        listed = await forward.get_json(f"{request_path}api/v1/sensors".encode(), request)
+        if listed is None:
+            return {name: {"state": "unknown", "last_error": "worker 0 did not answer"} for name in names}
+        return {s["name"]: {"state": s["state"], "last_error": s["last_error"]} for s in listed["sensors"]}
+
+    return states
+
