@@ -16,12 +16,19 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from twisted.logger import Logger
 
 from stationd import config as configuration
 from stationd.config import Config, ConfigError
-from stationd.sensors import drivers
+from stationd.exporter import ExportTargets
+from stationd.ingest import StationList
+from stationd.logs import NodeLog
+from stationd.sensors import Sensors, drivers
 from stationd.tls import ServerTLS, tls_error_key
+
+log = Logger()
 
 # [web] keys taken up live (a new handshake gets them); every [log] key is too.
 LIVE_WEB = ("tls_cert", "tls_key", "tls_min_version", "client_ca")
@@ -49,7 +56,7 @@ def _live(section: str, key: str, running: Config, new: Config) -> bool:
         and bool(new["ingest"]["station_list"])
 
 
-def plan(running: Config, new: Config, sensors: Any, tls: ServerTLS | None, reactor: Any) -> Plan:
+def plan(running: Config, new: Config, sensors: Sensors | None, tls: ServerTLS | None, reactor: Any) -> Plan:
     """Check ``new`` against the ``running`` configuration; ConfigError with every problem.
     ``sensors`` is the node's Sensors (None in a worker process, which polls none)."""
     values = {section: dict(running.values[section]) for section in configuration.SCHEMA}
@@ -89,6 +96,57 @@ def plan(running: Config, new: Config, sensors: Any, tls: ServerTLS | None, reac
     if errors:
         raise ConfigError(errors)
     return Plan(merged, restart_needed, changes, made, tls_options, log_changed=running["log"] != new["log"])
+
+
+@dataclass
+class Reloadable:
+    """The node's parts a reload changes (sensors None in a worker process: it polls none)."""
+
+    log_observer: NodeLog
+    tls: ServerTLS | None
+    sensors: Sensors | None
+    exports: ExportTargets
+    station_list: StationList | None
+    reactor: Any
+
+
+async def reload(running: Config, parts: Reloadable) -> tuple[Config, dict[str, Any]]:
+    """Read ``running``'s file again and apply it, or refuse it (logged either way): the
+    configuration now running, and the outcome."""
+    try:
+        new = configuration.load(running.path, environ={})
+        checked = plan(running, new, parts.sensors, parts.tls, parts.reactor)
+    except ConfigError as e:
+        for error in e.errors:
+            log.error("Reload refused, the running configuration stays: {error}", error=error)
+        return running, {"result": "refused", "errors": e.errors}
+    config = checked.config
+    for key in checked.restart_needed:
+        log.warn("Reload: {key} changed; it takes effect at the next restart", key=key)
+    if checked.log_changed:
+        parts.log_observer.configure(config["log"])
+    if parts.tls is not None:
+        parts.tls.use(config["web"], checked.tls_options)
+        log.info("TLS certificate reloaded from {path}", path=parts.tls.cert_path)
+    if parts.sensors is not None:
+        parts.sensors.reconfigure(config["sensors"], checked.drivers)
+    targets = await parts.exports.configure(config["exports"])
+    if parts.station_list is not None:
+        parts.station_list.path = cast(str, config["ingest"]["station_list"])
+        await parts.station_list.check(force=True)
+    changes = {"sensors": dict(zip(("added", "changed", "removed"), checked.sensors)),
+               "exports": dict(zip(("added", "changed", "removed"), targets)), "log": checked.log_changed}
+    log.info("Reload done: sensors {sensors}, export targets {exports}{log_note}{restart_note}",
+             sensors=_summary(changes["sensors"]), exports=_summary(changes["exports"]),
+             log_note=", log settings changed" if checked.log_changed else "",
+             restart_note=f"; {len(checked.restart_needed)} change(s) wait for a restart"
+             if checked.restart_needed else "")
+    return config, {"result": "applied", "changes": changes, "restart_needed": checked.restart_needed, "errors": []}
+
+
+def _summary(changes: Any) -> str:
+    said = [f"{what} {', '.join(names)}" for what, names in changes.items() if names]
+    return "; ".join(said) if said else "unchanged"
 
 
 # -- how stationd-admin reaches the node ------------------------------------------------------

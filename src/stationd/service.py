@@ -106,11 +106,6 @@ def _freeze_heap():
     gc.freeze()
 
 
-def _summary(changes: dict[str, list[str]]) -> str:
-    said = [f"{what} {', '.join(names)}" for what, names in changes.items() if names]
-    return "; ".join(said) if said else "unchanged"
-
-
 class NodeService(service.MultiService):
     """The node: parent of every component; answers status, reloads on SIGHUP."""
 
@@ -196,37 +191,10 @@ class NodeService(service.MultiService):
         return result
 
     async def _apply_reload(self) -> dict:
-        try:
-            new = configuration.load(self.config.path, environ={})
-            plan = reloading.plan(self.config, new, self.sensors if self.worker == 0 else None, self.tls,
-                                  self.reactor)
-        except configuration.ConfigError as e:
-            for error in e.errors:
-                log.error("Reload refused, the running configuration stays: {error}", error=error)
-            return {"result": "refused", "errors": e.errors}
-        self.config = plan.config
-        for key in plan.restart_needed:
-            log.warn("Reload: {key} changed; it takes effect at the next restart", key=key)
-        if plan.log_changed:
-            self.log_observer.configure(plan.config["log"])
-        if self.tls is not None:
-            self.tls.use(plan.config["web"], plan.tls_options)
-            log.info("TLS certificate reloaded from {path}", path=self.tls.cert_path)
-        if self.worker == 0:  # (the other workers poll no sensors)
-            self.sensors.reconfigure(plan.config["sensors"], plan.drivers)
-        exports = await self.exports.configure(plan.config["exports"])
-        if self.station_list is not None:
-            self.station_list.path = cast(str, plan.config["ingest"]["station_list"])
-            await self.station_list.check(force=True)
-        sensors = dict(zip(("added", "changed", "removed"), plan.sensors))
-        targets = dict(zip(("added", "changed", "removed"), exports))
-        changes = {"sensors": sensors, "exports": targets, "log": plan.log_changed}
-        log.info("Reload done: sensors {sensors}, export targets {exports}{log_note}{restart_note}",
-                 sensors=_summary(sensors), exports=_summary(targets),
-                 log_note=", log settings changed" if plan.log_changed else "",
-                 restart_note=f"; {len(plan.restart_needed)} change(s) wait for a restart"
-                 if plan.restart_needed else "")
-        return {"result": "applied", "changes": changes, "restart_needed": plan.restart_needed, "errors": []}
+        parts = reloading.Reloadable(self.log_observer, self.tls, self.sensors if self.worker == 0 else None,
+                                     self.exports, self.station_list, self.reactor)
+        self.config, result = await reloading.reload(self.config, parts)
+        return result
 
     def status(self) -> dict:
         uptime = self.reactor.seconds() - self.started_at if self.started_at else 0.0
