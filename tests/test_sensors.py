@@ -559,3 +559,28 @@ def test_a_running_sensors_service_adds_changes_and_removes_sensors(node):
         assert sensors.changes(sections) == ([], [], [])
     finally:
         sensors.stopService()
+
+
+def test_a_reload_while_old_readings_are_compacted_keeps_the_compaction_going(node):
+    """compact() awaits the store sensor by sensor: a reload that adds and removes sensors
+    meanwhile (as 50 reloads in tests/test_e2e_reload.py did) must not break its loop."""
+    clock = task.Clock()
+    held = []  # (sensor name, its compaction's Deferred)
+
+    class HeldCompactions:
+        def run(self, operation, *args):
+            assert operation is history.compact
+            held.append((args[0], defer.Deferred()))
+            return held[-1][1]
+
+    sensors = Sensors(HeldCompactions(), node.metrics, node.service.name, node.node_id, reactor, clock=clock,
+                      run_blocking=in_line(clock))
+    for name in ("a", "b"):
+        sensors.add(sensor(name), Fake(clock, {"v": (1.0, "")}))
+    done = defer.ensureDeferred(sensors.compact())
+    sensors.reconfigure({"a": sensor("a", interval="2s"), "c": sensor("c")},
+                        {"a": Fake(clock, {"v": (1.0, "")}), "c": Fake(clock, {"v": (1.0, "")})})
+    held[0][1].callback(None)
+    held[1][1].callback(None)
+    assert [name for name, _ in held] == ["a", "b"]  # the sensors of when it began
+    assert done.called and done.result is None

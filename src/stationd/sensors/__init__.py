@@ -243,7 +243,7 @@ class Sensors(Service):
 
     async def compact(self):
         now_ns = int(self.clock.seconds() * 1e9)
-        for name, sensor in self.sensors.items():
+        for name, sensor in list(self.sensors.items()):  # (a reload may add or remove sensors meanwhile)
             try:
                 await self.store.run(history.compact, name, now_ns, sensor["horizon"], sensor["resolution"],
                                      sensor["retention"])
