@@ -89,14 +89,13 @@ def test_every_operation_says_who_may_call_it_from_the_handler_itself(tmp_path, 
         public.store.close()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (several workers need it)
 def test_workers_after_the_first_describe_the_sensor_routes_they_forward(tmp_path, database_url):
     from stationd.service import wire
     from stationd import config as configuration
     from conftest import write_config
     from twisted.internet import reactor
 
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several workers need PostgreSQL (STATIOND_TEST_DATABASE_URL, set by .ci/run)")
     path = write_config(tmp_path, f"[database]\nurl = {database_url}\n[node]\nworkers = 2\n")
     worker = wire(configuration.load(str(path)), reactor, worker=1)
     try:
