@@ -31,7 +31,7 @@ from nodes import fresh_database
 from scaleout import postgres_cpu
 
 from stationd.hisparc import decode_upload
-from stationd.ingest import canonical
+from stationd.jsoncodec import canonical
 from stationd.store import Store
 from stationd.store.events import _COLUMNS, _next_seq, event_ids, insert_event_groups
 

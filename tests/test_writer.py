@@ -257,7 +257,8 @@ def test_store_batches_counts_inserted_and_duplicates(store):
 
 def test_ingest_spools_data_as_json_text_and_the_store_takes_both_forms(store):
     """What ingest spools (data_json) and what spools of earlier versions hold (data)."""
-    from stationd.ingest import Ingest, canonical
+    from stationd.ingest import Ingest
+    from stationd.jsoncodec import canonical
     from stationd.store.events import store_batches
 
     ingest = Ingest(None, None, task.Clock(), min_event_ns=0, max_future_skew=3600)

@@ -6,7 +6,6 @@ Quarantine keeps implausible events (GPS-rollover dates, clocks far ahead)
 out of normal queries without losing them.
 """
 
-import hashlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,6 @@ from twisted.logger import Logger
 
 from twisted.internet.interfaces import IReactorTime
 
-from stationd import jsoncodec
 from stationd.metrics import Metrics
 from stationd.records import Answer, Event, Record
 from stationd.store import stations
@@ -26,38 +24,6 @@ from stationd.store.events import event_ids
 if TYPE_CHECKING:
     from stationd.store import Store
     from stationd.writer import GroupCommit
-
-# PostgreSQL cannot keep U+0000 in jsonb text: such an event would be
-# acknowledged and then refused by the store (or by an upstream node on
-# PostgreSQL), so it is refused at ingest, on every backend alike.
-NUL_MESSAGE = "data holds a NUL character (U+0000), which the store cannot keep"
-
-
-def has_nul(data: Any) -> bool:
-    # The JSON text shows a NUL as \u0000: one fast scan; the walk settles the
-    # rare text that only looks like one (a backslash, then "u0000").
-    return b"\\u0000" in jsoncodec.dumps(data) and _walk_nul(data)
-
-
-def _walk_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_walk_nul(k) or _walk_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_walk_nul(v) for v in value)
-    return False
-
-
-def canonical(data: dict[str, Any]) -> tuple[str, str]:
-    """(the JSON text of ``data``, compact with keys sorted, and its SHA-256 hex digest): one
-    encoding serves the digest (with station, type and time the natural key), the NUL check
-    and the stored text.  ValueError if it holds a NUL."""
-    text = jsoncodec.dumps(data, sort_keys=True)
-    if b"\\u0000" in text and _walk_nul(data):
-        raise ValueError(NUL_MESSAGE)
-    return text.decode("utf-8"), hashlib.sha256(text).hexdigest()
-
 
 log = Logger()
 
@@ -78,7 +44,7 @@ class Ingest:
 
     async def accept(self, protocol: str, station: str, events: list[Event],
                      idempotency_key: str | None = None) -> Answer:
-        """Store ``events`` ([{"type", "time_ns", "data_json", "digest"}], see canonical()) of
+        """Store ``events`` ([{"type", "time_ns", "data_json", "digest"}], see jsoncodec.canonical()) of
         ``station``; the answer {"accepted", "duplicates", "quarantined"} once they are durable
         (with "replayed": the answer given before to the same Idempotency-Key).  Raises
         stationd.writer's Busy, StoreRefused, SpoolFull or SpoolError when it cannot."""

@@ -4,7 +4,9 @@ or reads differently (integers beyond 64 bits).  Encoding, both give the same
 bytes for the same value: compact, UTF-8, keys sorted when asked; decoding,
 the same value (or the stdlib's error)."""
 
+import hashlib
 import json
+from typing import Any
 
 import orjson
 
@@ -48,3 +50,35 @@ def loads(data, parse_constant=None):
             except orjson.JSONDecodeError:
                 pass
     return json.loads(data, parse_constant=parse_constant)
+
+
+# PostgreSQL cannot keep U+0000 in jsonb text: such an event would be
+# acknowledged and then refused by the store (or by an upstream node on
+# PostgreSQL), so it is refused at ingest, on every backend alike.
+NUL_MESSAGE = "data holds a NUL character (U+0000), which the store cannot keep"
+
+
+def has_nul(data: Any) -> bool:
+    # The JSON text shows a NUL as \u0000: one fast scan; the walk settles the
+    # rare text that only looks like one (a backslash, then "u0000").
+    return b"\\u0000" in dumps(data) and _walk_nul(data)
+
+
+def _walk_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_walk_nul(k) or _walk_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_walk_nul(v) for v in value)
+    return False
+
+
+def canonical(data: dict[str, Any]) -> tuple[str, str]:
+    """(the JSON text of ``data``, compact with keys sorted, and its SHA-256 hex digest): one
+    encoding serves the digest (with station, type and time the natural key), the NUL check
+    and the stored text.  ValueError if it holds a NUL."""
+    text = dumps(data, sort_keys=True)
+    if b"\\u0000" in text and _walk_nul(data):
+        raise ValueError(NUL_MESSAGE)
+    return text.decode("utf-8"), hashlib.sha256(text).hexdigest()

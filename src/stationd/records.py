@@ -4,7 +4,7 @@ from typing import Any, NotRequired, TypedDict
 
 
 class Event(TypedDict):
-    """An event as Ingest stamps it: its data as canonical JSON text (stationd.ingest.canonical)."""
+    """An event as Ingest stamps it: its data as canonical JSON text (stationd.jsoncodec.canonical)."""
 
     type: str
     time_ns: int

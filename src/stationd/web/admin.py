@@ -8,7 +8,7 @@ from twisted.internet.threads import deferToThread
 
 from stationd.exporter import ExportTargets, TargetError
 from stationd.filestore import FileStore
-from stationd.ingest import has_nul
+from stationd.jsoncodec import has_nul
 from stationd.store import Store, files, stations, users
 from stationd.times import parse_time
 from stationd.web.auth import Authenticator, require

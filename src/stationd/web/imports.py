@@ -13,7 +13,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
 from stationd.filestore import ContentMismatch, FileStore
-from stationd.ingest import NUL_MESSAGE, Ingest, canonical, has_nul
+from stationd.ingest import Ingest
+from stationd.jsoncodec import NUL_MESSAGE, canonical, has_nul
 from stationd.store import Store, files, stations
 from stationd.writer import Busy, StoreRefused, StoreUnavailable
 from stationd.times import MAX_NS, MIN_NS, parse_time

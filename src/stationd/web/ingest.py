@@ -9,7 +9,8 @@ with the same Idempotency-Key gets the first answer again.
 
 from typing import Any
 
-from stationd.ingest import Ingest, canonical
+from stationd.ingest import Ingest
+from stationd.jsoncodec import canonical
 from stationd.metrics import Metrics
 from stationd.store.cache import Cache
 from stationd.times import parse_time

@@ -15,7 +15,8 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThread
 
 from stationd.hisparc import DecodeError, decode_upload
-from stationd.ingest import Ingest, canonical
+from stationd.ingest import Ingest
+from stationd.jsoncodec import canonical
 from stationd.metrics import Metrics
 from stationd.store import stations
 from stationd.store.cache import Cache
