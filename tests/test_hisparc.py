@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
-from stationd import hisparc
+from stationd import hisparc, jsoncodec
 from stationd.hisparc import DecodeError, decode_upload, events_from_payload, unpickle
 
 UTC = datetime.timezone.utc
@@ -415,8 +415,37 @@ def test_shared_references_cannot_blow_up():
     with pytest.raises(DecodeError, match="event 0: payload expands too far"):
         decode_upload(data)
     deep = unpickle(b"\x80\x02" + b"]" * 100000 + b"a" * 99999 + b".")  # [[[...]]]
-    with pytest.raises(DecodeError, match="event 0: RecursionError"):
+    with pytest.raises(DecodeError, match="event 0: data nests deeper than 120 levels"):
         events_from_payload([event(DT, 0, [("DEEP", deep)])])
+
+
+def test_data_nests_at_most_data_depth_levels():
+    """Deeper data would be refused (too_deep) by the node it is exported to: refused here (208)."""
+    def nested(levels):  # a list nesting ``levels`` levels
+        value = []
+        for _ in range(levels - 1):
+            value = [value]
+        return value
+
+    # data is level 1, a value in it level 2: DATA_DEPTH - 1 levels of lists fit, one more does not
+    fits = events_from_payload([event(DT, 0, [("OK", nested(jsoncodec.DATA_DEPTH - 1))])])
+    assert jsoncodec.depth(fits[0]["data"]) == jsoncodec.DATA_DEPTH
+    with pytest.raises(DecodeError, match="deeper than 120 levels"):
+        events_from_payload([event(DT, 0, [("NO", nested(jsoncodec.DATA_DEPTH))])])
+    with pytest.raises(DecodeError, match="deeper than 120 levels"):
+        decode_upload(pickle.dumps([event(DT, 0, [("NO", nested(200))])], protocol=2))
+
+
+def test_a_json_number_beyond_a_double_is_refused_not_stored_as_null():
+    payload = '[{"header": {"eventtype_uploadcode": "CIC", "datetime": "2024-05-01 12:00:00", "nanoseconds": 0}, ' \
+              '"datalist": [{"data_uploadcode": "PH1", "data": %s}]}]'
+    with pytest.raises(DecodeError, match="out of range"):
+        decode_upload((payload % "1e400").encode(), "json")
+    with pytest.raises(DecodeError, match="out of range"):
+        decode_upload((payload % "[1, -1e400]").encode(), "json")
+    assert decode_upload((payload % "1.5e308").encode(), "json")[0]["data"] == {"PH1": 1.5e308}
+    # Python's json writes NaN and infinity as these constants: null, as from a pickle
+    assert decode_upload((payload % "NaN").encode(), "json")[0]["data"] == {"PH1": None}
 
 
 # -- JSON and the event shape ------------------------------------------------

@@ -199,17 +199,18 @@ def test_parse_form_matches_the_stdlib_on_random_input():
 
 
 def _stdlib(body):
+    # (with the one change jsoncodec makes: a number beyond a double is refused, not infinity)
     try:
-        return repr(json.loads(body, parse_constant=_no_constants))
+        return repr(json.loads(body, parse_constant=_no_constants, parse_float=jsoncodec.finite_float))
     except ValueError as e:
-        return f"ValueError: {e}"
+        return f"{type(e).__name__}: {e}"
 
 
 def _ours(body):
     try:
         return repr(jsoncodec.loads(body, parse_constant=_no_constants))
     except ValueError as e:
-        return f"ValueError: {e}"
+        return f"{type(e).__name__}: {e}"
 
 
 def _number(rng):
@@ -224,7 +225,7 @@ def test_read_json_decodes_as_the_stdlib_does():
     where it would not: integers beyond 64 bits, NaN, 1e400, lone surrogates, UTF-16, a BOM."""
     for body in (b'{"n": 123456789012345678901234567890}', b'{"n": 18446744073709551615}',
                  b'{"n": 18446744073709551616}', b'{"n": -9223372036854775808}', b'{"n": -9223372036854775809}',
-                 b'[1e400, -1e400, 1.5e308, -0.0, 0.1e-400]', b'{"n": NaN}', b'[Infinity]', b'"\\ud800"',
+                 b'[1.5e308, -0.0, 0.1e-400]', b'[1e400]', b'[-1e400]', b'{"n": NaN}', b'[Infinity]', b'"\\ud800"',
                  b'"\xed\xa0\x80"', "[1, 2]".encode("utf-16"), b'\xef\xbb\xbf{"a": 1}', b'{"a": 1, "a": 2}',
                  b'"a\x01b"', b"[1,]", b"01", b"", b"\xff", b'{"id": "8827-3478-4038-9856-c6c0db149a6d"}'):
         assert _ours(body) == _stdlib(body), body

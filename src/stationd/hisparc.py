@@ -18,6 +18,8 @@ import math
 import pickle
 import struct
 
+from stationd.jsoncodec import DATA_DEPTH, finite_float
+
 _UTC = datetime.timezone.utc
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
 _MAX_VALUES, _MAX_CHARS = 2**20, 2**26  # what one payload may expand to
@@ -195,7 +197,7 @@ class _JSONSafe:
         if self.values < 0 or self.chars < 0:
             raise DecodeError("payload expands too far")
 
-    def __call__(self, value):
+    def __call__(self, value, depth=2):
         kind = type(value)
         if kind is int or kind is str:  # the common cases first: they dominate batches
             self.spend(1, len(value) if kind is str else 0)
@@ -207,10 +209,13 @@ class _JSONSafe:
             return value
         if isinstance(value, (bytes, bytearray)):
             return value.decode("latin-1")
+        if isinstance(value, (list, tuple, dict)) and depth > DATA_DEPTH:
+            # (data is level 1: a value in it level 2)  Deeper, an export of it would be refused.
+            raise DecodeError(f"data nests deeper than {DATA_DEPTH} levels")
         if isinstance(value, (list, tuple)):
-            return [self(item) for item in value]
+            return [self(item, depth + 1) for item in value]
         if isinstance(value, dict):
-            return {_text(key, "data key"): self(item) for key, item in value.items()}
+            return {_text(key, "data key"): self(item, depth + 1) for key, item in value.items()}
         if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
             return value.isoformat()
         raise DecodeError(f"unsupported data value of type {type(value).__name__}")
@@ -288,7 +293,9 @@ def decode_upload(data: bytes, fmt: str = "pickle") -> list[dict]:
         payload = unpickle(data)
     elif fmt == "json":
         try:
-            payload = json.loads(data)
+            # A literal beyond a double (1e400) is refused, not stored as null; the constants
+            # Python's json writes for NaN and infinity become null as they do from a pickle.
+            payload = json.loads(data, parse_float=finite_float)
         except (ValueError, TypeError, RecursionError) as exc:
             raise DecodeError(f"bad JSON: {exc!s:.120}") from exc
     else:
