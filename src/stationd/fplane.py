@@ -17,6 +17,7 @@ so ``parse(render(x)) == x``.
 """
 
 import json
+import math
 
 TYPES = ("VIRUS", "LRS", "HRS", "HPF")
 FIELDS = ("ifuslot", "x", "y", "specid", "specslot", "ifuid", "ifurot", "platesc")
@@ -38,7 +39,14 @@ class ConfigInvalid(ValueError):
 
 
 def _number(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+    # Finite only: an infinity would render as "inf", which no fplane reader takes for a position;
+    # an integer only as large as a float can be (it is stored as one).
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond a double
+        return False
 
 
 def validate(config, slots):

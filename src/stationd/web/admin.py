@@ -1,18 +1,17 @@
 """Admin routes: users and their API keys (the same operations as stationd-admin), stations,
 event files, and export targets at run time."""
 
-import json
-
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 
 from stationd.exporter import ExportTargets, TargetError
 from stationd.filestore import FileStore
+from stationd import jsoncodec
 from stationd.jsoncodec import has_nul
 from stationd.store import Store, files, stations, users
 from stationd.times import parse_time
 from stationd.web.auth import Authenticator, require
-from stationd.web.http import HTTPError, json_body, read_json, route
+from stationd.web.http import HTTPError, _no_constants, json_body, read_json, route
 
 
 async def _run(store, operation, *args, **kwargs):
@@ -103,8 +102,11 @@ class AdminRoutes:
         name = _text_arg(request, "name")
         mime_type = _text_arg(request, "mime_type", "application/octet-stream", 127)
         semantic_type = _text_arg(request, "semantic_type", "", 127) or None
-        try:
-            meta = json.loads(_text_arg(request, "meta", "{}", 65536))
+        try:  # nested as event data may be: it rides in an export's import body
+            meta = jsoncodec.loads(_text_arg(request, "meta", "{}", 65536).encode("utf-8"),
+                                   parse_constant=_no_constants, max_depth=jsoncodec.DATA_DEPTH)
+        except (jsoncodec.NumberOutOfRange, jsoncodec.TooDeep) as e:
+            raise HTTPError(400, f"meta: {e}", code="bad_parameter") from None
         except ValueError:
             meta = None
         if not isinstance(meta, dict):

@@ -124,13 +124,19 @@ def read_body(request: Request) -> bytes:
 
 
 def read_json(request: Request) -> dict[str, Any]:
-    """The request body (decompressed: read_body) as a JSON object, or a 400/413/415 HTTPError."""
+    """The request body (decompressed: read_body) as a JSON object, or a 400/413/415 HTTPError;
+    nested deeper than jsoncodec.MAX_DEPTH levels a 400 (too_deep), a number beyond a double's
+    range (1e400) a 422 (number_out_of_range)."""
     content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if content_type not in (b"application/json", b""):
         raise HTTPError(415, "send the body as application/json")
     raw = read_body(request)
     try:
         value = jsoncodec.loads(raw or b"null", parse_constant=_no_constants)
+    except jsoncodec.NumberOutOfRange as e:  # well-formed JSON, but it could only be stored changed
+        raise HTTPError(422, f"{e}; nothing was stored", code="number_out_of_range") from None
+    except jsoncodec.TooDeep as e:
+        raise HTTPError(400, f"{e}; send flatter data", code="too_deep") from None
     except ValueError as e:
         raise HTTPError(400, f"body is not valid JSON: {e}", code="bad_json") from None
     if not isinstance(value, dict):

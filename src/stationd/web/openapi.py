@@ -71,14 +71,16 @@ SCHEMAS: dict[str, Schema] = {
 }
 
 ERRORS = {
-    "400": "Malformed parameters or body (`bad_request`, `bad_json`, `bad_parameter`, ...)",
+    "400": "Malformed parameters or body (`bad_request`, `bad_json`, `too_deep` beyond 128 levels, `bad_parameter`, "
+           "...)",
     "401": "No or unknown API key (`WWW-Authenticate: Bearer realm=\"stationd\"`)",
     "403": "The key's role may not use this route",
     "404": "Unknown path or record",
     "409": "Conflict with what is stored",
     "413": "Body over `[web] max_body_size`, refused as it arrives",
     "415": "Content type or encoding not accepted",
-    "422": "Well-formed but invalid content; `details` says where",
+    "422": "Well-formed but invalid content (`number_out_of_range`: a number beyond a double, such as 1e400); "
+           "`details` says where",
     "503": "Cannot be made durable now; retry after `Retry-After` seconds",
 }
 
@@ -361,6 +363,9 @@ def _operation(owner: str, name: str, handler: Any, method: str, path: str, publ
     security, who = _security(access, public_read)
     responses: dict[str, Any] = {described["status"]: described["ok"]}
     errors = set(described["errors"]) | ({401, 403} if security else set())
+    if JSON in described.get("body", {}).get("content", {}):
+        # what read_json answers: malformed or nested too deeply, too large, not JSON, a number beyond a double
+        errors |= {400, 413, 415, 422}
     for status in sorted(errors):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     responses["default"] = _error("Unexpected failure (`internal_error`; the traceback is in the node's log)")

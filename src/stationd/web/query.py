@@ -5,6 +5,7 @@ parameters answer 400 naming the parameter; see docs/api.rst for the rules.
 """
 
 import email.utils
+import math
 import os
 import re
 
@@ -57,7 +58,14 @@ def _constraint_value(name, op, text):
             raise bad(name, f"{op} compares numbers: give one, or text in double quotes to compare text; "
                             f"not {text!r}")
         return text
-    return float(text) if match.group(1) or match.group(2) else int(text)
+    if not (match.group(1) or match.group(2)) and len(text) <= 20:
+        number = int(text)
+        if -(2**63) <= number < 2**63:  # what the stores compare as integers
+            return number
+    number = float(text)
+    if math.isinf(number):
+        raise bad(name, f"the number {text[:40]}{'...' if len(text) > 40 else ''} is out of range")
+    return number
 
 
 def parse_query(args, allowed, constraint_prefix):
