@@ -152,3 +152,16 @@ def test_jsoncodec_depth_and_range():
     for body in (b"1e400", b"[-1e400]", b'{"a": 1E+309}', b'[123456789012345678901234567890, 1e400]'):
         with pytest.raises(jsoncodec.NumberOutOfRange):
             jsoncodec.loads(body)
+
+
+def test_configuration_numbers_must_be_finite():
+    """An interval of 1 followed by 400 zeros was infinite (a size: an OverflowError, not a config error);
+    an alarm threshold of nan never fires."""
+    from stationd import config
+
+    for parse, text in ((config.duration, "1" + "0" * 400), (config.size, "1" + "0" * 400 + "MiB"),
+                        (config.field_numbers, "temperature=nan"), (config.field_numbers, "inf"),
+                        (config.field_numbers, "load1=4 t=1e400")):
+        with pytest.raises(ValueError, match="out of range|finite numbers"):
+            parse(text)
+    assert config.duration("5m") == 300 and config.field_numbers("t=-1.5e3") == {"t": -1500.0}

@@ -7,6 +7,7 @@ being silently ignored.
 
 import configparser
 import datetime
+import math
 import os
 import re
 import socket
@@ -90,7 +91,10 @@ def _number_with_unit(value: str, units: Mapping[str, float], what: str) -> floa
     if not match or unit not in units:
         names = ", ".join(u for u in units if u)
         raise ValueError(f"expected a {what}: a number, optionally with {names}; not {value!r}")
-    return float(match.group(1)) * units[unit]
+    number = float(match.group(1)) * units[unit]
+    if math.isinf(number):  # digits beyond a double's range: an endless interval, a size without limit
+        raise ValueError(f"expected a {what}: {value.strip()[:40]!r} is out of range")
+    return number
 
 
 def duration(value: str) -> float:
@@ -264,6 +268,8 @@ def field_numbers(value: str) -> dict[str, float]:
             numbers[field if equals else "*"] = float(number)
         except ValueError:
             raise ValueError(f"expected FIELD=NUMBER words, not {word!r}") from None
+        if not math.isfinite(numbers[field if equals else "*"]):  # nan never compares: no alarm would fire
+            raise ValueError(f"expected FIELD=NUMBER words with finite numbers, not {word!r}")
     return numbers
 
 
