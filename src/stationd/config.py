@@ -214,6 +214,9 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "tls_min_version": choice(*TLS_VERSIONS, fold_case=True),
         "client_ca": optional_path,
         "public_read": boolean,
+        "auth_failures": integer,
+        "auth_window": duration,
+        "password_queue": integer,
         "cors_origins": words,
     },
     "database": {"url": text},
@@ -317,6 +320,9 @@ class WebSection(TypedDict):
     tls_min_version: TLSVersion
     client_ca: str | None
     public_read: bool
+    auth_failures: int  # 0: no limit
+    auth_window: float  # seconds
+    password_queue: int
     cors_origins: list[str]
 
 

@@ -47,6 +47,7 @@ from stationd.web.ingest import NativeIngest
 from stationd.web.metrics import MetricsRoutes
 from stationd.web.query import QueryRoutes
 from stationd.web.forward import Forward
+from stationd.web.guard import FailureLimiter, PasswordChecks
 from stationd.web.sensors import SensorRoutes, states_from_worker_0
 from stationd.web.upload import Upload
 from stationd.web.auth import Authenticator
@@ -272,7 +273,10 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
     if node_id is None:  # (migrate() makes it)
         raise StoreError("the store has no node id")
     cache = Cache(store)
-    auth = Authenticator(cache, config["web"]["public_read"])
+    web = config["web"]
+    limiter = FailureLimiter(web["auth_failures"], web["auth_window"], reactor)
+    auth = Authenticator(cache, web["public_read"], limiter)
+    checks = PasswordChecks(web["password_queue"], web["password_queue"])
 
     spool_dir = config["writer"]["spool_dir"] or os.path.join(data_dir, "spool")
     spool = Spool(spool_dir if first else os.path.join(spool_dir, f"worker-{worker}"),
@@ -317,7 +321,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
     routes: dict[str, object] = {
         "core": Core(auth, node_name, node_id, node.status, sensor_states),
         "admin": AdminRoutes(store, auth, files, exports, node_id, reactor),
-        "upload": Upload(cache, ingest, metrics),
+        "upload": Upload(cache, ingest, metrics, limiter, checks),
         "ingest": NativeIngest(auth, cache, ingest, metrics),
         "query": QueryRoutes(store, auth, files, reactor),
         "configs": ConfigRoutes(store, auth, configs),

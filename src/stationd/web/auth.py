@@ -10,6 +10,7 @@ import inspect
 import re
 
 from stationd.store.cache import Cache
+from stationd.web.guard import FailureLimiter, client_of
 from stationd.web.http import HTTPError
 
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
@@ -25,9 +26,12 @@ def api_key(request):
 
 
 class Authenticator:
-    def __init__(self, cache: Cache, public_read: bool) -> None:
+    def __init__(self, cache: Cache, public_read: bool, limiter: FailureLimiter | None = None) -> None:
         self.cache = cache
         self.public_read = public_read
+        # Unknown keys count against the client (with upload passwords); over
+        # the limit, its keys are not looked at: 429 with Retry-After.
+        self.limiter = limiter
 
     async def check(self, request, roles, read):
         """The caller's user (None for a public read), or 401/403."""
@@ -37,7 +41,19 @@ class Authenticator:
         if key is None:
             raise HTTPError(401, "this route needs an API key: Authorization: Bearer <key>",
                             headers=_CHALLENGE)
-        return self.admit(request, await self.cache.user(key), roles)
+        if self.limiter is None:
+            return self.admit(request, await self.cache.user(key), roles)
+        client = client_of(request)
+        wait = self.limiter.retry_after(client)
+        if wait is not None:
+            request.stationd_auth_failed = True
+            raise HTTPError(429, f"too many failed API keys or passwords from {client}: retry after {wait} s",
+                            headers={"Retry-After": str(wait)})
+        user = await self.cache.user(key)
+        if user is None:
+            self.limiter.failed(client)
+            request.stationd_auth_failed = True
+        return self.admit(request, user, roles)
 
     def admit(self, request, user, roles):
         """``user``, looked up by the request's key (None: unknown), if one of ``roles`` may pass; else 401/403."""

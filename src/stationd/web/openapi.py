@@ -81,6 +81,7 @@ ERRORS = {
     "415": "Content type or encoding not accepted",
     "422": "Well-formed but invalid content (`number_out_of_range`: a number beyond a double, such as 1e400); "
            "`details` says where",
+    "429": "Too many failed API keys or passwords from this client; retry after `Retry-After` seconds",
     "503": "Cannot be made durable now; retry after `Retry-After` seconds",
 }
 
@@ -167,7 +168,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "The form a HiSPARC station sends.  The answer is always HTTP 200 with one code as text: `100` stored "
         "(committed or fsynced in the spool), `201` checksum mismatch, `203` wrong password, `206` unknown "
         "station, `208` payload not decodable (nothing in it is executed), `400` malformed (also, with "
-        "`Retry-After`, when the batch cannot be made durable now).",
+        "`Retry-After`, when the batch cannot be made durable now, when this client has failed too many "
+        "passwords, or when the station's or the client's password checks are queued to the limit).",
         access="open",
         body={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": obj(
             ("station_id", "password", "checksum", "data"), station_id=TEXT, password=TEXT,
@@ -362,7 +364,7 @@ def _operation(owner: str, name: str, handler: Any, method: str, path: str, publ
         raise UndescribedRoute(f"{method} {path} ({owner}.{name}): who may call it is not said")
     security, who = _security(access, public_read)
     responses: dict[str, Any] = {described["status"]: described["ok"]}
-    errors = set(described["errors"]) | ({401, 403} if security else set())
+    errors = set(described["errors"]) | ({401, 403, 429} if security else set())
     if JSON in described.get("body", {}).get("content", {}):
         # what read_json answers: malformed or nested too deeply, too large, not JSON, a number beyond a double
         errors |= {400, 413, 415, 422}

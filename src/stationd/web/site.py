@@ -10,6 +10,7 @@ from twisted.web import resource, server
 
 from stationd.metrics import Metrics
 from stationd.statsd import Statsd, statsd_name
+from stationd.web.guard import FailureLog, client_of
 from stationd.web.http import error_body, render_failure
 
 log = Logger(namespace="stationd.access")
@@ -166,6 +167,7 @@ class CORS(resource.Resource):
 class NodeSite(server.Site):
     requestFactory = StationRequest
     noisy = False
+    failure_log: FailureLog | None = None  # (made by the first failed-credential request logged)
 
     def __init__(self, resource, max_body_size, reactor, metrics: Metrics | None = None,
                  statsd: Statsd | None = None):
@@ -199,6 +201,13 @@ class NodeSite(server.Site):
         if self.statsd is not None:
             self.statsd.timing(series[2], seconds * 1000)
         client = request.getClientAddress()
+        if getattr(request, "stationd_auth_failed", False):
+            # A flood of guesses: each client's first few failed-credential requests an
+            # interval are logged, the rest summarised in one line (web.guard.FailureLog).
+            if self.failure_log is None:
+                self.failure_log = FailureLog(self.reactor)
+            if self.failure_log.suppress(client_of(request)):
+                return
         log.info(
             '{client} {user} "{method} {uri}" {status} {size} {duration_ms:.1f}ms',
             client=getattr(client, "host", "-"),

@@ -5,14 +5,14 @@ is always HTTP 200 text/plain with one code, checked in this order:
 400 missing or malformed field, 206 unknown station, 203 wrong password,
 201 checksum mismatch, 208 undecodable payload, 100 stored (durable).
 A full or failing spool answers 400 with Retry-After: stations retry anything
-but 100.
+but 100.  So do a client over its failed passwords and a station's or client's
+full queue of password checks (stationd.web.guard): 400 is the documented
+"not now" answer, where 203 would tell a right password wrong and 208 would
+say the data is bad.
 """
 
 import hashlib
 from typing import Any
-
-from twisted.internet.defer import DeferredLock
-from twisted.internet.threads import deferToThread
 
 from stationd.hisparc import DecodeError, decode_upload
 from stationd.ingest import Ingest
@@ -20,10 +20,12 @@ from stationd.jsoncodec import canonical
 from stationd.metrics import Metrics
 from stationd.store import stations
 from stationd.store.cache import Cache
+from stationd.web.guard import FailureLimiter, PasswordChecks, client_of
 from stationd.web.http import parse_form, route
 from stationd.writer import Busy, SpoolError, SpoolFull, StoreRefused
 
 RETRY_AFTER = b"30"
+QUEUE_RETRY_AFTER = "10"  # the password checks of this station or client full
 
 
 def _field(fields, name):
@@ -43,13 +45,15 @@ def _payload_bytes(raw):
 class Upload:
     """Served by stationd.web.site.HotRoutes without Klein's routing; the route is declared here too."""
 
-    def __init__(self, cache: Cache, ingest: Ingest, metrics: Metrics):
+    def __init__(self, cache: Cache, ingest: Ingest, metrics: Metrics, limiter: FailureLimiter,
+                 checks: PasswordChecks):
         self.cache, self.ingest, self.metrics = cache, ingest, metrics
         self._answers: dict[str, Any] = {}  # code -> the counter's child
-        # One password check at a time: each scrypt derivation holds 16 MiB
-        # and a core for tens of ms, so a flood of wrong passwords must not
-        # take a small board's memory or all the reactor's threads.
-        self._password_check = DeferredLock()
+        # Failed passwords and unknown stations count against the client
+        # (shared with the API-key checks), and scrypt checks run one at a
+        # time from a queue bounded per station and per client, taken
+        # round-robin between stations (stationd.web.guard).
+        self.limiter, self.checks = limiter, checks
 
     @route("POST", "/upload")
     async def upload(self, request):
@@ -73,15 +77,9 @@ class Upload:
             checksum = checksum.decode("ascii").strip().lower()
         except (ValueError, UnicodeDecodeError):
             return "400"
-        station = await self.cache.station(station_id)
-        if station is None:
-            return "206"
-        stored = station["password_hash"]
-        matches = stations.remembered(stored, password)
-        if matches is None:
-            matches = await self._password_check.run(deferToThread, stations.verify_password, stored, password)
-        if not matches:
-            return "203"
+        refused = await self._password(request, station_id, password)
+        if refused is not None:
+            return refused
         data = _payload_bytes(raw)
         if hashlib.md5(data).hexdigest() != checksum:
             return "201"
@@ -104,3 +102,34 @@ class Upload:
             request.setHeader(b"retry-after", RETRY_AFTER)
             return "400"
         return "100"
+
+    async def _password(self, request, station_id, password):
+        """None if ``password`` is the station's; else the answer: 206, 203, or 400 with Retry-After
+        (the client over its failures, or the station's or client's queue of checks full)."""
+        client = client_of(request)
+        wait = self.limiter.retry_after(client)
+        if wait is not None:
+            return _refuse(request, str(wait))
+        station = await self.cache.station(station_id)
+        if station is None:
+            self.limiter.failed(client)
+            return _refuse(request, None, "206")
+        stored = station["password_hash"]
+        matches = stations.remembered(stored, password)
+        if matches is None:
+            matches = await self.checks.check(station_id, client, stored, password)
+            if matches is None:
+                return _refuse(request, QUEUE_RETRY_AFTER)
+        if not matches:
+            self.limiter.failed(client)
+            return _refuse(request, None, "203")
+        return None
+
+
+def _refuse(request, retry_after, code="400"):
+    """``code`` (400 with ``Retry-After``: the documented code stations retry on, the one a full
+    spool answers), marked for the access log's summary of failed credentials (web.guard)."""
+    request.stationd_auth_failed = True
+    if retry_after is not None:
+        request.setHeader(b"retry-after", retry_after.encode("ascii"))
+    return code
