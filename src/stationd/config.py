@@ -107,6 +107,22 @@ def size(value: str) -> int:
     return int(_number_with_unit(value, _SIZE_UNITS, "size"))
 
 
+def non_negative(value: str) -> int:
+    count = integer(value)
+    if count < 0:
+        raise ValueError(f"expected 0 or more, not {value!r}")
+    return count
+
+
+def hsts(value: str) -> str:
+    """A Strict-Transport-Security value (max-age=N[; includeSubDomains][; preload]); empty: none."""
+    value = value.strip()
+    if value and not re.match(r"^max-age=\d+(\s*;\s*(includeSubDomains|preload))*$", value, re.IGNORECASE):
+        raise ValueError(f"expected max-age=SECONDS, optionally '; includeSubDomains' and '; preload', "
+                         f"or nothing; not {value!r}")
+    return value
+
+
 def lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
@@ -218,6 +234,9 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "auth_window": duration,
         "password_queue": integer,
         "cors_origins": words,
+        "header_timeout": duration,
+        "max_connections_per_client": non_negative,
+        "hsts": hsts,
     },
     "database": {"url": text},
     "writer": {"spool_dir": optional_path, "max_spool_bytes": size},
@@ -325,6 +344,9 @@ class WebSection(TypedDict):
     password_queue: int
     cors_origins: list[str]
 
+    header_timeout: float  # seconds; 0: none
+    max_connections_per_client: int  # 0: no cap
+    hsts: str  # empty: no Strict-Transport-Security header
 
 class DatabaseSection(TypedDict):
     url: str

@@ -27,6 +27,7 @@ from stationd.instrument_configs import InstrumentConfigs
 from stationd.dbus import NodeBus
 from stationd.display import Display
 from stationd.exporter import ExportTargets, LocalNode
+from stationd.fdlimit import raise_open_files_limit
 from stationd.filestore import FileStore
 from stationd.ingest import Ingest, StationList
 from stationd.logs import NodeLog
@@ -141,6 +142,7 @@ class NodeService(service.MultiService):
             self.reactor.callWhenRunning(self._handle_signals)
             self.reactor.callWhenRunning(_freeze_heap)
             reloading.write_pid(self.config["node"]["data_dir"])
+            raise_open_files_limit()  # (before the reactor runs: no connection is accepted yet)
         super().startService()
         log.info("stationd {version} node {name!r} (node id {node_id}) started; components: {components}",
                  version=__version__, name=self.name, node_id=self.node_id,

@@ -150,6 +150,13 @@ def _spki(public_key):
 
 _MIN_VERSION = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
+# TLS 1.2 suites: ECDHE key exchange (forward secrecy) with an AEAD cipher (AES-GCM,
+# ChaCha20-Poly1305) only; no static-RSA key exchange, no CBC (LUCKY13), no DHE.  (Twisted's
+# default also offers RSA+AES and CBC suites.)  TLS 1.3 suites are OpenSSL's own, all AEAD:
+# OpenSSL sets them apart from this list.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+_CIPHERS = ssl.AcceptableCiphers.fromOpenSSLCipherString(TLS12_CIPHERS)
+
 
 def server_options(cert_path, key_path, min_version="TLSv1.2", client_ca=None):
     """CertificateOptions for a listener; raises ValueError naming the bad file."""
@@ -171,6 +178,7 @@ def server_options(cert_path, key_path, min_version="TLSv1.2", client_ca=None):
         extraCertChain=chain[1:],
         raiseMinimumTo=_MIN_VERSION[min_version],
         trustRoot=trust,
+        acceptableCiphers=_CIPHERS,
     )
 
 

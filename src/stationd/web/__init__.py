@@ -31,4 +31,4 @@ def make_site(groups: Mapping[str, object], web: Mapping, reactor: IReactorTime,
     timed to ``statsd``)."""
     enabled = {name: groups[name] for name in web["components"]}
     return NodeSite(make_resource(enabled, web["request_path"], web["cors_origins"]), web["max_body_size"], reactor,
-                    metrics, statsd)
+                    metrics, statsd, web["header_timeout"], web["max_connections_per_client"], web["hsts"])
