@@ -14,6 +14,7 @@ _ISO = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\
 _EPOCH_TEXT = re.compile(r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 MIN_NS, MAX_NS = -(2**63), 2**63 - 1
+_MIN_SECONDS, _MAX_SECONDS = decimal.Decimal(MIN_NS - 10**9) / 10**9, decimal.Decimal(MAX_NS + 10**9) / 10**9
 
 
 def parse_time(value):
@@ -43,7 +44,12 @@ def parse_query_time(text):
     """A time from a query string: ISO 8601 with zone, or epoch seconds with fraction."""
     text = text.strip()
     if _EPOCH_TEXT.match(text):
-        ns = int(decimal.Decimal(text) * 10**9)
+        seconds = decimal.Decimal(text)
+        # Compared before scaling: 1e999999999 overflowed the decimal context (decimal.Overflow, a 500)
+        # and 1e99999 made an integer of 100,000 digits.
+        if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+            raise ValueError(f"time {text[:40]!r} is out of range: times are from years 1678 to 2262")
+        ns = int(seconds * 10**9)
     else:
         try:
             ns = parse_time(text)
@@ -86,10 +92,17 @@ DATESTR_FORMATS = ("YYYYMMDD (the night starting that date: midnight at its end,
 
 
 def parse_datestr(text, zone):
-    """An FPlaneServer date string: epoch nanoseconds, or "current"/"latest".
+    """An FPlaneServer date string: epoch nanoseconds (from MIN_NS to MAX_NS), or "current"/"latest".
 
     ValueError (naming the accepted formats) for anything else.
     """
+    when = _datestr(text, zone)
+    if isinstance(when, int) and not MIN_NS <= when <= MAX_NS:  # (0001-01-01T00:00:00+23:59: a 500 before)
+        raise ValueError(f"date {text.strip()[:40]!r} is out of range: dates are from years 1678 to 2262")
+    return when
+
+
+def _datestr(text, zone):
     text = text.strip()
     if text.lower() in ("", "current", "latest"):
         return text.lower() or "current"
