@@ -454,3 +454,20 @@ def test_the_guard_catches_what_it_is_for(monkeypatch):
     with pytest.raises(AssertionError, match="bytes for an input"):
         with guarded(0):
             bytearray(MEMORY + 2**20)
+
+
+def test_a_utf_32_json_payload_imports_nothing_while_it_is_decoded():
+    # json.detect_encoding picked utf-32-be for b"\0\0\0\0": its codec was imported on first use,
+    # during the request (found by test_hisparc_json_payloads); a fresh process shows it
+    import subprocess
+
+    script = ("import sys\nfrom stationd import hisparc\nseen = []\n"
+              "sys.addaudithook(lambda event, args: event == 'import' and seen.append(args[0]))\n"
+              "for body in (b'\\0\\0\\0\\0', '[1]'.encode('utf-16'), '[1]'.encode('utf-32-le')):\n"
+              "    try:\n        hisparc.decode_upload(body, 'json')\n"
+              "    except hisparc.DecodeError:\n        pass\n"
+              "print(seen)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -10,12 +10,18 @@ reads as infinity and encoders then write as ``null`` or ``Infinity``:
 NumberOutOfRange) and nesting deeper than MAX_DEPTH levels (TooDeep; deeper
 still, the stdlib's recursion would fail anywhere a value is walked)."""
 
+import codecs
 import hashlib
 import json
 import math
 from typing import Any
 
 import orjson
+
+# json.loads reads UTF-16 and UTF-32 bodies too (json.detect_encoding): their codecs are looked up
+# (imported) now, not while the first such body is decoded (the decoder fuzzing forbids imports).
+for _encoding in ("utf-16", "utf-16-be", "utf-16-le", "utf-32", "utf-32-be", "utf-32-le"):
+    codecs.lookup(_encoding)
 
 
 # How deeply a JSON body may nest (a value that is a list or an object is one
