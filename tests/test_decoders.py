@@ -74,7 +74,8 @@ async def test_a_payload_past_the_time_limit_costs_its_process_which_is_replaced
     try:
         await pool.decode(upload())  # (the process started: the limit is the payload's alone)
         before = pool.processes[0].process.pid
-        slow, after = defer.ensureDeferred(pool.decode(NESTED)), defer.ensureDeferred(pool.decode(upload()))  # the second waits for the first
+        slow = defer.ensureDeferred(pool.decode(NESTED))
+        after = defer.ensureDeferred(pool.decode(upload()))  # (it waits for the first)
         with pytest.raises(DecodeError, match="longer than 0.3 s"):
             await slow
         assert len(await after) == 3

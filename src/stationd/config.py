@@ -241,7 +241,8 @@ SCHEMA: dict[str, dict[str, Parser]] = {
     "database": {"url": text},
     "writer": {"spool_dir": optional_path, "max_spool_bytes": size},
     "files": {"dir": optional_path},
-    "ingest": {"station_list": optional_path, "min_event_time": timestamp, "max_future_skew": duration},
+    "ingest": {"station_list": optional_path, "min_event_time": timestamp, "max_future_skew": duration,
+               "decoders": workers, "decode_memory": size, "decode_timeout": duration},
     "display": {"driver": choice("log", "file", "dbus", "st7735"), "path": optional_path, "max_length": integer},
     "dbus": {"bus": bus, "name": text},
     "log": {
@@ -343,10 +344,10 @@ class WebSection(TypedDict):
     auth_window: float  # seconds
     password_queue: int
     cors_origins: list[str]
-
     header_timeout: float  # seconds; 0: none
     max_connections_per_client: int  # 0: no cap
     hsts: str  # empty: no Strict-Transport-Security header
+
 
 class DatabaseSection(TypedDict):
     url: str
@@ -365,6 +366,9 @@ class IngestSection(TypedDict):
     station_list: str | None
     min_event_time: int  # epoch nanoseconds
     max_future_skew: float  # seconds
+    decoders: int  # HiSPARC decoder processes (stationd.decoders)
+    decode_memory: int  # bytes a decoder process may grow by
+    decode_timeout: float  # seconds a payload
 
 
 class DisplaySection(TypedDict):

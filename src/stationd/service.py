@@ -25,6 +25,7 @@ from twisted.python.components import Componentized
 from stationd import __version__, config as configuration, reload as reloading
 from stationd.instrument_configs import InstrumentConfigs
 from stationd.dbus import NodeBus
+from stationd.decoders import DecoderPool
 from stationd.display import Display
 from stationd.exporter import ExportTargets, LocalNode
 from stationd.fdlimit import raise_open_files_limit
@@ -259,7 +260,7 @@ def build_node(config: configuration.Config, reactor) -> NodeService:
 
 def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: NodeLog | None = None) -> BuiltNode:
     """Every component, given what it uses; then the tree, in start order: Sentry, store,
-    writer, station list, exporters, D-Bus, sensors, host metrics, statsd, the web listeners,
+    writer, station list, exporters, D-Bus, sensors, host metrics, statsd, the HiSPARC decoders, the web listeners,
     the other workers, systemd's notices.  Worker ``worker`` > 0 (stationd.workers) spools
     apart, leaves sensors, the display, the station list, D-Bus and systemd to worker 0 (and
     forwards the sensor routes there); it listens on the sockets worker 0 hands it."""
@@ -306,6 +307,8 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
     sensors.alarm_listeners.append(bus.sensor_alarm)
     display.shown_listeners.append(bus.message_shown)
 
+    decoders = DecoderPool(config["ingest"]["decoders"], config["ingest"]["decode_memory"],
+                           config["ingest"]["decode_timeout"], reactor)
     tls = ServerTLS.from_config(config) if config["web"]["https"] else None
     host_metrics = (HostMetrics(metrics.registry, os.path.join(data_dir, "metrics"), worker, reactor)
                     if config["node"]["workers"] > 1 else None)
@@ -323,7 +326,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
     routes: dict[str, object] = {
         "core": Core(auth, node_name, node_id, node.status, sensor_states),
         "admin": AdminRoutes(store, auth, files, exports, node_id, reactor),
-        "upload": Upload(cache, ingest, metrics, limiter, checks),
+        "upload": Upload(cache, ingest, metrics, limiter, checks, decoders),
         "ingest": NativeIngest(auth, cache, ingest, metrics),
         "query": QueryRoutes(store, auth, files, reactor),
         "configs": ConfigRoutes(store, auth, configs),
@@ -342,7 +345,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
                   if config["metrics"]["sentry_dsn"] else None)
     except SentryUnavailable as e:
         raise config.error("metrics", "sentry_dsn", str(e)) from None
-    for child in (sentry, store, writer, station_list, exports, bus, sensors, host_metrics, statsd):
+    for child in (sentry, store, writer, station_list, exports, bus, sensors, host_metrics, statsd, decoders):
         if child is not None:
             child.setServiceParent(node)
     site = make_site(routes, config["web"], reactor, metrics, statsd)

@@ -14,9 +14,9 @@ say the data is bad.
 import hashlib
 from typing import Any
 
-from stationd.hisparc import DecodeError, decode_upload
+from stationd.decoders import DecoderGone, DecoderPool
+from stationd.hisparc import DecodeError
 from stationd.ingest import Ingest
-from stationd.jsoncodec import canonical
 from stationd.metrics import Metrics
 from stationd.store import stations
 from stationd.store.cache import Cache
@@ -46,8 +46,8 @@ class Upload:
     """Served by stationd.web.site.HotRoutes without Klein's routing; the route is declared here too."""
 
     def __init__(self, cache: Cache, ingest: Ingest, metrics: Metrics, limiter: FailureLimiter,
-                 checks: PasswordChecks):
-        self.cache, self.ingest, self.metrics = cache, ingest, metrics
+                 checks: PasswordChecks, decoders: DecoderPool):
+        self.cache, self.ingest, self.metrics, self.decoders = cache, ingest, metrics, decoders
         self._answers: dict[str, Any] = {}  # code -> the counter's child
         # Failed passwords and unknown stations count against the client
         # (shared with the API-key checks), and scrypt checks run one at a
@@ -83,19 +83,14 @@ class Upload:
         data = _payload_bytes(raw)
         if hashlib.md5(data).hexdigest() != checksum:
             return "201"
-        try:
-            events = decode_upload(data, "json" if _field(form, b"format") == b"json" else "pickle")
+        try:  # (in a decoder process: stationd.decoders)
+            events = await self.decoders.decode(data, "json" if _field(form, b"format") == b"json" else "pickle")
         except DecodeError:
             self.ingest.rejected("hisparc", 1)
             return "208"
-        try:
-            for event in events:
-                if "\x00" in event["type"]:
-                    raise ValueError("NUL in the event type")
-                event["data_json"], event["digest"] = canonical(event.pop("data"))
-        except ValueError:
-            self.ingest.rejected("hisparc", 1)
-            return "208"  # NUL_MESSAGE: the store could not keep it
+        except (Busy, DecoderGone):  # (not the payload's fault: the station sends it again)
+            request.setHeader(b"retry-after", RETRY_AFTER)
+            return "400"
         try:
             await self.ingest.accept("hisparc", station_id, events)
         except (Busy, SpoolFull, SpoolError, StoreRefused):
