@@ -44,12 +44,16 @@ def parse_query_time(text):
     """A time from a query string: ISO 8601 with zone, or epoch seconds with fraction."""
     text = text.strip()
     if _EPOCH_TEXT.match(text):
-        seconds = decimal.Decimal(text)
-        # Compared before scaling: 1e999999999 overflowed the decimal context (decimal.Overflow, a 500)
-        # and 1e99999 made an integer of 100,000 digits.
-        if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        try:
+            seconds = decimal.Decimal(text)
+            # Compared before scaling: 1e999999999 overflowed the decimal context (decimal.Overflow, a
+            # 500) and 1e99999 made an integer of 100,000 digits.
+            in_range = not seconds or _MIN_SECONDS <= seconds <= _MAX_SECONDS
+            ns = int(seconds * 10**9) if seconds and in_range else 0
+        except ArithmeticError:  # an exponent beyond the decimal context
+            raise ValueError(f"time {text[:40]!r} is not a number this node reads") from None
+        if not in_range:
             raise ValueError(f"time {text[:40]!r} is out of range: times are from years 1678 to 2262")
-        ns = int(seconds * 10**9)
     else:
         try:
             ns = parse_time(text)
