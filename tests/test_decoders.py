@@ -18,6 +18,7 @@ from stationd.writer import Busy
 
 MEMO_BOMB = b"\x80\x02Nr" + struct.pack("<I", 2**27) + b"."  # LONG_BINPUT 2**27: a 2 GiB memo
 MEMO_BOMB_0 = b"Np134217728\n."  # protocol 0's PUT, the same
+LENGTH_BOMB = b"\x80\x03B" + struct.pack("<I", 2**31 - 1) + b"."  # BINBYTES: 2 GiB asked for at once
 NESTED = b"\x80\x02" + b"]" * 3_000_000 + b"a" * 2_999_999 + b"."  # seconds of the C unpickler
 
 
@@ -57,9 +58,9 @@ async def test_a_payload_decodes_as_in_the_node_and_the_process_serves_the_next(
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.parametrize("bomb", [MEMO_BOMB, MEMO_BOMB_0], ids=["LONG_BINPUT", "PUT"])
+@pytest.mark.parametrize("bomb", [MEMO_BOMB, MEMO_BOMB_0, LENGTH_BOMB], ids=["LONG_BINPUT", "PUT", "BINBYTES"])
 async def test_a_memo_index_bomb_is_refused_within_the_memory_limit(pool, bomb):
-    with pytest.raises(DecodeError, match="MemoryError|more memory"):
+    with pytest.raises(DecodeError, match="MemoryError|more memory|pickle"):
         await pool.decode(bomb)
     (decoder,) = pool.processes
     assert peak_rss_mib(decoder) < 256 + 64  # (in the node's own process: 2,125 MiB)
