@@ -6,6 +6,7 @@ import os
 
 import pytest
 import pytest_twisted
+from twisted.logger import formatEvent
 from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, OperationalError
 from twisted.internet import defer, reactor, task
@@ -82,6 +83,32 @@ async def test_a_failing_fsync_refuses_and_leaves_nothing(tmp_path):
         assert await spool.append(record())
     finally:
         spool.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_spool_logs_once_as_it_fails_and_once_as_it_recovers(tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    spool = Spool(str(tmp_path / "spool"), 10_000_000, reactor, Metrics(), fsync=full)
+    spool.start()
+    try:
+        for _ in range(5):  # (stations retrying while the disk is full)
+            with pytest.raises(SpoolError):
+                await spool.append(record())
+        spool.fsync = os.fsync
+        assert await spool.append(record())
+    finally:
+        spool.stop()
+        globalLogPublisher.removeObserver(logged.append)
+    lines = [formatEvent(e) for e in logged if e.get("log_namespace") == "stationd.writer"]
+    assert lines == ["Spool write failed; uploads are refused until it works again",
+                     "Spool writes work again; 5 upload(s) were refused meanwhile"]
+    assert sum("log_failure" in e for e in logged if e.get("log_namespace") == "stationd.writer") == 1
 
 
 @pytest_twisted.ensureDeferred

@@ -123,6 +123,7 @@ class Spool:
         self._sequence = 0
         os.makedirs(directory, exist_ok=True)
         self.bytes, self.batches = 0, 0
+        self._refused_while_failing: int | None = None  # uploads refused since writes began to fail
 
     def recover(self) -> list[Segment]:
         """Segments a previous run left, oldest first, as (path, size, batches).
@@ -209,10 +210,19 @@ class Spool:
         self._writing = False
         self._inflight_bytes = 0
         if isinstance(result, Failure):
-            log.failure("Spool write failed; {n} upload(s) refused", result, n=len(group))
+            # Once as the writes begin to fail (a full or read-only disk fails every
+            # retry of every station), with the traceback; then a line when they work again.
+            if self._refused_while_failing is None:
+                log.failure("Spool write failed; uploads are refused until it works again", result)
+                self._refused_while_failing = 0
+            self._refused_while_failing += len(group)
             for _, d in group:
                 d.errback(SpoolError(f"spool write failed: {result.getErrorMessage()}"))
         else:
+            if self._refused_while_failing is not None:
+                log.info("Spool writes work again; {n} upload(s) were refused meanwhile",
+                         n=self._refused_while_failing)
+                self._refused_while_failing = None
             self.bytes += size
             self.batches += len(group)
             segment = (result, size, len(group))
