@@ -9,6 +9,8 @@ import struct
 
 import pytest
 import pytest_twisted
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor, task
 
 from stationd.decoders import DecoderGone, DecoderPool
@@ -126,3 +128,62 @@ async def test_stopping_ends_the_processes():
             os.kill(pid, 0)
     with pytest.raises(Busy):
         await pool.decode(upload())
+
+
+# -- what tests/test_fuzz_decoders.py leaves out: payloads whose sizes are read from themselves ------
+
+EXAMPLES = int(os.environ.get("STATIOND_FUZZ_EXAMPLES", "150"))
+LIMIT = 128 * 2**20
+_SIZED = [(b"r", "<I"), (b"B", "<I"), (b"T", "<I"), (b"X", "<I"), (b"\x8d", "<Q"), (b"\x8e", "<Q"),
+          (b"\x96", "<Q"), (b"\x95", "<Q"), (b"\x8b", "<I")]  # LONG_BINPUT, BINBYTES, BINSTRING,
+# BINUNICODE, BINUNICODE8, BINBYTES8, BYTEARRAY8, FRAME, LONG4
+HEADERS = st.sampled_from([b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b""])
+
+
+@st.composite
+def sized_bombs(draw):
+    op, form = draw(st.sampled_from(_SIZED))
+    size = draw(st.integers(0, 2**32 - 1 if form == "<I" else 2**40))
+    return draw(HEADERS) + b"N" * draw(st.integers(0, 1)) + op + struct.pack(form, size) + draw(st.binary(max_size=16))
+
+
+PAYLOADS = (sized_bombs()
+            | st.integers(0, 2**40).map(lambda n: b"Np%d\n." % n)  # protocol 0's PUT
+            | st.tuples(HEADERS, st.binary(max_size=256)).map(b"".join))  # every opcode, unfiltered
+
+
+@pytest.fixture(scope="module")
+def decoder_process():
+    """A decoder process as the pool runs it, spoken to frame by frame."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "stationd.decoder_process", str(LIMIT)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    yield process
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def ask(process, data):
+    process.stdin.write(struct.pack(">IB", len(data), 0) + data)
+    process.stdin.flush()
+    (size,) = struct.unpack(">I", process.stdout.read(4))
+    return process.stdout.read(size)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          derandomize="STATIOND_FUZZ_EXAMPLES" not in os.environ,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=PAYLOADS)
+def test_payloads_whose_sizes_they_state_stay_within_the_decoders_limit(decoder_process, data):
+    import json
+
+    answer = ask(decoder_process, data)
+    assert answer[:1] in (b"\x00", b"\x01")
+    if answer[:1] == b"\x00":
+        assert isinstance(json.loads(answer[1:]), list)
+    assert decoder_process.poll() is None  # (the same process answers every example)
+    with open(f"/proc/{decoder_process.pid}/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
+    assert peak < LIMIT + 48 * 2**20  # (its address space: what it started with, ~20 MiB, + LIMIT)

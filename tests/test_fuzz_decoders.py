@@ -110,7 +110,8 @@ def decode(call, error, size, *args, monkeypatch=None):
 # the payload (BINBYTES, BINBYTES8, BYTEARRAY8, BINUNICODE, BINUNICODE8, BINSTRING, LONG4, FRAME),
 # for which the C unpickler allocates the declared size before it finds the payload truncated (2 GiB
 # of address space, untouched, for a 9-byte payload): the random-byte payloads below never hold those
-# opcodes, and the built ones carry true lengths.
+# opcodes, and the built ones carry true lengths.  Those payloads are fuzzed where the node decodes them,
+# in a decoder process under its memory limit: tests/test_decoders.py (issue 20, items 1 and 2).
 
 DT = st.datetimes(min_value=datetime.datetime(1700, 1, 1), max_value=datetime.datetime(2260, 1, 1))
 SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True)
