@@ -187,3 +187,21 @@ def test_payloads_whose_sizes_they_state_stay_within_the_decoders_limit(decoder_
     with open(f"/proc/{decoder_process.pid}/status") as f:
         peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
     assert peak < LIMIT + 48 * 2**20  # (its address space: what it started with, ~20 MiB, + LIMIT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_decoder_that_cannot_start_is_busy_not_an_error(monkeypatch):
+    pool = DecoderPool(1, 256 * 2**20, 30.0, reactor)
+    pool.startService()
+
+    def no_processes(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(reactor, "spawnProcess", no_processes)
+    try:
+        with pytest.raises(Busy, match="no decoder process"):
+            await pool.decode(upload())
+        monkeypatch.undo()
+        assert len(await pool.decode(upload())) == 3
+    finally:
+        await pool.stopService()

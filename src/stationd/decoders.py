@@ -121,7 +121,12 @@ class DecoderPool(Service):
         if self._idle_processes:
             return self._idle_processes.pop().send(data, fmt)
         if len(self.processes) < self.size:
-            return self._start().send(data, fmt)
+            try:
+                decoder = self._start()
+            except OSError as e:  # (out of processes or descriptors: the station sends it again)
+                log.error("Decoder process not started: {e}", e=e)
+                raise Busy(f"no decoder process: {e}") from None
+            return decoder.send(data, fmt)
         if len(self._queue) >= QUEUE_PER_DECODER * self.size:
             raise Busy("every decoder is busy")
         waiting: defer.Deferred[bytes] = defer.Deferred()
