@@ -110,11 +110,13 @@ def json_body(schema: Schema, description: str = "") -> dict[str, Any]:
 
 def op(tag: str, summary: str, description: str = "", *, ok: dict[str, Any], status: str = "200",
        params: tuple[dict[str, Any], ...] = (), body: dict[str, Any] | None = None,
-       errors: tuple[int, ...] = (), access: tuple[tuple[str, ...], bool] | str | None = None) -> dict[str, Any]:
+       errors: tuple[int, ...] = (), access: tuple[tuple[str, ...], bool] | str | None = None,
+       also: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """An operation; ``access`` only for a route whose handler does not carry it (auth.require):
-    "open", or (roles, read) as require() takes them."""
+    "open", or (roles, read) as require() takes them.  ``also``: further success answers, by status."""
     operation: dict[str, Any] = {"tags": [tag], "summary": summary, "ok": ok, "status": status,
-                                 "params": list(params), "errors": errors, "access": access}
+                                 "params": list(params), "errors": errors, "access": access,
+                                 "also": also or {}}
     if description:
         operation["description"] = description
     if body is not None:
@@ -246,9 +248,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "configs", "What changed between two versions",
         params=(query("from", "Version number", INT), query("to", "Version number", INT)),
         ok=json_answer(ANY_OBJECT), errors=(400, 404)),
-    ("POST", "/api/v1/configs/{name}"): op("configs", "Preview or store a version", body=CONFIG_POST,
-                                           ok=json_answer(ref("ConfigVersion"), "The preview (nothing stored)"),
-                                           errors=(400, 409, 422)),
+    ("POST", "/api/v1/configs/{name}"): op(
+        "configs", "Preview or store a version", body=CONFIG_POST,
+        ok=json_answer(obj(("name", "version", "content"), name=TEXT, version={"type": "null"}, content={}),
+                       "The preview: the validated content, nothing stored (`version` null)"),
+        also={"201": json_answer(ref("ConfigVersion"), "Stored (`commit` true): the new version")},
+        errors=(400, 409, 422)),
     # import
     ("POST", "/api/v1/import"): op(
         "import", "Records from a downstream node's exporter",
@@ -363,7 +368,7 @@ def _operation(owner: str, name: str, handler: Any, method: str, path: str, publ
     if access is None:
         raise UndescribedRoute(f"{method} {path} ({owner}.{name}): who may call it is not said")
     security, who = _security(access, public_read)
-    responses: dict[str, Any] = {described["status"]: described["ok"]}
+    responses: dict[str, Any] = {described["status"]: described["ok"], **described["also"]}
     errors = set(described["errors"]) | ({401, 403, 429} if security else set())
     if JSON in described.get("body", {}).get("content", {}):
         # what read_json answers: malformed or nested too deeply, too large, not JSON, a number beyond a double
