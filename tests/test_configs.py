@@ -174,6 +174,17 @@ async def test_generic_routes_and_diff(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_diff_of_version_numbers_beyond_the_store_is_a_400(node):
+    # Found by schemathesis (tests/test_e2e_schemathesis.py): from=3228964612249640501248 was an OverflowError
+    # in the store (a 500); on PostgreSQL the column has 32 bits.
+    await post(node, {"config": V1, "commit": True, "valid_from": "2024-05-01T00:00:00Z"})
+    for numbers in ("from=3228964612249640501248&to=1", "from=1&to=2147483648", "from=1&to=9223372036854775808"):
+        response, text = await get(node, f"/api/v1/configs/fplane/diff?{numbers}")
+        assert (response.code, json.loads(text)["error"]["code"]) == (400, "bad_parameter"), (numbers, text)
+    assert (await get(node, "/api/v1/configs/fplane/diff?from=1&to=999999999"))[0].code == 404
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_cache_is_only_an_optimisation(node):
     await post(node, {"config": V1, "commit": True, "valid_from": "2024-05-01T00:00:00Z"})
     _, first = await get(node, "/fplane/20240510")

@@ -6,6 +6,7 @@ actual_pos and full_fplane, POST /fplane {config, commit}, and the
 """
 
 import datetime
+import re
 
 from twisted.internet.threads import deferToThread
 
@@ -18,6 +19,7 @@ from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
 # JSON true/false, and 1/0 (equal to True/False as keys), as text too.
+_VERSION = re.compile(rb"[0-9]{1,9}")  # a version number, within the store's Integer column (32 bits on PostgreSQL)
 _FLAGS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False}
 
 
@@ -143,7 +145,8 @@ class ConfigRoutes:
         numbers = []
         for param in ("from", "to"):
             value = request.args.get(param.encode(), [b""])[0]
-            if not value.isdigit():
+            # beyond the column: OverflowError (SQLite) or NumericValueOutOfRange (PostgreSQL), a 500
+            if not _VERSION.fullmatch(value):
                 raise HTTPError(400, f"{param}: a version number", code="bad_parameter")
             version = await self.store.read(store_configs.get_version, _name(name), int(value))
             if version is None:
