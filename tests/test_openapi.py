@@ -164,3 +164,50 @@ async def test_a_config_preview_and_a_stored_version_answer_as_the_spec_says(tmp
             jsonschema.validate(json.loads(text), answer_schema(spec, "/api/v1/configs/{name}", "post", str(status)))
     finally:
         await node.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_content_and_a_station_status_answer_as_the_spec_says(tmp_path, database_url):
+    # Found by schemathesis: the content route's 304 (If-None-Match) and its 206 and 416 were not described
+    # (a 304 was checked against the default, a JSON error), nor its content type (the record's, not only
+    # application/octet-stream); a status entry's answer names the station by its id, not an object.
+    import jsonschema
+
+    from conftest import add_events, serve
+    from stationd.store import stations, users
+
+    node = serve(make_node(tmp_path, database_url))
+    try:
+        key = node.store.call(users.add_user, "root", "admin")[1]
+        node.store.call(stations.add_station, "501")
+        event = add_events(node, "501", [("WTR", 1714564800 * 10**9, {"t": 1})])[0]
+        auth = {"Authorization": f"Bearer {key}"}
+        spec = node.routes["docs"].description()
+        responses = spec["paths"]["/api/v1/files/{file_id}/content"]["get"]["responses"]
+        response, text = await call(node.stub, "POST", f"http://n/api/v1/admin/events/{event}/files"
+                                    "?name=a.png&mime_type=image/png", data=b"\x89PNG" * 10, headers=auth)
+        assert response.code == 201, text
+        record = json.loads(text)["file"]
+        url = f"http://n/api/v1/files/{record['id']}/content"
+        for headers, status in (({}, 200), ({"Range": "bytes=0-3"}, 206), ({"Range": "bytes=900-"}, 416),
+                                ({"If-None-Match": f'"{record["sha256"]}"'}, 304)):
+            response, text = await call(node.stub, "GET", url, headers={**auth, **headers})
+            assert response.code == status and str(status) in responses, (headers, response.code)
+            documented = responses[str(status)]
+            if status == 416:
+                documented = spec["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
+            if status in (200, 206):
+                assert response.headers.getRawHeaders("content-type") == ["image/png"]
+                assert list(documented["content"]) == ["*/*"]
+            elif status == 304:
+                assert "content" not in documented and text == b""
+            else:
+                jsonschema.validate(json.loads(text), {**documented["content"]["application/json"]["schema"],
+                                                       "components": spec["components"]})
+        response, text = await call(node.stub, "POST", "http://n/api/v1/admin/stations/501/status", json={},
+                                    headers=auth)
+        assert response.code == 201, text
+        jsonschema.validate(json.loads(text),
+                            answer_schema(spec, "/api/v1/admin/stations/{station_id}/status", "post", "201"))
+    finally:
+        await node.service.stopService()

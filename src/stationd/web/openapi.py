@@ -79,6 +79,7 @@ ERRORS = {
     "409": "Conflict with what is stored",
     "413": "Body over `[web] max_body_size`, refused as it arrives",
     "415": "Content type or encoding not accepted",
+    "416": "A range past the end of the content (`range_not_satisfiable`; `Content-Range: bytes */<size>`)",
     "422": "Well-formed but invalid content (`number_out_of_range`: a number beyond a double, such as 1e400); "
            "`details` says where",
     "429": "Too many failed API keys or passwords from this client; retry after `Retry-After` seconds",
@@ -218,9 +219,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "and `If-Modified-Since` answer 304, a range past the end 416.",
         params=({"name": "Range", "in": "header", "required": False, "schema": TEXT},
                 {"name": "If-None-Match", "in": "header", "required": False, "schema": TEXT}),
-        ok=media_answer("application/octet-stream", "The content (in its record's content type)",
-                        {"type": "string", "contentMediaType": "application/octet-stream"}),
-        errors=(404,)),
+        ok=media_answer("*/*", "The content, in its record's content type (`mime_type`)", {"type": "string"}),
+        also={"206": media_answer("*/*", "The byte range asked for (`Content-Range`)", {"type": "string"}),
+              "304": {"description": "Not modified (`If-None-Match`, `If-Modified-Since`): no body"}},
+        errors=(404, 416)),
     ("GET", "/api/v1/stations"): op("query", "Stations, each with its current status entry",
                                     ok=json_answer(obj(("stations",), stations=array(ref("Station"))))),
     ("GET", "/api/v1/stations/{station_id}"): op(
@@ -320,7 +322,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "admin", "Add a status entry to a station's history", status="201",
         body=json_body(obj(valid_from={"anyOf": [TEXT, NUM]}, instrument={}, location=obj(lat=NUM, lon=NUM, alt=NUM),
                            orientation=ANY_OBJECT)),
-        ok=json_answer(obj(("station", "history"), station=ANY_OBJECT, history=array(ANY_OBJECT))),
+        ok=json_answer(obj(("station", "history"), station=TEXT, history=array(ANY_OBJECT))),
         errors=(400, 404, 409)),
     ("POST", "/api/v1/admin/events/{event_id}/files"): op(
         "admin", "Attach a file (the body) to an event", status="201",
