@@ -185,6 +185,22 @@ async def test_a_diff_of_version_numbers_beyond_the_store_is_a_400(node):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_valid_from_beyond_what_the_store_holds_is_a_400(node):
+    # Found by schemathesis: valid_from -3.796685113497138e+16 (seconds) was an OverflowError in the store, a
+    # 500; so was year 9999.  The same on a station's status entry.
+    from stationd.store import stations, users
+
+    admin = node.store.call(users.add_user, "root", "admin")[1]
+    node.store.call(stations.add_station, "501")
+    for valid_from in (-3.796685113497138e+16, "9999-01-01T00:00:00Z", 2**70):
+        for path, body in (("/api/v1/configs/dome", {"config": {}, "commit": True, "valid_from": valid_from}),
+                           ("/fplane", {"config": V1, "commit": True, "valid_from": valid_from}),
+                           ("/api/v1/admin/stations/501/status", {"valid_from": valid_from})):
+            response, text = await post(node, body, path=path, key=admin, fps=False)
+            assert response.code == 400 and "out of range" in text, (path, valid_from, text)
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_cache_is_only_an_optimisation(node):
     await post(node, {"config": V1, "commit": True, "valid_from": "2024-05-01T00:00:00Z"})
     _, first = await get(node, "/fplane/20240510")

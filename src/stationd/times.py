@@ -40,6 +40,14 @@ def parse_time(value):
     return int(when.timestamp()) * 10**9 + int((fraction or "0").ljust(9, "0"))
 
 
+def parse_valid_from(value):
+    """A ``valid_from`` as parse_time reads it, within what the store holds (years 1678 to 2262)."""
+    ns = parse_time(value)
+    if not MIN_NS <= ns <= MAX_NS:  # (-3.8e16 seconds was an OverflowError in the store: a 500)
+        raise ValueError(f"time {str(value)[:40]!r} is out of range: times are from years 1678 to 2262")
+    return ns
+
+
 def parse_query_time(text):
     """A time from a query string: ISO 8601 with zone, or epoch seconds with fraction."""
     text = text.strip()

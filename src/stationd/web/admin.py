@@ -9,7 +9,7 @@ from stationd.filestore import FileStore
 from stationd import jsoncodec
 from stationd.jsoncodec import has_nul
 from stationd.store import Store, files, stations, users
-from stationd.times import parse_time
+from stationd.times import parse_valid_from
 from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, _no_constants, json_body, read_json, route
 
@@ -127,7 +127,7 @@ class AdminRoutes:
         """{"valid_from" (default now), "instrument", "location": {lat, lon, alt}, "orientation"}."""
         body = read_json(request)
         try:
-            valid_from = (parse_time(body["valid_from"]) if body.get("valid_from") is not None
+            valid_from = (parse_valid_from(body["valid_from"]) if body.get("valid_from") is not None
                           else int(self.clock.seconds() * 1e9))
         except ValueError as e:
             raise HTTPError(400, f"valid_from: {e}") from None

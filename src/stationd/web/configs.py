@@ -14,7 +14,7 @@ from stationd import fplane
 from stationd.instrument_configs import NAME, InstrumentConfigs
 from stationd.store import Store
 from stationd.store import configs as store_configs
-from stationd.times import DATESTR_FORMATS, parse_time
+from stationd.times import DATESTR_FORMATS, parse_valid_from
 from stationd.web.auth import Authenticator, require
 from stationd.web.http import HTTPError, json_body, read_json, route
 
@@ -82,7 +82,7 @@ class ConfigRoutes:
         except fplane.ConfigInvalid as e:
             raise _invalid(e) from None
         try:
-            valid_from = (parse_time(body["valid_from"]) if body.get("valid_from") is not None
+            valid_from = (parse_valid_from(body["valid_from"]) if body.get("valid_from") is not None
                           else self.configs.now_ns())
         except ValueError as e:
             raise HTTPError(400, f"valid_from: {e}", code="bad_parameter") from None
