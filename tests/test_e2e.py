@@ -52,8 +52,9 @@ class Node:
 
     started = []  # every process, so a failing test leaves none running
 
-    def start(self):
-        self.proc = launch(self.tmp_path, self.config, stdout=open(self.log, "wb"))
+    def start(self, **popen):
+        """Start it (``popen``: more Popen arguments); once it answers /heartbeat."""
+        self.proc = launch(self.tmp_path, self.config, stdout=open(self.log, "wb"), **popen)
         Node.started.append(self.proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -7,12 +7,11 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
-from test_e2e import Node, launch, no_node_left_running, node_factory  # noqa: F401 (fixtures)
+from test_e2e import Node, no_node_left_running, node_factory  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
 
@@ -23,19 +22,7 @@ SLOWLORIS = os.path.join(ROOT, "bench", "slowloris.py")
 def start_with_soft_limit(node, soft):
     """Start ``node`` as systemd without LimitNOFILE would: soft RLIMIT_NOFILE ``soft``."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    node.proc = launch(node.tmp_path, node.config, stdout=open(node.log, "wb"),
-                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
-    Node.started.append(node.proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert node.proc.poll() is None, node.log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/heartbeat", timeout=1) as r:
-                if r.read() == b"OK":
-                    return node
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("node did not answer within 30 s")
+    return node.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
 
 
 def test_a_slowloris_of_1100_connections_locks_nobody_out(tmp_path):
