@@ -211,3 +211,22 @@ async def test_file_content_and_a_station_status_answer_as_the_spec_says(tmp_pat
                             answer_schema(spec, "/api/v1/admin/stations/{station_id}/status", "post", "201"))
     finally:
         await node.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_user_whose_fields_are_not_strings_is_a_400(tmp_path, database_url):
+    # Found by the long form of schemathesis: {"name": [[...]], ...} was a TypeError in users.add_user, a 500.
+    from conftest import serve
+    from stationd.store import users
+
+    node = serve(make_node(tmp_path, database_url))
+    try:
+        key = node.store.call(users.add_user, "root", "admin")[1]
+        for body in ({"name": [[1]], "role": "reader"}, {"name": "a", "role": ["reader"]},
+                     {"name": "b", "role": "reader", "email": 8.7e190},
+                     {"name": "c", "role": "station", "station": []}):
+            response, text = await call(node.stub, "POST", "http://n/api/v1/admin/users", json=body,
+                                        headers={"Authorization": f"Bearer {key}"})
+            assert (response.code, json.loads(text)["error"]["code"]) == (400, "bad_user"), (body, text)
+    finally:
+        await node.service.stopService()

@@ -56,6 +56,12 @@ class AdminRoutes:
     @require("admin")
     async def add_user(self, request):
         body = read_json(request)
+        # (a list as the name was a TypeError in users.add_user, a 500: found by schemathesis)
+        for field in ("name", "role", "email", "first_name", "last_name"):
+            if body.get(field) is not None and not isinstance(body[field], str):
+                raise HTTPError(400, f"{field}: a string", code="bad_user")
+        if isinstance(body.get("station"), bool) or not isinstance(body.get("station"), (str, int, type(None))):
+            raise HTTPError(400, "station: a station id", code="bad_user")
         fields = {k: body.get(k) for k in ("email", "first_name", "last_name", "station")}
         user, key = await _run(self.store, users.add_user, body.get("name"), body.get("role"), **fields)
         return json_body(request, {"user": user, "api_key": key}, status=201)
