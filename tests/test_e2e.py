@@ -30,10 +30,20 @@ pytestmark = pytest.mark.e2e  # real twistd processes: pytest -m 'not e2e' leave
 BIN = os.path.dirname(sys.executable)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, and not one handed out before: the kernel may give a
+    closed port again at once, and two nodes made before either starts would share it (the
+    second's heartbeat check then answered by the first)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class Node:
