@@ -15,7 +15,8 @@ from zope.interface import implementer
 
 from stationd import config as configuration
 from stationd.fdlimit import raise_open_files_limit
-from stationd.web.site import NodeSite, client_key
+from stationd.web.connections import client_key
+from stationd.web.site import NodeSite
 
 
 class Page(Resource):
