@@ -4,16 +4,13 @@ holds at most [web] max_connections_per_client connections, and an oversized hea
 
 import collections
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import Any
 
 from twisted.internet import address, protocol
 from twisted.logger import Logger
 from twisted.web import http
 
 from stationd.web.http import error_body
-
-if TYPE_CHECKING:
-    from stationd.web.site import NodeSite
 
 log = Logger(namespace="stationd.access")
 SUMMARY_INTERVAL = 60.0  # seconds between two summary lines of refused or timed-out connections
@@ -48,7 +45,7 @@ class NodeChannel(http.HTTPChannel):
     is dropped.
     """
 
-    site: "NodeSite"  # (set by the site that built it)
+    site: Any  # the web.site.NodeSite that built it (imports run one way: site -> connections)
     client = None  # client_key() of the peer, counted by the site until the connection is lost
     _head_call = None
     _awaiting_head = True
