@@ -268,8 +268,10 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_one():
     try:
         hard = before[1]
         if hard == resource.RLIM_INFINITY or hard < 64:
-            pytest.skip(f"hard RLIMIT_NOFILE is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, hard) if hard > 64 else hard, hard))
+            shown = "unlimited" if hard == resource.RLIM_INFINITY else hard
+            pytest.skip(f"this process's hard RLIMIT_NOFILE is {shown}: the test needs a finite one of at least 64 "
+                        "to lower the soft limit under it")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
         soft_before, soft_after = raise_open_files_limit()
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
         assert soft_after == hard
