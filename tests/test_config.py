@@ -23,7 +23,9 @@ def test_defaults_load_and_match_the_design(monkeypatch):
     assert config["web"]["https"] == ["tcp:8443:interface=127.0.0.1"]
     assert config["web"]["tls_min_version"] == "TLSv1.2"
     assert config["web"]["public_read"] is True
-    assert config["web"]["components"] == list(configuration.COMPONENTS)
+    # Every component but meteorpi, which is off until named ("all meteorpi").
+    assert config["web"]["components"] == [c for c in configuration.COMPONENTS if c != "meteorpi"]
+    assert config["meteorpi"]["path"] == "/api"
     assert config["database"]["url"] == f"sqlite:///{config['node']['data_dir']}/stationd.sqlite"
 
 

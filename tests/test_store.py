@@ -98,7 +98,7 @@ def test_schema_matches_the_declared_metadata(store):
 def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     """Version 3 added query indexes and the files and station status tables; 4 configs;
     5 export state; 6 export targets; 7 sensor readings; 8 events counted per station; 10 the
-    quarantined ones apart; 11 export leases."""
+    quarantined ones apart; 11 export leases; 13 user passwords, station metadata, MeteorPi's ids."""
     from sqlalchemy import text
 
     fresh = Store(f"sqlite:///{tmp_path}/fresh.sqlite")
@@ -107,8 +107,10 @@ def test_a_version_2_database_is_upgraded_to_the_same_schema(tmp_path):
     old.migrate()
     with old.engine.begin() as conn:  # back to version 2's shape
         for table in ("files", "event_files", "station_status", "config_versions", "export_state",
-                      "export_targets", "sensor_readings", "station_event_counts", "export_leases"):
+                      "export_targets", "sensor_readings", "station_event_counts", "export_leases",
+                      "station_metadata", "meteorpi_ids", "meteorpi_uploads"):
             conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("ALTER TABLE users DROP COLUMN password_hash"))
         for index in schema.events.indexes:
             conn.execute(text(f"DROP INDEX {index.name}"))
         conn.execute(text("ALTER TABLE events DROP COLUMN seq"))
@@ -287,7 +289,16 @@ def _a_version_8_store(url):
         conn.execute(text("DELETE FROM stationd_meta WHERE key = 'node_id'"))
         conn.execute(text("UPDATE stationd_meta SET value = '8' WHERE key = 'schema_version'"))
         conn.execute(text("DROP TABLE export_leases"))  # (version 11's)
+        _drop_version_13(conn)
     return store, ids
+
+
+def _drop_version_13(conn):
+    from sqlalchemy import text
+
+    for table in ("station_metadata", "meteorpi_ids", "meteorpi_uploads"):
+        conn.execute(text(f"DROP TABLE {table}"))
+    conn.execute(text("ALTER TABLE users DROP COLUMN password_hash"))
 
 
 def _origins(store):
@@ -335,6 +346,7 @@ def test_version_12_keeps_events_data_as_the_json_text_it_came_as(database_url):
         if postgres:
             conn.execute(text("ALTER TABLE events ALTER COLUMN data TYPE jsonb USING data::jsonb"))
         conn.execute(text("UPDATE stationd_meta SET value = '11' WHERE key = 'schema_version'"))
+        _drop_version_13(conn)
     for n in (3, 7):
         data = {"n": n, "name": f"event {n}"}
         event = {"id": event_ids(n, 1)[0], "type": "WTR", "time_ns": n, "data": data, "digest": digest(data),

@@ -5,6 +5,7 @@ every request, so changes here count from its next request.
 """
 
 import argparse
+import getpass
 import json
 import mimetypes
 import os
@@ -138,6 +139,22 @@ def list_users(args):
     for u in rows:
         full = " ".join(filter(None, (u["first_name"], u["last_name"])))
         print(f"{u['name']:20} {u['role']:9} {u['email'] or '-':28} {u['key_rotated_at']:25} {full}")
+
+
+def set_password(args):
+    if args.remove:
+        password = None
+    elif args.password is not None:
+        password = args.password
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise users.UserError("the two passwords differ; nothing changed")
+    else:  # (a script: the first line of standard input)
+        password = sys.stdin.readline().rstrip("\r\n")
+    _store(args).call(users.set_password, args.name, password)
+    print(f"user {args.name}: password {'removed' if password is None else 'set'} (HTTP Basic auth, "
+          "where the MeteorPi routes ask for it)")
 
 
 def remove_user(args):
@@ -365,6 +382,11 @@ def parser():
     p.add_argument("full_name", nargs="*", metavar="FIRST LAST", help="the person's first and last name")
     p = command("rotate-key", rotate_key, "give a user a new API key (the old one stops working)")
     p.add_argument("name")
+    p = command("set-password", set_password, "give a user a password for HTTP Basic auth (MeteorPi clients and "
+                "camera exporters); read from the terminal, or standard input, unless --password")
+    p.add_argument("name")
+    p.add_argument("--password", help="the password (it shows in the process list: prefer standard input)")
+    p.add_argument("--remove", action="store_true", help="take the user's password away")
     command("list-users", list_users, "list users and their roles")
     p = command("remove-user", remove_user, "remove a user (its key stops working)")
     p.add_argument("name")

@@ -26,7 +26,8 @@ Parser = Callable[[str], object]  # a key's parser: config-file text -> value; V
 
 DEFAULTS_NAME = "<defaults>"
 COMPONENTS = ("core", "admin", "upload", "ingest", "query", "configs", "import", "sensors", "metrics", "dashboard",
-              "docs")
+              "docs", "meteorpi")
+OFF_BY_DEFAULT = ("meteorpi",)  # not in "all": named to be mounted
 TLS_VERSIONS: tuple[TLSVersion, ...] = ("TLSv1.2", "TLSv1.3")
 LOG_LEVELS: tuple[LogLevelName, ...] = ("debug", "info", "warn", "error", "critical")
 
@@ -194,6 +195,16 @@ def request_path(value: str) -> str:
     return "/" + value.strip("/") + "/" if value.strip("/") else "/"
 
 
+def mount_path(value: str) -> str:
+    """A path under request_path: "/api" (no trailing slash; "/" or empty: the request path itself)."""
+    value = value.strip()
+    if value and not value.startswith("/"):
+        raise ValueError(f"must start with '/', not {value!r}")
+    if not re.fullmatch(r"[A-Za-z0-9/_.~-]*", value):
+        raise ValueError(f"a path of letters, digits and /_.~-, not {value!r}")
+    return "/" + value.strip("/") if value.strip("/") else ""
+
+
 def bus(value: str) -> str:
     """auto, session, system, none, or a D-Bus address (transport:key=value,...)."""
     value = value.strip()
@@ -208,13 +219,14 @@ def words(value: str) -> list[str]:
 
 
 def components(value: str) -> list[str]:
+    """Component names; "all" stands for every one but those OFF_BY_DEFAULT ("all meteorpi": all of them)."""
     names = words(value)
-    if names == ["all"]:
-        return list(COMPONENTS)
-    unknown = [n for n in names if n not in COMPONENTS]
+    unknown = [n for n in names if n not in COMPONENTS and n != "all"]
     if unknown:
         raise ValueError(f"unknown component {unknown[0]!r}; known: all, {', '.join(COMPONENTS)}")
-    return names
+    if "all" in names:
+        names = [n for n in COMPONENTS if n not in OFF_BY_DEFAULT or n in names]
+    return list(dict.fromkeys(names))
 
 
 SCHEMA: dict[str, dict[str, Parser]] = {
@@ -253,6 +265,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "rotate_keep": integer,
     },
     "metrics": {"statsd_host": text, "statsd_port": integer, "statsd_prefix": text, "sentry_dsn": text},
+    "meteorpi": {"path": mount_path},
 }
 
 
@@ -389,6 +402,10 @@ class MetricsSection(TypedDict):
     sentry_dsn: str  # empty: no Sentry
 
 
+class MeteorPiSection(TypedDict):
+    path: str  # "/api"; "" for request_path itself
+
+
 class LogSection(TypedDict):
     level: LogLevelName
     path: str | None
@@ -475,6 +492,8 @@ class Config:
     def __getitem__(self, section: Literal["log"]) -> LogSection: ...
     @overload
     def __getitem__(self, section: Literal["metrics"]) -> MetricsSection: ...
+    @overload
+    def __getitem__(self, section: Literal["meteorpi"]) -> MeteorPiSection: ...
     @overload
     def __getitem__(self, section: Literal["exports"]) -> dict[str, ExportTarget]: ...
     @overload

@@ -32,18 +32,22 @@ class FileStore:
     def has(self, sha256):
         return os.path.exists(self.path(sha256))
 
-    def put(self, source, expect_sha256=None, expect_size=None):
+    def put(self, source, expect_sha256=None, expect_size=None, expect_md5=None):
         """Store the contents read from file object ``source``; (sha256, size).
 
         Blocking (run it in a thread).  With ``expect_*`` given, a content
-        that differs is refused with ContentMismatch and nothing is kept.
+        that differs is refused with ContentMismatch and nothing is kept
+        (MD5: what MeteorPi's exporters announce).
         """
         digest, size = hashlib.sha256(), 0
+        md5 = None if expect_md5 is None else hashlib.md5(usedforsecurity=False)
         fd, temp = tempfile.mkstemp(dir=self.tmp)
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := source.read(CHUNK):
                     digest.update(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
                 out.flush()
@@ -53,6 +57,8 @@ class FileStore:
                 raise ContentMismatch(f"content has SHA-256 {sha256}, not {expect_sha256}")
             if expect_size is not None and size != expect_size:
                 raise ContentMismatch(f"content has {size} bytes, not {expect_size}")
+            if md5 is not None and md5.hexdigest() != expect_md5.lower():
+                raise ContentMismatch(f"content has MD5 {md5.hexdigest()}, not {expect_md5}")
             final = self.path(sha256)
             if os.path.exists(final):
                 os.remove(temp)

@@ -66,6 +66,14 @@ class Ingest:
             counter = self._events[protocol, result] = self.metrics.ingest_events.labels(protocol, result)
         counter.inc(n)
 
+    def quarantine_reason(self, time_ns: int, now_ns: int) -> str | None:
+        """Why an event of this time is implausible (it is stored quarantined), or None."""
+        if time_ns < self.min_ns:
+            return "before min_event_time"
+        if time_ns > now_ns + self.skew_ns:
+            return "more than max_future_skew ahead"
+        return None
+
     def record(self, protocol: str, station: str, events: list[Event], idempotency_key: str | None = None) -> Record:
         """The record of a batch: ids and quarantine stamped, repeats within it left out (counted)."""
         now_ns = int(self.clock.seconds() * 1e9)
@@ -77,12 +85,7 @@ class Ingest:
                 fresh.append(event)
         for event, event_id in zip(fresh, event_ids(now_ns, len(fresh)), strict=True):
             event["id"] = event_id
-            if event["time_ns"] < self.min_ns:
-                event["quarantine"] = "before min_event_time"
-            elif event["time_ns"] > now_ns + self.skew_ns:
-                event["quarantine"] = "more than max_future_skew ahead"
-            else:
-                event["quarantine"] = None
+            event["quarantine"] = self.quarantine_reason(event["time_ns"], now_ns)
         return {"protocol": protocol, "station": str(station), "received_ns": now_ns,
                 "idempotency_key": idempotency_key, "events": fresh, "duplicates": len(events) - len(fresh)}
 

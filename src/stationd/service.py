@@ -46,6 +46,7 @@ from stationd.web.dashboard import Dashboard
 from stationd.web.docs import ApiDocs
 from stationd.web.imports import Import
 from stationd.web.ingest import NativeIngest
+from stationd.web.meteorpi import MeteorPiRoutes
 from stationd.web.metrics import MetricsRoutes
 from stationd.web.query import QueryRoutes
 from stationd.web.forward import Forward
@@ -278,8 +279,8 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
     cache = Cache(store)
     web = config["web"]
     limiter = FailureLimiter(web["auth_failures"], web["auth_window"], reactor)
-    auth = Authenticator(cache, web["public_read"], limiter)
     checks = PasswordChecks(web["password_queue"], web["password_queue"])
+    auth = Authenticator(cache, web["public_read"], limiter, checks)
 
     spool_dir = config["writer"]["spool_dir"] or os.path.join(data_dir, "spool")
     spool = Spool(spool_dir if first else os.path.join(spool_dir, f"worker-{worker}"),
@@ -334,6 +335,7 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
         "sensors": sensor_routes,
         "metrics": MetricsRoutes(metrics, host_metrics),
         "dashboard": Dashboard(request_path),
+        "meteorpi": MeteorPiRoutes(store, auth, files, ingest, metrics, node_id, config["meteorpi"]["path"], reactor),
     }
     routes["docs"] = ApiDocs(routes, config["web"]["components"], request_path, node_name,
                              config["web"]["public_read"])

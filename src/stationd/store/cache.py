@@ -32,13 +32,14 @@ _K = TypeVar("_K")
 class Cache:
     _users: dict[bytes, dict[str, Any]]
     _stations: dict[str, dict[str, Any]]
+    _logins: dict[str, dict[str, Any]]
 
     def __init__(self, store: "Store") -> None:
         self.store = store
         self.stamp = store.stamp
         self._seen = object()  # no version yet: the first lookup reads
         self._checked = float("-inf")
-        self._users, self._stations = {}, {}
+        self._users, self._stations, self._logins = {}, {}, {}
         self._last: dict[object, dict[str, Any]] = {}  # without a stamp: the last answer found, by name
 
     def _current(self) -> object:
@@ -53,6 +54,7 @@ class Cache:
         if version != self._seen:
             self._users.clear()
             self._stations.clear()
+            self._logins.clear()
             self._seen = version
         return version
 
@@ -60,6 +62,10 @@ class Cache:
         """The user holding ``key``, or None."""
         digest = hashlib.sha256(key.encode("utf-8")).digest()
         return await self._lookup(self._users, digest, users.authenticate, key)
+
+    async def login(self, name: str) -> dict[str, Any] | None:
+        """The user named ``name``, with its password_hash (HTTP Basic auth), or None."""
+        return await self._lookup(self._logins, name, users.login, name)
 
     async def station(self, station_id: str) -> dict[str, Any] | None:
         """The station's row (with password_hash), or None."""

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from stationd.store import identity, schema
 
-LATEST = 12
+LATEST = 13
 
 
 def _index(table: Table, name: str) -> Index:
@@ -108,9 +108,16 @@ def _v12_events_json(conn: Connection, own_names: tuple[str, ...]) -> None:
         conn.execute(text("ALTER TABLE events ALTER COLUMN data TYPE json USING data::text::json"))
 
 
+def _v13_meteorpi(conn: Connection, own_names: tuple[str, ...]) -> None:
+    """Version 13: user passwords (HTTP Basic auth), stations' key/value metadata, MeteorPi's ids and uploads."""
+    conn.execute(text("ALTER TABLE users ADD COLUMN password_hash VARCHAR(255)"))
+    for table in (schema.station_metadata, schema.meteorpi_ids, schema.meteorpi_uploads):
+        table.create(conn)
+
+
 UPGRADES = {2: _v2_events, 3: _v3_query, 4: _v4_configs, 5: _v5_exports, 6: _v6_export_targets,
             7: _v7_sensor_readings, 8: _v8_station_event_counts, 9: _v9_node_id, 10: _v10_quarantined_counts,
-            11: _v11_export_leases, 12: _v12_events_json}
+            11: _v11_export_leases, 12: _v12_events_json, 13: _v13_meteorpi}
 
 
 class SchemaError(Exception):

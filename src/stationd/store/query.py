@@ -69,7 +69,7 @@ def decode_cursor(text: str, order: str) -> tuple[int, str]:
     return time_ns, row_id
 
 
-def _json_constraint(dialect: Dialect, column: ColumnElement[Any], name: str, compare: Callable[[Any, Any], Any],
+def json_constraint(dialect: Dialect, column: ColumnElement[Any], name: str, compare: Callable[[Any, Any], Any],
                      value: float | str) -> ColumnElement[bool]:
     """``compare(field name of the JSON column, value)``, true only where the field has value's JSON type."""
     numeric = not isinstance(value, str)
@@ -82,7 +82,7 @@ def _json_constraint(dialect: Dialect, column: ColumnElement[Any], name: str, co
     # would let a string, true or false compare (true as 1, text above every
     # number), so the type is checked too, but only where the comparison
     # holds: most rows of a day cost one parse instead of two (~10 % faster).
-    path = '$."' + name + '"'  # names are [A-Za-z0-9_-], so nothing to escape
+    path = '$."' + name + '"'  # names hold no quote or backslash (query: [A-Za-z0-9_-]; meteorpi.META_KEY)
     kinds = ("integer", "real") if numeric else ("text",)
     return and_(compare(func.json_extract(column, path), value), func.json_type(column, path).in_(kinds))
 
@@ -107,7 +107,7 @@ def _where(conn: Connection, table: Table, query: Query, time_column: ColumnElem
     if before_ns is not None:
         clauses.append(time_column < before_ns)
     for name, op, value in query.constraints:
-        clauses.append(_json_constraint(dialect, json_column, name, OPERATORS[op], value))
+        clauses.append(json_constraint(dialect, json_column, name, OPERATORS[op], value))
     if cursor is not None:
         position = tuple_(time_column, table.c.id)
         mark = tuple_(literal(cursor[0]), literal(cursor[1]))

@@ -53,6 +53,9 @@ users = Table(
     Column("key_rotated_at", DateTime(timezone=True), nullable=False),
     # For role "station": the one station whose events this user may ingest.
     Column("station", String(64)),
+    # scrypt (as stations' upload passwords), for HTTP Basic auth where the MeteorPi routes ask
+    # for it; None: no password, the user has only its key (schema 13).
+    Column("password_hash", String(255)),
 )
 
 stations = Table(
@@ -230,4 +233,48 @@ sensor_readings = Table(
     Column("min", Float),
     Column("max", Float),
     Index("ix_sensor_readings", "sensor", "time_ns"),
+)
+
+# Key/value metadata of a station over time (MeteorPi's observatory metadata): each value holds
+# from ``time_ns`` until the next value of the same key.  Ids are MeteorPi's metadata_id for
+# imported items (so a re-sent item lands once), random for the rest (schema 13).
+station_metadata = Table(
+    "station_metadata",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("station", String(64), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("value", JSON().with_variant(JSONB(), "postgresql"), nullable=False),  # a number or a string
+    Column("created_ns", BigInteger, nullable=False),
+    Column("user_created", String(64)),
+    Column("origin", String(255), nullable=False),
+    Index("ix_station_metadata_key_time", "station", "key", "time_ns"),
+    Index("ix_station_metadata_time", "station", "time_ns"),
+)
+
+# MeteorPi's public ids of imported observations and files (events and files keep UUIDs, which
+# their own import checks), with the MD5 MeteorPi announced for a file (schema 13).
+meteorpi_ids = Table(
+    "meteorpi_ids",
+    metadata,
+    Column("local_id", String(36), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "observation" or "file"
+    Column("public_id", String(64), nullable=False),
+    Column("md5", String(32)),
+    UniqueConstraint("kind", "public_id", name="uq_meteorpi_ids_public"),
+)
+
+# File contents a MeteorPi exporter has uploaded (POST /importv2/data/{id}/{md5}), checked against
+# their MD5, before it sends the file's record again (schema 13).
+meteorpi_uploads = Table(
+    "meteorpi_uploads",
+    metadata,
+    Column("public_id", String(64), nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("received_ns", BigInteger, nullable=False),
+    Column("uploaded_by", String(64), nullable=False),
+    PrimaryKeyConstraint("public_id", "md5"),
 )

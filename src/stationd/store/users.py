@@ -1,7 +1,9 @@
 """Users, roles and API keys.
 
 Keys are 256 random bits, shown once and stored as their SHA-256: a stolen
-database holds no usable key.
+database holds no usable key.  A user may also have a password, for the
+routes whose clients speak HTTP Basic auth (MeteorPi's): it is stored with
+scrypt, as stations' upload passwords are.
 """
 
 import datetime
@@ -16,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from stationd.store.changes import mark_changed
 from stationd.store.schema import AnyRow, users
+from stationd.store.stations import hash_password
 
 ROLES = ("admin", "station", "importer", "editor", "reader")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -109,6 +112,28 @@ def rotate_key(conn: Connection, name: str) -> str:
     if updated.rowcount == 0:
         raise NoSuchUser(f"no user {name!r}")
     return key
+
+
+MIN_PASSWORD = 8
+
+
+def set_password(conn: Connection, name: str, password: str | None) -> None:
+    """Give a user a password for HTTP Basic auth (None: take it away); it counts from the next request."""
+    mark_changed(conn)
+    if password is not None and (len(password) < MIN_PASSWORD or len(password) > 1024):
+        raise UserError(f"a password needs {MIN_PASSWORD} to 1024 characters")
+    stored = None if password is None else hash_password(password)
+    if conn.execute(users.update().where(users.c.name == name).values(password_hash=stored)).rowcount == 0:
+        raise NoSuchUser(f"no user {name!r}")
+
+
+_BY_NAME = select(users.c.password_hash, *PUBLIC_COLUMNS).where(users.c.name == bindparam("name"))
+
+
+def login(conn: Connection, name: str) -> dict[str, Any] | None:
+    """The user named ``name`` with its ``password_hash`` (None: it has no password), or None."""
+    row = conn.execute(_BY_NAME, {"name": name}).first()
+    return None if row is None else _row(row)
 
 
 def remove_user(conn: Connection, name: str) -> None:

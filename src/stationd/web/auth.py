@@ -1,22 +1,45 @@
-"""API-key authentication and role checks, as one decorator for route handlers.
+"""API-key authentication and role checks, as one decorator for route handlers; HTTP Basic
+auth with users' passwords, for the MeteorPi routes (stationd.web.meteorpi).
 
-Keys are looked up through stationd.store.cache, which the store keeps true:
+Keys and users are looked up through stationd.store.cache, which the store keeps true:
 keys added, rotated or removed by ``stationd-admin`` or the admin API count
 from the next request on.
 """
 
+import base64
+import binascii
 import functools
 import inspect
 import re
 
+from stationd.store import stations
 from stationd.store.cache import Cache
-from stationd.web.guard import FailureLimiter, client_of
+from stationd.web.guard import FailureLimiter, PasswordChecks, client_of
 from stationd.web.http import HTTPError
 
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
 # FPlaneServer clients send "FPS_API APIKEY=<key>", the key word in any case.
 _FPS_API = re.compile(r"^\s*FPS_API\s+APIKEY\s*=\s*(\S+)\s*$", re.IGNORECASE)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="stationd"'}
+
+
+_BASIC = re.compile(r"^\s*Basic\s+([A-Za-z0-9+/=_-]+)\s*$", re.IGNORECASE)
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="stationd", charset="UTF-8"'}
+
+
+def basic_credentials(request):
+    """(user name, password) of an ``Authorization: Basic`` header, None without one; a 401 if it is garbled."""
+    header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+    match = _BASIC.match(header)
+    if match is None:
+        return None
+    try:
+        name, colon, password = base64.b64decode(match.group(1), validate=False).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        name, colon, password = "", "", ""
+    if not colon or not name:
+        raise HTTPError(401, "the Basic credentials are not base64 of UTF-8 user:password", headers=BASIC_CHALLENGE)
+    return name, password
 
 
 def api_key(request):
@@ -26,12 +49,45 @@ def api_key(request):
 
 
 class Authenticator:
-    def __init__(self, cache: Cache, public_read: bool, limiter: FailureLimiter | None = None) -> None:
+    def __init__(self, cache: Cache, public_read: bool, limiter: FailureLimiter | None = None,
+                 checks: PasswordChecks | None = None) -> None:
         self.cache = cache
         self.public_read = public_read
         # Unknown keys count against the client (with upload passwords); over
         # the limit, its keys are not looked at: 429 with Retry-After.
         self.limiter = limiter
+        self.checks = checks or PasswordChecks(4, 4)  # (users' passwords, queued as stations' are)
+
+    def _limited(self, request, client):
+        wait = None if self.limiter is None else self.limiter.retry_after(client)
+        if wait is not None:
+            request.stationd_auth_failed = True
+            raise HTTPError(429, f"too many failed API keys or passwords from {client}: retry after {wait} s",
+                            headers={"Retry-After": str(wait)})
+
+    def _failed(self, request, client):
+        if self.limiter is not None:
+            self.limiter.failed(client)
+        request.stationd_auth_failed = True
+
+    async def check_basic(self, request, roles, credentials):
+        """The user whose name and password ``credentials`` are (HTTP Basic), if one of ``roles`` may pass;
+        else 401 (with a Basic challenge), 403, 429, or 503 while its password checks are queued full."""
+        client = client_of(request)
+        self._limited(request, client)
+        name, password = credentials
+        user = await self.cache.login(name)
+        stored = user and user["password_hash"]
+        matches = stations.remembered(stored, password) if stored else False
+        if matches is None:
+            matches = await self.checks.check(f"user:{name}", client, stored, password)
+            if matches is None:
+                raise HTTPError(503, "too many password checks waiting; retry later", headers={"Retry-After": "5"})
+        if not matches:
+            self._failed(request, client)
+            raise HTTPError(401, "unknown user or wrong password", headers=BASIC_CHALLENGE)
+        user = {k: v for k, v in user.items() if k != "password_hash"}
+        return self.admit(request, user, roles)
 
     async def check(self, request, roles, read):
         """The caller's user (None for a public read), or 401/403."""
@@ -44,15 +100,10 @@ class Authenticator:
         if self.limiter is None:
             return self.admit(request, await self.cache.user(key), roles)
         client = client_of(request)
-        wait = self.limiter.retry_after(client)
-        if wait is not None:
-            request.stationd_auth_failed = True
-            raise HTTPError(429, f"too many failed API keys or passwords from {client}: retry after {wait} s",
-                            headers={"Retry-After": str(wait)})
+        self._limited(request, client)
         user = await self.cache.user(key)
         if user is None:
-            self.limiter.failed(client)
-            request.stationd_auth_failed = True
+            self._failed(request, client)
         return self.admit(request, user, roles)
 
     def admit(self, request, user, roles):

@@ -163,27 +163,31 @@ def declared_routes(group: type) -> list[tuple[str, str, str]]:
 
 class Route(NamedTuple):
     method: str
-    path: str  # as declared: /api/v1/events/<event_id>
+    path: str  # /api/v1/events/<event_id>: as declared, after the group's mount_path if it has one
     name: str  # of the method that declared it
     handler: Callable[..., Any]  # what answers it
     declared: Callable[..., Any]  # the declaring function (its auth.require access: web.openapi)
+    declared_path: str  # as declared (web.openapi describes it so)
 
 
 def routes_of(component: object) -> list[Route]:
-    """The routes ``component`` answers: its @route methods; or, for a stationd.web.forward.Forward,
-    those of the group it forwards, each to its ``forward``."""
+    """The routes ``component`` answers: its @route methods, each under the component's ``mount_path``
+    if it has one (a path the configuration chooses: stationd.web.meteorpi); or, for a
+    stationd.web.forward.Forward, those of the group it forwards, each to its ``forward``."""
     group = getattr(component, "forwarded_group", None)
     if group is None:
-        return [Route(method, path, name, getattr(component, name), getattr(type(component), name))
+        base = getattr(component, "mount_path", "")
+        return [Route(method, base + path, name, getattr(component, name), getattr(type(component), name), path)
                 for method, path, name in declared_routes(type(component))]
     forward = getattr(component, "forward")
-    return [Route(method, path, name, forward, getattr(group, name)) for method, path, name in declared_routes(group)]
+    return [Route(method, path, name, forward, getattr(group, name), path)
+            for method, path, name in declared_routes(group)]
 
 
 def mount(app: Klein, component: object, prefix: str) -> None:
     """Register every route of ``component`` (routes_of) on ``app`` under ``prefix``."""
     owner = type(component).__name__
-    for method, path, name, handler, _ in routes_of(component):
+    for method, path, name, handler, _, _ in routes_of(component):
         app.route(
             prefix.rstrip("/") + path,
             methods=[method],

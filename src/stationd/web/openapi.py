@@ -407,12 +407,14 @@ def spec(groups: Mapping[str, object], request_path: str, version: str, node_nam
     for group in groups.values():
         owner = type(group).__name__
         for route in routes_of(group):
-            route_template = template(route.path)
-            operation = _operation(owner, route.name, route.declared, route.method, route_template, public_read)
+            if route.method == "OPTIONS":  # (CORS preflights: not operations of the API)
+                continue
+            operation = _operation(owner, route.name, route.declared, route.method, template(route.declared_path),
+                                   public_read)
             ids[operation["operationId"]] = seen = ids.get(operation["operationId"], 0) + 1
             if seen > 1:  # (one method declaring several routes: /fplane, /fplane/, /fplane/<datestr>)
                 operation["operationId"] += f"_{seen}"
-            paths.setdefault(prefix + route_template or "/", {})[route.method.lower()] = operation
+            paths.setdefault(prefix + template(route.path) or "/", {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": f"stationd node {node_name}", "version": version,

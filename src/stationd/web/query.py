@@ -158,48 +158,7 @@ class QueryRoutes:
     @route("GET", "/api/v1/files/<file_id>/content")
     @require(read=True)
     async def content(self, request, file_id):
-        record = await self._file(file_id)
-        try:
-            content = open(self.files.path(record["sha256"]), "rb")
-        except FileNotFoundError:
-            raise HTTPError(404, f"the content of file {file_id} is not on this node (yet)",
-                            code="content_missing") from None
-        size = os.fstat(content.fileno()).st_size
-        etag = f'"{record["sha256"]}"'.encode("ascii")
-        request.setHeader(b"etag", etag)
-        request.setHeader(b"last-modified", _http_date(record["created_ns"]))
-        request.setHeader(b"accept-ranges", b"bytes")
-        request.setHeader(b"content-type", record["mime_type"].encode("latin-1"))
-        request.setHeader(b"content-disposition", _disposition(record["name"]))
-        if _not_modified(request, etag, record["created_ns"]):
-            content.close()
-            request.setResponseCode(304)
-            return b""
-        span = _range(request, etag, size)
-        if span == "unsatisfiable":
-            content.close()
-            request.setResponseCode(416)
-            request.setHeader(b"content-range", b"bytes */%d" % size)
-            request.setHeader(b"content-type", b"application/json")
-            return error_body("range_not_satisfiable", f"the file has {size} bytes")
-        if span is None:
-            request.setHeader(b"content-length", b"%d" % size)
-            producer = static.NoRangeStaticProducer(request, content)
-        else:
-            start, end = span
-            request.setResponseCode(206)
-            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (start, end, size))
-            request.setHeader(b"content-length", b"%d" % (end - start + 1))
-            producer = static.SingleRangeStaticProducer(request, content, start, end - start + 1)
-        if request.method == b"HEAD":
-            content.close()
-            return b""
-        # Streamed from disk as the client reads (a pull producer): a large
-        # file never sits in memory.  The producer finishes the request.
-        done = defer.Deferred()
-        request.notifyFinish().addBoth(lambda _: done.called or done.callback(None))
-        producer.start()
-        return await done
+        return await serve_content(request, self.files, await self._file(file_id))
 
     @route("GET", "/api/v1/stations")
     @require(read=True)
@@ -223,6 +182,53 @@ class QueryRoutes:
         if station is None:
             raise HTTPError(404, f"no station {station_id}")
         return json_body(request, station)
+
+
+async def serve_content(request, files: FileStore, record: dict) -> bytes:
+    """Answer with the content of file ``record`` ({"id", "sha256", "name", "mime_type", "created_ns"}):
+    ETag, Last-Modified, conditional requests, a single byte range (206), HEAD; streamed from disk."""
+    file_id = record["id"]
+    try:
+        content = open(files.path(record["sha256"]), "rb")
+    except FileNotFoundError:
+        raise HTTPError(404, f"the content of file {file_id} is not on this node (yet)",
+                        code="content_missing") from None
+    size = os.fstat(content.fileno()).st_size
+    etag = f'"{record["sha256"]}"'.encode("ascii")
+    request.setHeader(b"etag", etag)
+    request.setHeader(b"last-modified", _http_date(record["created_ns"]))
+    request.setHeader(b"accept-ranges", b"bytes")
+    request.setHeader(b"content-type", record["mime_type"].encode("latin-1"))
+    request.setHeader(b"content-disposition", _disposition(record["name"]))
+    if _not_modified(request, etag, record["created_ns"]):
+        content.close()
+        request.setResponseCode(304)
+        return b""
+    span = _range(request, etag, size)
+    if span == "unsatisfiable":
+        content.close()
+        request.setResponseCode(416)
+        request.setHeader(b"content-range", b"bytes */%d" % size)
+        request.setHeader(b"content-type", b"application/json")
+        return error_body("range_not_satisfiable", f"the file has {size} bytes")
+    if span is None:
+        request.setHeader(b"content-length", b"%d" % size)
+        producer = static.NoRangeStaticProducer(request, content)
+    else:
+        start, end = span
+        request.setResponseCode(206)
+        request.setHeader(b"content-range", b"bytes %d-%d/%d" % (start, end, size))
+        request.setHeader(b"content-length", b"%d" % (end - start + 1))
+        producer = static.SingleRangeStaticProducer(request, content, start, end - start + 1)
+    if request.method == b"HEAD":
+        content.close()
+        return b""
+    # Streamed from disk as the client reads (a pull producer): a large
+    # file never sits in memory.  The producer finishes the request.
+    done = defer.Deferred()
+    request.notifyFinish().addBoth(lambda _: done.called or done.callback(None))
+    producer.start()
+    return await done
 
 
 def _disposition(name):
