@@ -14,6 +14,7 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -43,11 +44,12 @@ def local_id(kind: str, public_id: str) -> str:
 
 
 def to_ns(seconds: float) -> int:
-    return int(round(seconds * 1e9))
+    """Float seconds (MeteorPi's times) as integer nanoseconds, exactly rounded: to_seconds gives the same float back."""
+    return round(Fraction(seconds) * 10**9)
 
 
 def to_seconds(ns: int) -> float:
-    return ns / 1e9
+    return ns / 10**9  # (int / int: correctly rounded)
 
 
 def meta_list(values: Mapping[str, Any]) -> list[dict[str, Any]]:
