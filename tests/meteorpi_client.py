@@ -88,7 +88,8 @@ class Exporter:
         return await (self.settle(d) if self.settle else d)
 
     async def _post(self, url, body, content_type):
-        response = await self._wait(self.http.post(url, data=body, headers={**self.auth, "Content-Type": content_type}))
+        headers = {**self.auth, "Content-Type": content_type}
+        response = await self._wait(self.http.post(url, data=body, headers=headers))
         return response, await self._wait(response.content())
 
     async def export(self, kind, entity, content=None, max_steps=10):

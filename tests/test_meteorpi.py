@@ -162,8 +162,8 @@ async def test_an_exporter_session_lands_once_even_when_a_reply_is_lost(node):
     result = await node.client.search_observations({"obstory_ids": [CAMERA], "limit": 10})
     assert result["count"] == 3
     first = result["events"][-1]
-    assert first == {"obstory_id": CAMERA, "id": obs[0]["obs_id"], "obstory_name": "Camera", "obs_id": obs[0]["obs_id"],
-                     "obs_time": T0, "obs_type": "movingObject",
+    assert first == {"obstory_id": CAMERA, "id": obs[0]["obs_id"], "obstory_name": "Camera",
+                     "obs_id": obs[0]["obs_id"], "obs_time": T0, "obs_type": "movingObject",
                      "files": [{"id": fname, "obstory_id": CAMERA, "obstory_name": "Camera",
                                 "observation_id": obs[0]["obs_id"], "repository_fname": fname,
                                 "file_time": T0 + 1, "file_size": len(content), "file_name": record["file_name"],
@@ -238,7 +238,8 @@ async def test_what_came_in_through_stationd_is_seen_by_meteorpi_clients(node):
     assert (obs["obs_id"], obs["obstory_name"], obs["obs_type"], obs["obs_time"]) == (event_id, "Roof camera",
                                                                                       "meteor", T0)
     assert obs["meta"] == [{"type": "number", "key": "brightness", "value": 3},
-                           {"type": "string", "key": "tags", "value": "a"}, {"type": "string", "key": "tags", "value": "b"}]
+                           {"type": "string", "key": "tags", "value": "a"},
+                           {"type": "string", "key": "tags", "value": "b"}]
     record, = obs["files"]
     assert "file_md5" not in record and record["observation_id"] == event_id
     response, body = await node.client.get_content(record["repository_fname"], "m.png", (8, 11))
@@ -323,7 +324,8 @@ async def test_an_upload_with_the_wrong_md5_is_not_kept_and_the_record_waits_for
     assert response.code == 422 and json.loads(body)["state"] == "failed"
     assert node.store.call(lambda c: c.execute(select(func.count()).select_from(meteorpi_uploads)).scalar()) == 0
     assert not node.files.has(hashlib.sha256(b"corrupted").hexdigest())
-    response, body = await call(node.stub, "POST", BASE + "/importv2", data=json.dumps({"type": "file", "file": record}),
+    response, body = await call(node.stub, "POST", BASE + "/importv2",
+                                data=json.dumps({"type": "file", "file": record}),
                                 headers=basic("camera", "camera-secret"))
     assert json.loads(body) == {"state": "need_file_data", "file_id": "f1"}
     response, body = await call(node.stub, "POST", f"{BASE}/importv2/data/f1/{record['file_md5']}", data=b"x",

@@ -19,7 +19,7 @@ def registered_routes(site):
     """(METHOD, path) of every rule on the Klein app behind ``site``: what the node answers."""
     resource = site.resource
     resource = getattr(resource, "wrapped", resource)  # (CORS)
-    return {(method, re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", rule.rule))
+    return {(method, re.sub(r"<(?:[a-z]+:)?([A-Za-z_][A-Za-z0-9_]*)>", r"{\1}", rule.rule))
             for rule in resource.app._app.url_map.iter_rules()
             for method in rule.methods - {"HEAD", "OPTIONS"}}
 
@@ -40,6 +40,19 @@ def test_the_spec_describes_exactly_the_routes_the_node_registered_and_is_valid(
     assert described_routes(spec) == registered_routes(node.site)
     assert len(described_routes(spec)) == 47
     validate(spec)  # openapi-spec-validator: OpenAPI 3.1
+
+
+def test_the_meteorpi_routes_are_described_under_their_path(tmp_path, database_url):
+    node = make_node(tmp_path, database_url, "[web]\ncomponents = all meteorpi\n[meteorpi]\npath = /meteor/api\n")
+    try:
+        spec = node.routes["docs"].description()
+        assert described_routes(spec) == registered_routes(node.site)
+        assert len(described_routes(spec)) == 47 + 14
+        assert ("GET", "/meteor/api/obs/{search}") in described_routes(spec)
+        assert spec["paths"]["/meteor/api/importv2"]["post"]["security"] == [{"basic": []}, {"bearer": []}]
+        validate(spec)
+    finally:
+        node.store.close()
 
 
 def test_only_mounted_components_under_the_request_path(tmp_path, database_url):

@@ -44,7 +44,8 @@ def local_id(kind: str, public_id: str) -> str:
 
 
 def to_ns(seconds: float) -> int:
-    """Float seconds (MeteorPi's times) as integer nanoseconds, exactly rounded: to_seconds gives the same float back."""
+    """Float seconds (MeteorPi's times) as integer nanoseconds, exactly rounded (to_seconds gives the
+    same float back)."""
     return round(Fraction(seconds) * 10**9)
 
 

@@ -343,7 +343,8 @@ def _station(conn: Connection, station: str, name: str | None, latitude: float |
 
 
 def import_metadata(conn: Connection, item: dict[str, Any], origin: str, user: str, now_ns: int) -> bool:
-    """Store an observatory metadata item (stationd.meteorpi.parse_metadata) unless it is stored; whether it was new."""
+    """Store an observatory metadata item (stationd.meteorpi.parse_metadata) unless it is stored;
+    whether it was new."""
     _station(conn, item["station"], item["station_name"], item["latitude"], item["longitude"], now_ns)
     inserted = conn.execute(_insert(conn, station_metadata), [{
         "id": item["id"], "station": item["station"], "key": item["key"], "time_ns": item["time_ns"],

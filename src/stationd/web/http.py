@@ -197,7 +197,7 @@ def mount(app: Klein, component: object, prefix: str) -> None:
 
 def template(path: str) -> str:
     """A route's path as metrics and the OpenAPI spec name it: ``/api/v1/events/{event_id}``."""
-    return re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", path)
+    return re.sub(r"<(?:[a-z]+:)?([A-Za-z_][A-Za-z0-9_]*)>", r"{\1}", path)
 
 
 def _naming_route(handler: F, route_template: str) -> F:

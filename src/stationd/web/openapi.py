@@ -68,6 +68,19 @@ SCHEMAS: dict[str, Schema] = {
     "ExportTarget": obj(("name",), name=TEXT, source={"enum": ["config", "api"]}, paused=BOOL,
                         settings=ANY_OBJECT, api_key_set=BOOL, status=ANY_OBJECT),
     "IngestAnswer": obj(("accepted", "duplicates", "quarantined"), accepted=INT, duplicates=INT, quarantined=INT),
+    "MeteorPiMeta": obj(("type", "key", "value"), type={"enum": ["number", "string"]}, key=TEXT,
+                        value={"anyOf": [NUM, TEXT]}),
+    "MeteorPiFile": obj(("id", "obstory_id", "repository_fname", "file_time", "file_size", "file_name",
+                         "mime_type", "meta"),
+                        id=TEXT, obstory_id=TEXT, obstory_name=TEXT, observation_id=TEXT, repository_fname=TEXT,
+                        file_time=NUM, file_size=INT, file_name=TEXT, mime_type=TEXT, semantic_type=TEXT,
+                        file_md5=TEXT, meta=array(ref("MeteorPiMeta"))),
+    "MeteorPiObservation": obj(("obstory_id", "id", "obs_id", "obs_time", "obs_type", "files", "meta"),
+                               obstory_id=TEXT, id=TEXT, obstory_name=TEXT, obs_id=TEXT, obs_time=NUM, obs_type=TEXT,
+                               files=array(ref("MeteorPiFile")), meta=array(ref("MeteorPiMeta"))),
+    "MeteorPiObservatory": obj(("uid", "publicId", "name", "latitude", "longitude", "firstSeen", "lastSeen"),
+                               uid=INT, publicId=TEXT, name=TEXT, latitude=nullable(NUM), longitude=nullable(NUM),
+                               firstSeen=NUM, lastSeen=NUM),
 }
 
 ERRORS = {
@@ -112,12 +125,14 @@ def json_body(schema: Schema, description: str = "") -> dict[str, Any]:
 def op(tag: str, summary: str, description: str = "", *, ok: dict[str, Any], status: str = "200",
        params: tuple[dict[str, Any], ...] = (), body: dict[str, Any] | None = None,
        errors: tuple[int, ...] = (), access: tuple[tuple[str, ...], bool] | str | None = None,
-       also: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+       also: dict[str, dict[str, Any]] | None = None, schemes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """An operation; ``access`` only for a route whose handler does not carry it (auth.require):
-    "open", or (roles, read) as require() takes them.  ``also``: further success answers, by status."""
+    "open", or (roles, read) as require() takes them.  ``also``: further answers, by status.
+    ``schemes``: the credentials it takes, if not API keys; its errors are then all in ``also``
+    (the MeteorPi routes answer theirs in their originals' shapes)."""
     operation: dict[str, Any] = {"tags": [tag], "summary": summary, "ok": ok, "status": status,
                                  "params": list(params), "errors": errors, "access": access,
-                                 "also": also or {}}
+                                 "also": also or {}, "schemes": schemes}
     if description:
         operation["description"] = description
     if body is not None:
@@ -152,8 +167,35 @@ TAGS = (("core", "Liveness, version and the node's state"), ("ingest", "Stations
         ("query", "Events, files and stations"), ("configs", "Instrument configurations (FPlaneServer's too)"),
         ("import", "Records from downstream nodes"), ("sensors", "The node's sensors and display (QIoT's routes too)"),
         ("admin", "Users, stations, files and export targets"), ("metrics", "Prometheus"),
-        ("docs", "This description"), ("dashboard", "The page for people"))
+        ("docs", "This description"), ("dashboard", "The page for people"),
+        ("meteorpi", "MeteorPi's obstory query API and importv2 protocol, under `[meteorpi] path` "
+                     "(docs/meteorpi.rst); CORS on every answer, `Accept-Ranges: bytes`, JSONP with `callback`"))
 HTML = media_answer("text/html", "An HTML page, with no external assets")
+
+
+def meteorpi_errors(*statuses: int, shape: str = "error") -> dict[str, dict[str, Any]]:
+    """The MeteorPi routes' error answers: ``{"error"}`` (queries), ``{"state": "failed", "message"}``
+    (import) or ``{"message"}`` (credentials refused, and /login), as the originals shaped theirs."""
+    bodies = {"error": obj(("error",), error=TEXT), "message": obj(("message",), message=TEXT),
+              "state": obj(("state", "message"), state={"const": "failed"}, message=TEXT)}
+    return {str(status): json_answer(bodies["message" if status in (401, 403, 429) else shape],
+                                     ERRORS[str(status)].split(" (`")[0]) for status in statuses}
+
+
+SEARCH = "`search`: the search object as the MeteorPi clients send it, compact JSON URL-encoded twice."
+CALLBACK = query("callback", "JSONP: the answer becomes `callback(json);` (`application/javascript`)")
+
+
+def meteorpi_op(summary: str, description: str = "", *, ok: dict[str, Any], errors: tuple[int, ...] = (),
+                write: str = "", shape: str = "error", params: tuple[dict[str, Any], ...] = (),
+                body: dict[str, Any] | None = None, also: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A MeteorPi route: reads public with public_read (else, like ``write``, any user, by HTTP Basic auth or
+    a key); ``write``: the role it needs ("" for any user)."""
+    access = ((write,) if write else (), not write and shape == "error")
+    statuses = errors + ((401, 403, 429) if write or shape != "error" else (401, 429))
+    return op("meteorpi", summary, description, ok=ok, params=(*params, CALLBACK), body=body, access=access,
+              also={**(also or {}), **meteorpi_errors(*sorted(set(statuses)), shape=shape)},
+              schemes=("basic", "bearer"))
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # core
@@ -346,6 +388,58 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", "/api/v1/admin/exports/{name}"): op("admin", "Remove a target made by the API, and its cursor",
                                                    ok=json_answer(obj(("removed",), removed=TEXT)),
                                                    errors=(404, 409)),
+    # meteorpi (paths under [meteorpi] path)
+    ("GET", "/obstories"): meteorpi_op(
+        "Every observatory (station), keyed by its id",
+        ok=json_answer({"type": "object", "additionalProperties": ref("MeteorPiObservatory")})),
+    ("GET", "/obstory/{obstory_id}/metadata"): meteorpi_op(
+        "The observatory's 100 newest metadata items, oldest first",
+        ok=json_answer(obj(("status",), status=array(array({})))),),
+    ("GET", "/obstory/{obstory_id}/statusdict"): meteorpi_op(
+        "Each metadata key's latest value now", ok=json_answer(obj(("status",), status=ANY_OBJECT)), errors=(404,)),
+    ("GET", "/obstory/{obstory_id}/statusdict/{unix_time}"): meteorpi_op(
+        "Each metadata key's latest value before a time (Unix seconds)",
+        ok=json_answer(obj(("status",), status=ANY_OBJECT)), errors=(400, 404)),
+    ("POST", "/obstory/{obstory_id}/status"): meteorpi_op(
+        "Record a metadata item", "MeteorPi's `obstory_admin`: stationd's `admin`.", write="admin",
+        body=json_body(obj(("key", "value", "time"), key=TEXT, value={"anyOf": [NUM, TEXT]}, time=NUM)),
+        ok=json_answer(obj(("status",), status=ANY_OBJECT)), errors=(400, 404, 413)),
+    ("GET", "/obs/{search}"): meteorpi_op(
+        "Observations (events) matching an ObservationSearch, newest first", SEARCH,
+        ok=json_answer(obj(("obs", "count"), obs=array(ref("MeteorPiObservation")), count=INT)), errors=(400,)),
+    ("GET", "/files/{search}"): meteorpi_op(
+        "File records matching a FileRecordSearch, newest first", SEARCH,
+        ok=json_answer(obj(("files", "count"), files=array(ref("MeteorPiFile")), count=INT)), errors=(400,)),
+    ("GET", "/files/content/{file_id}"): meteorpi_op(
+        "A file's content, by its repository_fname (or stationd id); one byte range with `Range`",
+        ok=media_answer("*/*", "The content", {"type": "string"}), errors=(404, 416),
+        also={"206": media_answer("*/*", "The byte range asked for (`Content-Range`)", {"type": "string"})}),
+    ("GET", "/files/content/{file_id}/{file_name}"): meteorpi_op(
+        "A file's content; the name only names the download",
+        ok=media_answer("*/*", "The content", {"type": "string"}), errors=(404, 416),
+        also={"206": media_answer("*/*", "The byte range asked for (`Content-Range`)", {"type": "string"})}),
+    ("GET", "/skyclarity/{obstory_id}/{utc_min}/{utc_max}/{period}"): meteorpi_op(
+        "Mean sky clarity of lens-corrected frames in each bin (at most 250)", ok=json_answer(array(NUM)),
+        errors=(400,)),
+    ("GET", "/activity/{obstory_id}/{semantic_type}/{utc_min}/{utc_max}/{period}"): meteorpi_op(
+        "Observations of a type in each bin (at most 250)", ok=json_answer(obj(("activity",), activity=array(INT))),
+        errors=(400,)),
+    ("GET", "/login"): meteorpi_op(
+        "The caller, as MeteorPi's User", shape="message",
+        ok=json_answer(obj(("user",), user=obj(("user_id", "roles"), user_id=TEXT, roles=array(TEXT))))),
+    ("POST", "/importv2"): meteorpi_op(
+        "One entity of a camera's export (metadata, observation or file)",
+        "MeteorPi's `import` role: stationd's `importer`.  Stored before it is answered, once however often "
+        "it is sent; a file record is answered `need_file_data` until its content has been uploaded.",
+        write="importer", shape="state",
+        body=json_body(obj(("type",), type={"enum": ["metadata", "observation", "file"]}, metadata=ANY_OBJECT,
+                           observation=ANY_OBJECT, file=ANY_OBJECT)),
+        ok=json_answer(obj(("state",), state={"enum": ["complete", "need_file_data"]}, file_id=TEXT)),
+        errors=(400, 413, 422, 503)),
+    ("POST", "/importv2/data/{file_id}/{md5}"): meteorpi_op(
+        "A file's content, as multipart/form-data field `file`; kept only if its MD5 is the path's",
+        write="importer", shape="state", ok=json_answer(obj(("state",), state={"const": "continue"})),
+        errors=(400, 413, 415, 422, 503)),
 }
 
 
@@ -372,7 +466,9 @@ def _operation(owner: str, name: str, handler: Any, method: str, path: str, publ
     security, who = _security(access, public_read)
     responses: dict[str, Any] = {described["status"]: described["ok"], **described["also"]}
     errors = set(described["errors"]) | ({401, 403, 429} if security else set())
-    if JSON in described.get("body", {}).get("content", {}):
+    if described["schemes"] is not None:
+        security, errors = [{scheme: []} for scheme in described["schemes"]] if security else [], set()
+    elif JSON in described.get("body", {}).get("content", {}):
         # what read_json answers: malformed or nested too deeply, too large, not JSON, a number beyond a double
         errors |= {400, 413, 415, 422}
     for status in sorted(errors):
@@ -430,6 +526,9 @@ def spec(groups: Mapping[str, object], request_path: str, version: str, node_nam
                            "description": "`Authorization: Bearer <key>`"},
                 "fps_api": {"type": "apiKey", "in": "header", "name": "Authorization",
                             "description": "FPlaneServer's `Authorization: FPS_API APIKEY=<key>`"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "A user's name and the password `stationd-admin set-password` gave it "
+                                         "(the MeteorPi routes)"},
             },
         },
     }

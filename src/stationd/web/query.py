@@ -184,7 +184,7 @@ class QueryRoutes:
         return json_body(request, station)
 
 
-async def serve_content(request, files: FileStore, record: dict) -> bytes:
+async def serve_content(request, files: FileStore, record: dict) -> bytes | None:
     """Answer with the content of file ``record`` ({"id", "sha256", "name", "mime_type", "created_ns"}):
     ETag, Last-Modified, conditional requests, a single byte range (206), HEAD; streamed from disk."""
     file_id = record["id"]
@@ -211,6 +211,7 @@ async def serve_content(request, files: FileStore, record: dict) -> bytes:
         request.setHeader(b"content-range", b"bytes */%d" % size)
         request.setHeader(b"content-type", b"application/json")
         return error_body("range_not_satisfiable", f"the file has {size} bytes")
+    producer: static.StaticProducer
     if span is None:
         request.setHeader(b"content-length", b"%d" % size)
         producer = static.NoRangeStaticProducer(request, content)
@@ -225,10 +226,11 @@ async def serve_content(request, files: FileStore, record: dict) -> bytes:
         return b""
     # Streamed from disk as the client reads (a pull producer): a large
     # file never sits in memory.  The producer finishes the request.
-    done = defer.Deferred()
-    request.notifyFinish().addBoth(lambda _: done.called or done.callback(None))
+    done: defer.Deferred[None] = defer.Deferred()
+    request.notifyFinish().addBoth(lambda _: None if done.called else done.callback(None))
     producer.start()
-    return await done
+    await done
+    return None
 
 
 def _disposition(name):
