@@ -159,7 +159,7 @@ async def test_https_with_the_generated_certificate(node_factory):
         assert components == {"core": "enabled", "admin": "enabled", "upload": "enabled",
                               "ingest": "enabled", "query": "enabled", "configs": "enabled",
                               "import": "enabled", "sensors": "enabled", "metrics": "enabled",
-                              "docs": "enabled", "dashboard": "enabled"}
+                              "docs": "enabled", "dashboard": "enabled", "meteorpi": "disabled"}
     finally:
         await client.close()
 
