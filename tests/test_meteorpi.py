@@ -190,6 +190,17 @@ async def test_observatories_metadata_and_status_dicts(node):
     assert json.loads(body) == {"status": [[0.0, "latitude", 52.2], [0.0, "longitude", 0.12],
                                            [T0 - 1000, "lens", "Fujinon"], [T0 - 999, "sensor", "WAT-902H"],
                                            [T0 + 50, "lens", "Sigma"]]}
+    node.store.call(users.add_user, "root", "admin")
+    node.store.call(users.set_password, "root", "root-secret")
+    item = json.dumps({"key": "lens", "value": "Zeiss", "time": T0 + 60}).encode()
+    response, body = await call(node.stub, "POST", f"{BASE}/obstory/{CAMERA}/status", data=item,
+                                headers=basic("camera", "camera-secret"))
+    assert response.code == 403  # (MeteorPi's obstory_admin: stationd's admin)
+    response, body = await call(node.stub, "POST", f"{BASE}/obstory/{CAMERA}/status", data=item,
+                                headers=basic("root", "root-secret"))
+    assert json.loads(body)["status"]["lens"] == "Zeiss"
+    assert (await node.client.get_observatory_status(CAMERA, T0 + 55))["lens"] == "Sigma"
+    assert (await node.client.get_observatory_status(CAMERA))["lens"] == "Zeiss"
     response, body = await get(node, "/obstory/nowhere/statusdict")
     assert response.code == 404 and json.loads(body) == {"error": 'No such observatory "nowhere".'}
     assert await node.client.get_observatory_status("nowhere") is None
@@ -392,6 +403,8 @@ def test_set_password_reads_standard_input_and_stores_a_hash(tmp_path, monkeypat
     monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
     assert admin_cli.main(["set-password", "cam", "--config", path]) == 0
     assert "password set" in capsys.readouterr().out
+    assert admin_cli.main(["list-users", "--config", path]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[4] == "yes"  # (NAME ROLE EMAIL KEY-SINCE PASSWORD)
     from stationd import config as configuration
     from stationd.store import Store
 

@@ -135,10 +135,11 @@ def rotate_key(args):
 
 def list_users(args):
     rows = _store(args).call(users.list_users)
-    print(f"{'NAME':20} {'ROLE':9} {'EMAIL':28} {'KEY SINCE':25} NAME")
+    print(f"{'NAME':20} {'ROLE':9} {'EMAIL':28} {'KEY SINCE':25} {'PASSWORD':8} NAME")
     for u in rows:
         full = " ".join(filter(None, (u["first_name"], u["last_name"])))
-        print(f"{u['name']:20} {u['role']:9} {u['email'] or '-':28} {u['key_rotated_at']:25} {full}")
+        print(f"{u['name']:20} {u['role']:9} {u['email'] or '-':28} {u['key_rotated_at']:25} "
+              f"{'yes' if u['has_password'] else 'no':8} {full}")
 
 
 def set_password(args):

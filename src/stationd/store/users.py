@@ -99,7 +99,9 @@ def get_user(conn: Connection, name: str) -> dict[str, Any]:
 
 
 def list_users(conn: Connection) -> list[dict[str, Any]]:
-    return [_row(r) for r in conn.execute(select(*PUBLIC_COLUMNS).order_by(users.c.name))]
+    """Every user, with ``has_password`` (whether it may log in with HTTP Basic auth)."""
+    return [_row(r) for r in conn.execute(select(*PUBLIC_COLUMNS, users.c.password_hash.is_not(None)
+                                                 .label("has_password")).order_by(users.c.name))]
 
 
 def rotate_key(conn: Connection, name: str) -> str:

@@ -11,6 +11,7 @@ What maps to what, and what does not: docs/meteorpi.rst.
 
 import functools
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -173,7 +174,7 @@ class MeteorPiRoutes:
         await self._obstory(obstory_id)
         try:
             item = meteorpi.parse_metadata({
-                "metadata_id": meteorpi.local_id("metadata", f"{obstory_id}:{self._now_ns()}:{body.get('key')}"),
+                "metadata_id": uuid.uuid4().hex,
                 "obstory_id": obstory_id, "key": body.get("key"), "time": body.get("time"),
                 "type": "number" if isinstance(body.get("value"), (int, float)) else "string",
                 "value": body.get("value"), "user_created": user["name"]})
