@@ -335,10 +335,11 @@ def wire(config: configuration.Config, reactor, worker: int = 0, log_observer: N
         "sensors": sensor_routes,
         "metrics": MetricsRoutes(metrics, host_metrics),
         "dashboard": Dashboard(request_path),
-        "meteorpi": MeteorPiRoutes(store, auth, files, ingest, metrics, node_id, config["meteorpi"]["path"], reactor),
     }
     routes["docs"] = ApiDocs(routes, config["web"]["components"], request_path, node_name,
-                             config["web"]["public_read"])
+                             config["web"]["public_read"])  # (it describes the routes dict as it is when asked)
+    routes["meteorpi"] = MeteorPiRoutes(store, auth, files, ingest, metrics, node_id, config["meteorpi"]["path"],
+                                        reactor)
     statsd = (Statsd(config["metrics"]["statsd_host"], config["metrics"]["statsd_port"],
                      config["metrics"]["statsd_prefix"], metrics, reactor)
               if config["metrics"]["statsd_host"] else None)
