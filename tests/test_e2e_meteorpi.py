@@ -11,6 +11,7 @@ import os
 import signal
 import ssl
 import subprocess
+import time
 
 import pytest
 import pytest_twisted
@@ -18,6 +19,7 @@ import treq
 from twisted.internet import reactor
 from twisted.web.client import Agent
 
+from conftest import PG_URL, pg_schema
 from meteorpi_client import Client, Exporter, basic, file_record, metadata, multipart, observation
 from test_e2e import BIN, ExpectName, Node, admin_cli, no_node_left_running  # noqa: F401 (a fixture)
 
@@ -44,9 +46,37 @@ def https_client(node):
     return treq.client.HTTPClient(Agent(reactor, contextFactory=ExpectName("localhost", node.cert)))
 
 
+def kill(node):
+    """SIGKILL the node and its worker processes at once, as a power cut would."""
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(node.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    for pid in [node.proc.pid, *map(int, children)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    node.proc.wait(timeout=30)
+    for pid in map(int, children):
+        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
+            time.sleep(0.05)
+
+
+@pytest.fixture(params=["sqlite", "postgresql-2-workers"])
+def central(request):
+    """The central node's [database] and [node] settings: SQLite, or PostgreSQL with two workers."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need STATIOND_TEST_DATABASE_URL (set by .ci/run)")
+    with pg_schema() as (url, _, _):
+        yield f"[database]\nurl = {url}\n[node]\nworkers = 2\n"
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_camera_exports_to_stationd_and_a_meteorpi_client_reads_it_back(tmp_path):
-    node = Node(tmp_path, "[web]\ncomponents = all meteorpi\n[ingest]\nmin_event_time = 2010-01-01T00:00:00Z\n")
+async def test_a_camera_exports_to_stationd_and_a_meteorpi_client_reads_it_back(tmp_path, central):
+    node = Node(tmp_path, "[web]\ncomponents = all meteorpi\n[ingest]\nmin_event_time = 2010-01-01T00:00:00Z\n"
+                + central)
     admin_cli(node.config, "add-user", "camera0", "--role", "importer")
     out = subprocess.run([os.path.join(BIN, "stationd-admin"), "set-password", "camera0", "--config",
                           str(node.config)], input="a camera's secret\n", capture_output=True, text=True, timeout=60)
@@ -86,8 +116,7 @@ async def test_a_camera_exports_to_stationd_and_a_meteorpi_client_reads_it_back(
     assert await exporter.export("observation", lost) == "complete"  # and once more, after the lost reply
 
     # Every answer was given once it was durable: killed now, the node has it all when it comes back.
-    node.proc.send_signal(signal.SIGKILL)
-    node.proc.wait(timeout=30)
+    kill(node)
     node.start()
     http = https_client(node)
     client = Client(http, base)

@@ -256,6 +256,8 @@ async def test_what_came_in_through_stationd_is_seen_by_meteorpi_clients(node):
     response, body = await node.client.get_content(record["repository_fname"], "m.png", (8, 11))
     assert (response.code, body) == (206, PNG[8:12])
     assert header(response, "Content-Range") == f"bytes 8-11/{len(PNG)}".encode()
+    response, body = await node.client.get_content("nothing", "x.png")
+    assert (response.code, json.loads(body)) == (404, {"message": "Entity not found", "entity_id": "nothing"})
     assert CAMERA not in await node.client.list_observatories()
     assert (await node.client.list_observatories())["cam7"]["latitude"] is None
 

@@ -212,8 +212,7 @@ class MeteorPiRoutes:
         """A file's content (a single byte range with Range); the name only names the download."""
         await self._reader(request)
         record = await self.store.read(store_meteorpi.file_content, file_id)
-        if record is None:
-            request.setResponseCode(404)
+        if record is None:  # (the originals' not_found())
             return answer(request, {"message": "Entity not found", "entity_id": file_id}, 404)
         return await serve_content(request, self.files, record)
 
