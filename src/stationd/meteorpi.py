@@ -56,15 +56,18 @@ def to_seconds(ns: int) -> float:
 def meta_list(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     """An event's data (or a file's meta) as MeteorPi Meta items: numbers and strings as they are, each item
     of a list as an item of the same key, anything else (objects, booleans, null) as its JSON text."""
-    items = []
+    items: list[dict[str, Any]] = []
+    append = items.append
     for key, value in values.items():
-        for one in value if isinstance(value, list) else [value]:
-            if isinstance(one, (int, float)) and not isinstance(one, bool):
-                items.append({"type": "number", "key": key, "value": one})
-            elif isinstance(one, str):
-                items.append({"type": "string", "key": key, "value": one})
+        # (type() is: bool is not a number here; a page of HiSPARC events holds ~9,000 items)
+        for one in value if type(value) is list else (value,):
+            kind = type(one)
+            if kind is int or kind is float:
+                append({"type": "number", "key": key, "value": one})
+            elif kind is str:
+                append({"type": "string", "key": key, "value": one})
             else:
-                items.append({"type": "string", "key": key, "value": json.dumps(one, separators=(",", ":"))})
+                append({"type": "string", "key": key, "value": json.dumps(one, separators=(",", ":"))})
     return items
 
 

@@ -11,7 +11,8 @@ import datetime
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+import orjson
+from sqlalchemy import ColumnElement, Text, and_, cast, func, select
 from sqlalchemy.engine import Connection
 
 from stationd.meteorpi import (
@@ -143,7 +144,8 @@ def _common(conn: Connection, search: Search, table: Any, json_column: Any, node
     if chosen is not None:
         if not chosen:
             return None
-        clauses.append(table.c.station.in_(sorted(chosen)))
+        one = len(chosen) == 1  # (an equality: SQLite's range scan of the (station, time) index)
+        clauses.append(table.c.station == next(iter(chosen)) if one else table.c.station.in_(sorted(chosen)))
     if search.time_min is not None:
         clauses.append(table.c.time_ns > to_ns(search.time_min))
     if search.time_max is not None:
@@ -236,15 +238,17 @@ def search_observations(conn: Connection, search: Search, node_id: str, now_ns: 
         clauses.append(events.c.id.in_(_local_ids("observation", search.observation_id)))
     if search.exclude_export_to is not None:
         clauses.append(events.c.seq > get_cursor(conn, search.exclude_export_to))
-    rows, count = _page(conn, (events.c.id, events.c.station, events.c.type, events.c.time_ns, events.c.data),
-                        events, clauses, search)
+    # (the data as its text, parsed by orjson: SQLAlchemy's json.loads took a fifth of a page)
+    rows, count = _page(conn, (events.c.id, events.c.station, events.c.type, events.c.time_ns,
+                               cast(events.c.data, Text).label("data")), events, clauses, search)
     ids = [row.id for row in rows]
-    linked: dict[str, list[AnyRow]] = {}
-    if ids:
-        for file_row in conn.execute(select(*_FILE_COLUMNS, event_files.c.event_id)
-                                     .join(event_files, event_files.c.file_id == files.c.id)
-                                     .where(event_files.c.event_id.in_(ids)).order_by(files.c.time_ns, files.c.id)):
-            linked.setdefault(file_row.event_id, []).append(file_row)
+    file_rows = list(conn.execute(select(*_FILE_COLUMNS, event_files.c.event_id)
+                                  .join(event_files, event_files.c.file_id == files.c.id)
+                                  .where(event_files.c.event_id.in_(ids)).order_by(files.c.time_ns, files.c.id))
+                     ) if ids else []
+    linked: dict[str, list[dict[str, Any]]] = {}
+    for file_row, record in zip(file_rows, _file_records(conn, file_rows)):
+        linked.setdefault(file_row.event_id, []).append(record)
     public = _public_ids(conn, ids)
     names = _names(conn, [row.station for row in rows])
     found = []
@@ -253,7 +257,7 @@ def search_observations(conn: Connection, search: Search, node_id: str, now_ns: 
         obs_id = mapped.public_id if mapped is not None else row.id
         found.append({"obstory_id": row.station, "id": obs_id, "obstory_name": names.get(row.station),
                       "obs_id": obs_id, "obs_time": to_seconds(row.time_ns), "obs_type": row.type,
-                      "files": _file_records(conn, linked.get(row.id, [])), "meta": meta_list(row.data)})
+                      "files": linked.get(row.id, []), "meta": meta_list(orjson.loads(row.data))})
     return found, count
 
 
