@@ -64,3 +64,20 @@ def test_replace_file_leaves_the_old_content_or_the_new_never_a_temp(tmp_path, m
     assert path.read_bytes() == b"old" and os.listdir(path.parent) == ["state.json"]
     replace_file(str(path), b"new")
     assert path.read_bytes() == b"new" and os.listdir(path.parent) == ["state.json"]
+
+
+def test_the_fan_out_directories_a_content_makes_are_made_durable_too(tmp_path, monkeypatch):
+    """A content's new ``ab/cd/`` directories are fsynced in their parents, else a power cut could
+    lose a content already answered as stored."""
+    from stationd import filestore
+
+    synced = []
+    real = filestore._fsync_dir
+    monkeypatch.setattr(filestore, "_fsync_dir", lambda path: synced.append(path) or real(path))
+    store = FileStore(str(tmp_path / "files"))
+    sha, _ = store.put(io.BytesIO(b"first"))
+    top, middle = os.path.join(store.root, sha[:2]), os.path.join(store.root, sha[:2], sha[2:4])
+    assert synced == [middle, top, store.root]
+    synced.clear()
+    store.put(io.BytesIO(b"first"))  # stored already: nothing to make durable
+    assert synced == []

@@ -235,6 +235,11 @@ async def test_searches_filter_page_and_count_as_the_originals(node):
     assert response.code == 400 and "limit" in json.loads(body)["error"]
     response, body = await get(node, "/obs/not-json")
     assert response.code == 400 and "error" in json.loads(body)
+    # Fields a search has not are ignored (the originals' from_dict did); bounds beyond what the store
+    # compares are the same as at its ends; numbers beyond a double are refused, not a 500.
+    assert (await search({"time_max": 1e300, "camera_ids": ["x"], "limit": 2}))["count"] == 5
+    response, body = await get(node, "/obs/" + encode_search({"lat_min": 10**400}))
+    assert response.code == 400 and "lat_min" in json.loads(body)["error"]
 
 
 @pytest_twisted.ensureDeferred
@@ -265,9 +270,9 @@ async def test_what_came_in_through_stationd_is_seen_by_meteorpi_clients(node):
 @pytest_twisted.ensureDeferred
 async def test_activity_and_sky_clarity(node):
     await export_camera(node, n_obs=4, files_of=())
-    for i, clarity in enumerate((10, 30, 80)):
-        content = PNG + bytes([100 + i])
-        record = file_record(CAMERA, f"frame{i}", None, T0 + 5 + i * 10, content,
+    for i, (clarity, when) in enumerate(((10, T0 + 5), (30, T0 + 15), (80, T0 + 25), (1000, T0 + 10))):
+        content = PNG + bytes([100 + i])  # (the last on a bin's edge: strictly inside neither)
+        record = file_record(CAMERA, f"frame{i}", None, when, content,
                              semantic_type=meteorpi.SKY_CLARITY_TYPE,
                              meta=[{"type": "number", "key": meteorpi.SKY_CLARITY_KEY, "value": clarity}])
         assert await node.exporter.export("file", record, content) == "complete"
@@ -317,10 +322,14 @@ async def test_a_bad_record_is_refused_and_those_behind_it_are_taken(node):
     response, body = await call(node.stub, "POST", BASE + "/importv2", data=b'{"type": "status", "status": {}}',
                                 headers=basic("camera", "camera-secret"))
     assert response.code == 400 and json.loads(body)["state"] == "failed"
-    good = observation(CAMERA, "20170101_000001_good", T0 + 1)
+    good = observation(CAMERA, "20170101_000001_good", T0 + 1, meta=[{"type": "number", "key": "n", "value": 1}])
+    good["obstory_name"] = ""  # (an empty optional text counts as not given)
+    too_big = dict(good, meta=[{"type": "number", "key": "n", "value": 10**400}])
+    assert await node.exporter.export("observation", too_big) == "failed"
+    assert await node.exporter.export("observation", dict(good, obs_time=1e10)) == "failed"
     assert await node.exporter.export("observation", good) == "complete"
     # An observation whose observatory was never announced registers it (the originals answered 500).
-    assert (await node.client.list_observatories())[CAMERA]["name"] == "Camera"
+    assert (await node.client.list_observatories())[CAMERA]["name"] == CAMERA
     # An implausible time is stored quarantined, not refused (as stationd's own ingest).
     assert await node.exporter.export("observation", observation(CAMERA, "19990101_000000_old", 9e8)) == "complete"
     response, body = await call(node.stub, "GET", "http://node/api/v1/events?quarantined=true")
@@ -337,9 +346,13 @@ async def test_an_upload_with_the_wrong_md5_is_not_kept_and_the_record_waits_for
     assert response.code == 422 and json.loads(body)["state"] == "failed"
     assert node.store.call(lambda c: c.execute(select(func.count()).select_from(meteorpi_uploads)).scalar()) == 0
     assert not node.files.has(hashlib.sha256(b"corrupted").hexdigest())
-    response, body = await call(node.stub, "POST", BASE + "/importv2",
-                                data=json.dumps({"type": "file", "file": record}),
-                                headers=basic("camera", "camera-secret"))
+    # The exporter reads no upload's answer: its record is refused once (a failure it backs off on),
+    # not answered need_file_data at once, which would have it upload the same bytes without end.
+    for status, state in ((422, "failed"), (200, "need_file_data")):
+        response, body = await call(node.stub, "POST", BASE + "/importv2",
+                                    data=json.dumps({"type": "file", "file": record}),
+                                    headers=basic("camera", "camera-secret"))
+        assert (response.code, json.loads(body)["state"]) == (status, state)
     assert json.loads(body) == {"state": "need_file_data", "file_id": "f1"}
     response, body = await call(node.stub, "POST", f"{BASE}/importv2/data/f1/{record['file_md5']}", data=b"x",
                                 headers={**basic("camera", "camera-secret"), "Content-Type": "text/plain"})
@@ -377,6 +390,9 @@ async def test_cors_jsonp_and_accept_ranges_as_the_originals(node):
     assert body == b"jQuery123_456({});" and header(response, "Content-Type") == b"application/javascript"
     response, body = await get(node, "/obstories?callback=alert(1)//")
     assert response.code == 400 and header(response, "Content-Type") == b"application/json"
+    # Never JSONP with credentials: another site's <script> would be sent those the browser holds.
+    response, body = await get(node, "/login?callback=steal", basic("viewer", "viewer-secret"))
+    assert response.code == 400 and b"steal(" not in body
 
 
 @pytest_twisted.ensureDeferred

@@ -32,6 +32,16 @@ class FileStore:
     def has(self, sha256):
         return os.path.exists(self.path(sha256))
 
+    def _make_dirs(self, directory):
+        """Make ``directory`` and the fan-out directories above it that are missing; those made, deepest first."""
+        made = []
+        while not os.path.isdir(directory) and directory != self.root:
+            made.append(directory)
+            directory = os.path.dirname(directory)
+        for missing in reversed(made):
+            os.makedirs(missing, exist_ok=True)
+        return made
+
     def put(self, source, expect_sha256=None, expect_size=None, expect_md5=None):
         """Store the contents read from file object ``source``; (sha256, size).
 
@@ -63,9 +73,11 @@ class FileStore:
             if os.path.exists(final):
                 os.remove(temp)
             else:
-                os.makedirs(os.path.dirname(final), exist_ok=True)
+                made = self._make_dirs(os.path.dirname(final))
                 os.rename(temp, final)
                 _fsync_dir(os.path.dirname(final))
+                for directory in made:  # (each fan-out directory made here, in the one above it)
+                    _fsync_dir(os.path.dirname(directory))
             return sha256, size
         except BaseException:
             if os.path.exists(temp):

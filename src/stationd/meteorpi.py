@@ -15,16 +15,21 @@ import re
 import uuid
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_plus
 
 from stationd import jsoncodec
+from stationd.times import MAX_NS, MIN_NS
 
 # Events and files keep UUIDs (stationd's own import checks them); an imported
 # observation or file gets one derived from its MeteorPi id, so a re-sent one
 # lands on the same record.
 NAMESPACE = uuid.UUID("5d1f4c62-7a4b-4bd0-9a38-4e0f6d1c2b9e")
-PUBLIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# MeteorPi's own ids are time-and-hash strings; anything it could put in a URL segment is taken.
+PUBLIC_ID = re.compile(r"^[^/\x00-\x1f\x7f]{1,64}$")
+# An observatory id is a station id (stationd.store.stations.check_id), so that its records can
+# travel up a chain of stationd nodes, whose import checks it.
+OBSTORY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 META_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")  # what a JSON path holds unquoted (stationd.store.query)
 DEFAULT_LIMIT = 100
@@ -45,8 +50,8 @@ def local_id(kind: str, public_id: str) -> str:
 
 def to_ns(seconds: float) -> int:
     """Float seconds (MeteorPi's times) as integer nanoseconds, exactly rounded (to_seconds gives the
-    same float back)."""
-    return round(Fraction(seconds) * 10**9)
+    same float back), held to what the store can compare (a search bound beyond is the same as at it)."""
+    return min(max(round(Fraction(seconds) * 10**9), MIN_NS), MAX_NS)
 
 
 def to_seconds(ns: int) -> float:
@@ -83,8 +88,8 @@ def meta_dict(items: object, what: str = "meta") -> dict[str, Any]:
         if not isinstance(key, str) or not 0 < len(key) <= 255:
             raise ModelError(f"a key of {what} must be text of 1 to 255 characters")
         if kind == "number":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ModelError(f"{what} {key}: a number item needs a finite number as its value")
+            if not _finite(value):
+                raise ModelError(f"{what} {key}: a number item needs a finite number (within a double) as its value")
         elif kind == "string":
             if not isinstance(value, str):
                 raise ModelError(f"{what} {key}: a string item needs text as its value")
@@ -146,15 +151,25 @@ def decode_search(segment: str) -> dict[str, Any]:
     return value
 
 
+def _finite(value: object) -> bool:
+    """A JSON number a double holds (not a bool; 10**400 is not: OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ModelError(f"{name} must be a number")
-    return float(value)
+    if not _finite(value):
+        raise ModelError(f"{name} must be a number (within a double)")
+    return float(cast(float, value))  # (_finite: an int or a float)
 
 
 def _text(value: object, name: str, limit: int = 255) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
-        raise ModelError(f"{name} must be text of 1 to {limit} characters")
+    if not isinstance(value, str) or not 0 < len(value) <= limit or "\x00" in value:
+        raise ModelError(f"{name} must be text of 1 to {limit} characters (and no NUL)")
     return value
 
 
@@ -165,16 +180,12 @@ def _count(value: object, name: str) -> int:
 
 
 def parse_search(fields: Mapping[str, Any], files: bool = False) -> Search:
-    """A search dict (null values count as not given, as the JS client drops them) as a Search;
-    fields of MeteorPi's model this kind of search has not are refused."""
+    """A search dict (null values count as not given, as the JS client drops them) as a Search.
+    Fields this kind of search has not are ignored, as the originals' from_dict ignored them."""
     allowed = _FILE_FIELDS if files else _OBSERVATION_FIELDS
-    unknown = sorted(set(fields) - allowed)
-    if unknown:
-        raise ModelError(f"unknown search field {unknown[0]!r}; a {'file' if files else 'observation'} search "
-                         f"has {', '.join(sorted(allowed))}")
     search = Search()
     for name, value in fields.items():
-        if value is None:
+        if value is None or name not in allowed:
             continue
         if name == "obstory_ids":
             ids = [value] if isinstance(value, str) else value
@@ -234,20 +245,28 @@ def bins(utc_min: float, utc_max: float, period: float) -> list[tuple[float, flo
 
 def _public_id(value: object, name: str) -> str:
     if not isinstance(value, str) or not PUBLIC_ID.match(value):
-        raise ModelError(f"{name} must be an id of letters, digits and _.:- (at most 64), not {value!r}")
+        raise ModelError(f"{name} must be an id of 1 to 64 characters with no / or control characters, "
+                         f"not {value!r}")
+    return value
+
+
+def _obstory_id(value: object, name: str = "obstory_id") -> str:
+    if not isinstance(value, str) or not OBSTORY_ID.match(value):
+        raise ModelError(f"{name} must be an observatory id of letters, digits and _.- (at most 64; it is "
+                         f"a station id here), not {value!r}")
     return value
 
 
 def _time(value: object, name: str) -> int:
     seconds = _number(value, name)
-    if not -1e10 < seconds < 1e10:
+    if not -9e9 < seconds < 9e9:  # (what nanoseconds in 64 bits hold: to 2255)
         raise ModelError(f"{name} must be a Unix time in seconds")
     return to_ns(seconds)
 
 
 def _optional_text(record: Mapping[str, Any], name: str, limit: int = 255) -> str | None:
     value = record.get(name)
-    return None if value is None else _text(value, name, limit)
+    return None if value is None or value == "" else _text(value, name, limit)
 
 
 def parse_metadata(item: object) -> dict[str, Any]:
@@ -256,7 +275,8 @@ def parse_metadata(item: object) -> dict[str, Any]:
         raise ModelError("metadata must be an object")
     kind, value = item.get("type"), item.get("value")
     if kind == "number":
-        value = _number(value, "value") if not isinstance(value, int) or isinstance(value, bool) else value
+        if not _finite(value):
+            raise ModelError("a number metadata item needs a finite number (within a double) as its value")
     elif kind == "string":
         if not isinstance(value, str) or "\x00" in value:
             raise ModelError("a string metadata item needs text as its value")
@@ -264,7 +284,7 @@ def parse_metadata(item: object) -> dict[str, Any]:
         raise ModelError(f"metadata type must be number or string, not {kind!r}")
     lat, lng = item.get("obstory_lat"), item.get("obstory_lng")
     return {"id": _public_id(item.get("metadata_id"), "metadata_id"),
-            "station": _public_id(item.get("obstory_id"), "obstory_id"),
+            "station": _obstory_id(item.get("obstory_id")),
             "station_name": _optional_text(item, "obstory_name"),
             "latitude": None if lat is None else _number(lat, "obstory_lat"),
             "longitude": None if lng is None else _number(lng, "obstory_lng"),
@@ -282,7 +302,7 @@ def parse_observation(observation: object) -> dict[str, Any]:
         raise ModelError("observation must be an object")
     public = _public_id(observation.get("obs_id", observation.get("id")), "obs_id")
     return {"public_id": public, "id": local_id("observation", public),
-            "station": _public_id(observation.get("obstory_id"), "obstory_id"),
+            "station": _obstory_id(observation.get("obstory_id")),
             "station_name": _optional_text(observation, "obstory_name"),
             "type": _text(observation.get("obs_type"), "obs_type", 64),
             "time_ns": _time(observation.get("obs_time"), "obs_time"),
@@ -300,7 +320,7 @@ def parse_file_record(record: object) -> dict[str, Any]:
     size = record.get("file_size")
     observation = record.get("observation_id")
     return {"public_id": public, "id": local_id("file", public), "md5": md5.lower(),
-            "station": _public_id(record.get("obstory_id"), "obstory_id"),
+            "station": _obstory_id(record.get("obstory_id")),
             "station_name": _optional_text(record, "obstory_name"),
             "observation": None if observation is None else _public_id(observation, "observation_id"),
             "time_ns": _time(record.get("file_time"), "file_time"),

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Text, and_, cast, func, select
+from sqlalchemy import ColumnElement, Float, Text, and_, case, cast, func, literal, select
 from sqlalchemy.engine import Connection
 
 from stationd.meteorpi import (
@@ -286,37 +286,46 @@ def search_files(conn: Connection, search: Search, node_id: str, now_ns: int) ->
     return _file_records(conn, rows), count
 
 
+def _bins(spans: Sequence[tuple[float, float]], time_column: Any) -> tuple[Any, int, int]:
+    """The bin of each row, as the database numbers them (integer division from the first bin's start),
+    and the first bin's start and the last one's end in nanoseconds: one query answers all bins."""
+    first, width = to_ns(spans[0][0]), to_ns(spans[0][1]) - to_ns(spans[0][0])
+    return (time_column - first).self_group().op("/")(width), first, first + width * len(spans)
+
+
 def activity(conn: Connection, station: str, kind: str, spans: Sequence[tuple[float, float]]) -> list[int]:
     """GET /activity: observations of type ``kind`` with start <= time < end in each span."""
-    counts = []
-    for start, end in spans:
-        counts.append(conn.execute(select(func.count()).select_from(events).where(
+    index, first, last = _bins(spans, events.c.time_ns)
+    counts = [0] * len(spans)
+    for row in conn.execute(select(index.label("bin"), func.count()).where(
             events.c.station == station, events.c.type == kind, ~events.c.quarantined,
-            events.c.time_ns >= to_ns(start), events.c.time_ns < to_ns(end))).scalar() or 0)
+            events.c.time_ns >= first, events.c.time_ns < last).group_by("bin")):
+        counts[row[0]] = row[1]
     return counts
+
+
+def _json_number(conn: Connection, column: Any, key: str) -> Any:
+    """``column``'s member ``key`` where it is a JSON number, else NULL."""
+    if conn.dialect.name == "postgresql":
+        member = column.op("->")(literal(key))
+        return case((func.jsonb_typeof(member) == "number", cast(column.op("->>")(literal(key)), Float)))
+    path = '$."' + key + '"'  # (a constant of ours: no quote or backslash in it)
+    return case((func.json_type(column, path).in_(("integer", "real")), func.json_extract(column, path)))
 
 
 def sky_clarity(conn: Connection, station: str, spans: Sequence[tuple[float, float]]) -> list[float]:
     """GET /skyclarity: in each span, the mean sky clarity of the station's lens-corrected frames strictly
     inside it (0 where there are none)."""
-    if not spans:
-        return []
-    totals = [[0.0, 0] for _ in spans]
-    first, last = to_ns(spans[0][0]), to_ns(spans[-1][1])
-    rows = conn.execute(select(files.c.time_ns, files.c.meta).where(
-        files.c.station == station, files.c.semantic_type == SKY_CLARITY_TYPE,
-        files.c.time_ns > first, files.c.time_ns < last))
-    bounds = [(to_ns(start), to_ns(end)) for start, end in spans]
-    for row in rows:
-        value = (row.meta or {}).get(SKY_CLARITY_KEY)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        for index, (start, end) in enumerate(bounds):
-            if start < row.time_ns < end:
-                totals[index][0] += value
-                totals[index][1] += 1
-                break
-    return [total / n if n else 0 for total, n in totals]
+    index, first, last = _bins(spans, files.c.time_ns)
+    width = (last - first) // len(spans)
+    means = [0.0] * len(spans)
+    value = _json_number(conn, files.c.meta, SKY_CLARITY_KEY)
+    for row in conn.execute(select(index.label("bin"), func.avg(value)).where(
+            files.c.station == station, files.c.semantic_type == SKY_CLARITY_TYPE,
+            files.c.time_ns > first, files.c.time_ns < last,
+            (files.c.time_ns - first) % width != 0).group_by("bin")):  # (on a bin's edge: in neither)
+        means[row[0]] = float(row[1]) if row[1] is not None else 0.0
+    return means
 
 
 def file_content(conn: Connection, file_id: str) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ exporters log in with HTTP Basic auth as a user of role importer (MeteorPi's
 What maps to what, and what does not: docs/meteorpi.rst.
 """
 
+import collections
 import functools
 import re
 import uuid
@@ -35,6 +36,7 @@ log = Logger()
 _CALLBACK = re.compile(r"^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*$")
 _ALLOW_HEADERS = ("authorization", "content-type")  # flask-cors's allow_headers in the originals
 _ALLOW_METHODS = b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+MAX_REFUSED = 1000  # uploads refused, remembered for their record's next POST
 # The paths the originals answered, for their CORS preflights.
 PATHS = ("/obstories", "/obstory/<obstory_id>/metadata", "/obstory/<obstory_id>/statusdict",
          "/obstory/<obstory_id>/statusdict/<unix_time>", "/obstory/<obstory_id>/status", "/obs/<search>",
@@ -58,6 +60,9 @@ def _callback(request: Any) -> bytes | None:
     name = values[0]
     if len(name) > 128 or not _CALLBACK.match(name.decode("latin-1")):
         raise HTTPError(400, "callback must be a JavaScript name (letters, digits, _ and $, dotted)")
+    if request.getHeader(b"authorization") is not None:
+        # A <script> of any site's page would be sent the credentials the browser holds for this node.
+        raise HTTPError(400, "JSONP answers only requests without credentials; send them with JSON")
     return name
 
 
@@ -123,6 +128,10 @@ class MeteorPiRoutes:
         self.store, self.auth, self.files, self.ingest, self.metrics = store, auth, files, ingest, metrics
         self.node_id, self.clock = node_id, clock
         self.mount_path = mount_path.rstrip("/")
+        # (file id, md5) -> why its last upload was refused: the exporter reads no upload's answer
+        # and would send the record, be asked for the content and send it again without end; its
+        # record is answered with the refusal once, which it counts as a failure and backs off on.
+        self._refused: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
 
     def _now_ns(self) -> int:
         return int(self.clock.seconds() * 1e9)
@@ -271,6 +280,10 @@ class MeteorPiRoutes:
         elif kind == "observation":
             await self._observation(record, origin, now_ns)
         else:
+            refused = self._refused.pop((record["public_id"], record["md5"]), None)
+            if refused is not None:
+                raise HTTPError(422, f"the content last uploaded for file {record['public_id']} was refused "
+                                     f"({refused}); it is asked for again on the next try")
             content = await self.store.read(store_meteorpi.upload, record["public_id"], record["md5"])
             if content is None or not await deferToThread(self.files.has, content.sha256):
                 return answer(request, {"state": "need_file_data", "file_id": record["public_id"]})
@@ -302,6 +315,9 @@ class MeteorPiRoutes:
         except ContentMismatch as e:
             log.warn("MeteorPi upload of {file_id} from {user} refused: {reason}", file_id=file_id,
                      user=user["name"], reason=str(e))
+            self._refused[file_id, md5.lower()] = str(e)
+            while len(self._refused) > MAX_REFUSED:
+                self._refused.popitem(last=False)
             raise HTTPError(422, f"file {file_id}: {e}; nothing was kept") from None
         await self.store.run(store_meteorpi.record_upload, file_id, md5.lower(), sha256, size, user["name"],
                              self._now_ns())
@@ -326,6 +342,7 @@ class MeteorPiRoutes:
         """A CORS preflight, answered as flask-cors did: any origin, the methods, and of the headers
         asked for those the originals allowed."""
         _cors(request)
+        request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"access-control-allow-methods", _ALLOW_METHODS)
         asked = (request.getHeader(b"access-control-request-headers") or b"").decode("latin-1")
         allowed = [h.strip() for h in asked.split(",") if h.strip().lower() in _ALLOW_HEADERS]
