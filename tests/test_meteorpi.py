@@ -174,6 +174,7 @@ async def test_an_exporter_session_lands_once_even_when_a_reply_is_lost(node):
     response, body = await node.client.get_content(fname, "frame.png")
     assert (response.code, body) == (200, content)
     assert header(response, "Content-Type") == b"image/png"
+    assert header(response, "Content-Security-Policy") == b"default-src 'none'; sandbox"
 
 
 @pytest_twisted.ensureDeferred

@@ -200,6 +200,9 @@ async def serve_content(request, files: FileStore, record: dict) -> bytes | None
     request.setHeader(b"accept-ranges", b"bytes")
     request.setHeader(b"content-type", record["mime_type"].encode("latin-1"))
     request.setHeader(b"content-disposition", _disposition(record["name"]))
+    # A content is whatever its sender said it is (an SVG or HTML with script, say): opened in a
+    # browser, it runs nothing on the node's origin.
+    request.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")
     if _not_modified(request, etag, record["created_ns"]):
         content.close()
         request.setResponseCode(304)
