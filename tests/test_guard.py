@@ -32,6 +32,30 @@ def test_a_client_is_limited_after_its_failures_until_the_window_ends():
     assert limiter.retry_after("10.0.0.1") is None
 
 
+def test_a_client_is_an_ipv4_address_or_an_ipv6_64_as_the_connection_cap_counts_them():
+    from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+    from stationd.web.guard import client_of
+
+    class Request:
+        def __init__(self, address):
+            self.address = address
+
+        def getClientAddress(self):
+            return self.address
+
+    def client(address):
+        return client_of(Request(address))
+
+    assert client(IPv4Address("TCP", "192.0.2.7", 5000)) == "192.0.2.7"
+    # One host with a /64 gets one limit, whichever of its addresses it guesses from.
+    assert client(IPv6Address("TCP", "2001:db8:1:2::1", 5000)) == client(
+        IPv6Address("TCP", "2001:db8:1:2:ffff::9", 5001)) == "2001:db8:1:2::/64"
+    assert client(IPv6Address("TCP", "2001:db8:1:3::1", 5000)) != client(IPv6Address("TCP", "2001:db8:1:2::1", 5000))
+    assert client(IPv6Address("TCP", "::ffff:192.0.2.7", 5000)) == "192.0.2.7"
+    assert client(UNIXAddress(b"/run/stationd.sock")) == "UNIXAddress"
+
+
 def test_failures_spread_over_windows_never_limit():
     clock = Clock()
     limiter = FailureLimiter(3, 60, clock)

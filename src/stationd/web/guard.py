@@ -32,15 +32,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from stationd.store import stations
+from stationd.web.connections import client_key
 
 MAX_CLIENTS = 10000  # clients tracked at once (an attacker with many addresses must not grow memory)
 
 
 def client_of(request: Any) -> str:
-    """The request's source address (for UNIX sockets and the like: its type name)."""
+    """Who sent the request, as the connection cap counts clients (web.connections.client_key): its
+    IPv4 address or its IPv6 /64, since one host often has a whole /64 and would otherwise get a
+    limit an address; for UNIX sockets and the like its transport's type name."""
     address = request.getClientAddress()
-    host = getattr(address, "host", None)
-    return host if isinstance(host, str) else type(address).__name__
+    return client_key(address) or type(address).__name__
 
 
 class FailureLimiter:
