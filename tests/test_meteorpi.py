@@ -224,6 +224,8 @@ async def test_searches_filter_page_and_count_as_the_originals(node):
     assert (await search({"meta": [{"key": "meteorpi:path", "type": "string_equals", "value": "p 1"}]}))["count"] == 1
     assert (await search({"lat_min": 52, "lat_max": 53}))["count"] == 5
     assert (await search({"lat_min": 10, "lat_max": 20}))["count"] == 0
+    assert (await search({"long_min": 0, "long_max": 1}))["count"] == 5
+    assert (await search({"lat_max": 60, "long_min": 1}))["count"] == 0
     assert (await search({"observation_id": "20170101_000002_obs2"}))["events"][0]["obs_time"] == T0 + 20
     assert (await search({"exclude_imported": True}))["count"] == 0  # all came from the camera
     files = await node.client.search_files({"semantic_type": "meteorpi:triggers/event", "limit": 1})

@@ -49,12 +49,23 @@ def _history(conn: Connection, station: str) -> list[AnyRow]:
                              .order_by(station_status.c.valid_from_ns)))
 
 
+def _histories(conn: Connection) -> dict[str, list[AnyRow]]:
+    """Every station's status history, oldest first, by station."""
+    found: dict[str, list[AnyRow]] = {}
+    for row in conn.execute(select(station_status).order_by(station_status.c.station, station_status.c.valid_from_ns)):
+        found.setdefault(row.station, []).append(row)
+    return found
+
+
+def _location(history: list[AnyRow], now_ns: int) -> AnyRow | None:
+    """The entry of a status history that says where the station is now (None: nowhere said)."""
+    located = [r for r in history if r.valid_from_ns <= now_ns and r.latitude is not None]
+    return located[-1] if located else None
+
+
 def observatories(conn: Connection, now_ns: int) -> dict[str, dict[str, Any]]:
     """GET /obstories: every station, keyed by its id, with its location now and the span of its metadata."""
-    history: dict[str, list[AnyRow]] = {}
-    for row in conn.execute(select(station_status).order_by(station_status.c.station,
-                                                             station_status.c.valid_from_ns)):
-        history.setdefault(row.station, []).append(row)
+    history = _histories(conn)
     spans = {row.station: (row.first, row.last) for row in conn.execute(
         select(station_metadata.c.station, func.min(station_metadata.c.time_ns).label("first"),
                func.max(station_metadata.c.time_ns).label("last"))
@@ -63,11 +74,11 @@ def observatories(conn: Connection, now_ns: int) -> dict[str, dict[str, Any]]:
     for uid, row in enumerate(conn.execute(select(stations.c.id, stations.c.name)
                                            .order_by(stations.c.created_at, stations.c.id)), 1):
         rows = history.get(row.id, [])
-        located = [r for r in rows if r.valid_from_ns <= now_ns and r.latitude is not None]
+        where = _location(rows, now_ns)
         times = [r.valid_from_ns for r in rows if r.valid_from_ns > 0] + [t for t in spans.get(row.id, ()) if t]
         found[row.id] = {"uid": uid, "publicId": row.id, "name": row.name or row.id,
-                         "latitude": located[-1].latitude if located else None,
-                         "longitude": located[-1].longitude if located else None,
+                         "latitude": None if where is None else where.latitude,
+                         "longitude": None if where is None else where.longitude,
                          "firstSeen": to_seconds(min(times)) if times else 0,
                          "lastSeen": to_seconds(max(times)) if times else 0}
     return found
@@ -111,26 +122,20 @@ def status_dict(conn: Connection, station: str, before_ns: int) -> dict[str, Any
 
 
 def _located(conn: Connection, search: Search, now_ns: int) -> list[str]:
-    """The stations whose location now is within the search's bounds."""
+    """The stations whose location now is within the search's bounds (a bound on a coordinate the
+    station has not: outside)."""
+
+    def within(value: float | None, low: float | None, high: float | None) -> bool:
+        return (low is None and high is None) or (
+            value is not None and (low is None or value >= low) and (high is None or value <= high))
+
     inside = []
     for station, rows in _histories(conn).items():
-        located = [r for r in rows if r.valid_from_ns <= now_ns and r.latitude is not None]
-        if not located:
-            continue
-        lat, lng = located[-1].latitude, located[-1].longitude
-        if ((search.lat_min is None or lat >= search.lat_min) and (search.lat_max is None or lat <= search.lat_max)
-                and (lng is not None or search.long_min is None and search.long_max is None)
-                and (search.long_min is None or lng >= search.long_min)
-                and (search.long_max is None or lng <= search.long_max)):
+        where = _location(rows, now_ns)
+        if where is not None and within(where.latitude, search.lat_min, search.lat_max) and within(
+                where.longitude, search.long_min, search.long_max):
             inside.append(station)
     return inside
-
-
-def _histories(conn: Connection) -> dict[str, list[AnyRow]]:
-    found: dict[str, list[AnyRow]] = {}
-    for row in conn.execute(select(station_status).order_by(station_status.c.station, station_status.c.valid_from_ns)):
-        found.setdefault(row.station, []).append(row)
-    return found
 
 
 def _common(conn: Connection, search: Search, table: Any, json_column: Any, node_id: str,
