@@ -24,9 +24,7 @@ import http.client
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import urllib.parse
 
@@ -35,10 +33,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import query as q  # noqa: E402 (bench/query.py: the same events)
-from nodes import HOST, free_port, fresh_database, start_node, stop_node, write_config  # noqa: E402
+from nodes import HOST  # noqa: E402
 
 from stationd import meteorpi  # noqa: E402
-from stationd.store import Store  # noqa: E402
 
 
 def encode(search):
@@ -81,26 +78,10 @@ def main():
     parser.add_argument("--database-url", help="postgresql+psycopg://...: a fresh schema there instead of SQLite")
     parser.add_argument("--repeat", type=int, default=200, help="requests a case")
     args = parser.parse_args()
-    workdir = tempfile.mkdtemp(prefix="stationd-bench-")
-    os.makedirs(os.path.join(workdir, "var"))
-    log_path, node, store, drop = os.path.join(workdir, "node.log"), None, None, lambda: None
     rng = random.Random(11)
-    try:
-        url, drop = fresh_database(args.database_url, os.path.join(workdir, "var"))
-        store = Store(url)
-        store.migrate()
-        seconds, _ = q.load(store, args.events)
-        print(f"loaded {args.events:,} events in {seconds:.0f} s")
-        port = free_port()
-        config = write_config(workdir, port, f"[database]\nurl = {url}\n")
-        with open(config) as f:
-            text = f.read().replace("[web]\n", "[web]\ncomponents = all meteorpi\n", 1)
-        with open(config, "w") as f:
-            f.write(text)
-        with open(log_path, "wb") as log:
-            node = start_node(workdir, config, port, log)
+    with q.loaded_node(args.events, args.database_url, web="components = all meteorpi\n") as (port, store, _):
         conn = http.client.HTTPConnection(HOST, port, timeout=60)
-        timings = {}
+        timings: dict[str, tuple[list[float], list[float]]] = {}
         skip = args.events // len(q.STATIONS) // 400 * 100  # a quarter of a station's events, about
         for round_ in range(args.repeat + 10):  # (the first 10: warm-up)
             for name, native, search in cases(rng, skip):
@@ -125,13 +106,6 @@ def main():
                 line += (f" {np.median(theirs) * 1000:10.2f}ms {np.percentile(theirs, 99) * 1000:6.2f}ms"
                          f" {np.median(ours) / np.median(theirs):8.2f}x")
             print(line)
-    finally:
-        stop_node(node, log_path)
-        if store is not None:
-            store.close()
-        drop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

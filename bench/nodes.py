@@ -36,11 +36,12 @@ def rss_mib(pid):
     return float("nan")
 
 
-def write_config(workdir, port, extra="", level="warn"):
-    """{workdir}/bench.ini: data in {workdir}/var, plain HTTP on ``port``, log ``level``; plus ``extra``."""
+def write_config(workdir, port, extra="", level="warn", web=""):
+    """{workdir}/bench.ini: data in {workdir}/var, plain HTTP on ``port``, log ``level``; ``web``: more
+    [web] lines; plus ``extra``."""
     path = os.path.join(workdir, "bench.ini")
     with open(path, "w") as f:
-        f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n"
+        f.write(f"[node]\ndata_dir = {workdir}/var\n[web]\nhttp = tcp:{port}:interface={HOST}\nhttps =\n{web}"
                 f"[log]\nlevel = {level}\n{extra}")
     return path
 

@@ -49,6 +49,7 @@ shown beside them.
 import argparse
 import calendar
 import collections
+import contextlib
 import gc
 import http.client
 import json
@@ -450,17 +451,8 @@ def main():
     parser.add_argument("--walks", type=int, default=20, help="walks a paging case")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    workdir = tempfile.mkdtemp(prefix="stationd-bench-")
-    os.makedirs(os.path.join(workdir, "var"))
-    log_path, node, store, drop = os.path.join(workdir, "node.log"), None, None, lambda: None
     rng = random.Random(args.seed)
-    try:
-        url, drop = fresh_database(args.database_url, os.path.join(workdir, "var"))
-        store = Store(url)
-        store.migrate()
-        seconds, size = load(store, args.events)
-        print(f"loaded {args.events:,} events in {seconds:.0f} s ({args.events / seconds:,.0f} events/s);"
-              f" data {size:.0f} B of JSON an event on average")
+    with loaded_node(args.events, args.database_url) as (port, store, node):
         day = T0 + 3 * DAY
         for threshold in (1000, 2000):
             matched, total = (store.call_read(lambda c, q: c.exec_driver_sql(q).scalar(), sql) for sql in (
@@ -470,10 +462,6 @@ def main():
             print(f"selectivity of PH1 > {threshold} over 2024-05-04: {matched:,} of {total:,} events"
                   f" ({matched / total:.2%})")
 
-        with open(log_path, "wb") as log:
-            port = free_port()
-            config = write_config(workdir, port, f"[database]\nurl = {url}\n")
-            node = start_node(workdir, config, port, log)
         client = Client(port)
         for case in CASES:  # warm up each query
             run_case(client, case, rng, 10)
@@ -515,6 +503,26 @@ def main():
               "(the API's default page of 100): "
               + (f"missed by {', '.join(misses)}" if misses else "met"))
         show_plans(store, rng)
+
+
+@contextlib.contextmanager
+def loaded_node(events, database_url=None, web=""):
+    """A node (``web``: more [web] lines) on a fresh database (SQLite, or a new schema at ``database_url``)
+    holding ``events`` of these events: (its port, the store, its process); all of it removed afterwards."""
+    workdir = tempfile.mkdtemp(prefix="stationd-bench-")
+    os.makedirs(os.path.join(workdir, "var"))
+    log_path, node, store, drop = os.path.join(workdir, "node.log"), None, None, lambda: None
+    try:
+        url, drop = fresh_database(database_url, os.path.join(workdir, "var"))
+        store = Store(url)
+        store.migrate()
+        seconds, size = load(store, events)
+        print(f"loaded {events:,} events in {seconds:.0f} s ({events / seconds:,.0f} events/s);"
+              f" data {size:.0f} B of JSON an event on average")
+        with open(log_path, "wb") as log:
+            port = free_port()
+            node = start_node(workdir, write_config(workdir, port, f"[database]\nurl = {url}\n", web=web), port, log)
+        yield port, store, node
     finally:
         stop_node(node, log_path)
         if store is not None:
