@@ -82,9 +82,10 @@ def test_meta_lists_and_data_objects_map_both_ways():
 
 
 def test_bins_end_at_the_first_that_reaches_utc_max_and_number_at_most_250():
-    assert meteorpi.bins(0, 25, 10) == [(0, 10), (10, 20), (20, 30)]
-    assert meteorpi.bins(0, 20, 10) == [(0, 10), (10, 20)]
-    assert len(meteorpi.bins(0, 10**6, 1)) == 250
+    assert meteorpi.bins(0, 25, 10) == (0, 10 * 10**9, 3)  # [0, 10) [10, 20) [20, 30)
+    assert meteorpi.bins(0, 20, 10) == (0, 10 * 10**9, 2)
+    assert meteorpi.bins(5, 5, 10) == (5 * 10**9, 10 * 10**9, 1)  # (one bin, even when it is empty)
+    assert meteorpi.bins(0, 10**6, 1).n == 250
     with pytest.raises(meteorpi.ModelError):
         meteorpi.bins(0, 10, 0)
 

@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import unquote_plus
 
 from stationd import jsoncodec
@@ -226,18 +226,22 @@ def _constraints(value: object) -> list[tuple[str, str, float | str]]:
     return parsed
 
 
-def bins(utc_min: float, utc_max: float, period: float) -> list[tuple[float, float]]:
-    """The bins of /activity and /skyclarity: from utc_min, ``period`` wide, until one ends at or after
-    utc_max (at most MAX_BINS)."""
+class Bins(NamedTuple):
+    """The bins of /activity and /skyclarity: ``n`` of them, ``width_ns`` wide, the first from ``first_ns``."""
+
+    first_ns: int
+    width_ns: int
+    n: int
+
+
+def bins(utc_min: float, utc_max: float, period: float) -> Bins:
+    """From utc_min, ``period`` wide, until one ends at or after utc_max (at most MAX_BINS)."""
     if not (math.isfinite(utc_min) and math.isfinite(utc_max) and math.isfinite(period)) or period <= 0:
         raise ModelError("utc_min and utc_max must be times and period a number of seconds above 0")
-    found: list[tuple[float, float]] = []
-    while len(found) < MAX_BINS:
-        start = utc_min + len(found) * period
-        found.append((start, start + period))
-        if start + period >= utc_max:
-            break
-    return found
+    first, width = to_ns(utc_min), to_ns(period)
+    if width <= 0:
+        raise ModelError("period must be at least a nanosecond")
+    return Bins(first, width, max(1, min(MAX_BINS, -(-(to_ns(utc_max) - first) // width))))
 
 
 # -- imported records (5.2) ---------------------------------------------------

@@ -16,12 +16,13 @@ from sqlalchemy import ColumnElement, Float, Text, and_, case, cast, func, liter
 from sqlalchemy.engine import Connection
 
 from stationd.meteorpi import (
-    MAX_LIMIT, SKY_CLARITY_KEY, SKY_CLARITY_TYPE, Search, local_id, meta_list, to_ns, to_seconds,
+    MAX_LIMIT, SKY_CLARITY_KEY, Bins, SKY_CLARITY_TYPE, Search, local_id, meta_list, to_ns, to_seconds,
 )
 from stationd.store.events import _insert, renumber
 from stationd.store.exports import get_cursor
 from stationd.store.imports import import_batch
 from stationd.store.query import OPERATORS, json_constraint
+from stationd.store.stations import get_station, status_rows, status_rows_by_station
 from stationd.store.schema import (
     AnyRow, event_files, events, files, meteorpi_ids, meteorpi_uploads, station_metadata, station_status, stations,
 )
@@ -44,19 +45,6 @@ def _status_items(rows: Iterable[AnyRow]) -> list[tuple[int, str, Any]]:
     return items
 
 
-def _history(conn: Connection, station: str) -> list[AnyRow]:
-    return list(conn.execute(select(station_status).where(station_status.c.station == station)
-                             .order_by(station_status.c.valid_from_ns)))
-
-
-def _histories(conn: Connection) -> dict[str, list[AnyRow]]:
-    """Every station's status history, oldest first, by station."""
-    found: dict[str, list[AnyRow]] = {}
-    for row in conn.execute(select(station_status).order_by(station_status.c.station, station_status.c.valid_from_ns)):
-        found.setdefault(row.station, []).append(row)
-    return found
-
-
 def _location(history: list[AnyRow], now_ns: int) -> AnyRow | None:
     """The entry of a status history that says where the station is now (None: nowhere said)."""
     located = [r for r in history if r.valid_from_ns <= now_ns and r.latitude is not None]
@@ -65,7 +53,7 @@ def _location(history: list[AnyRow], now_ns: int) -> AnyRow | None:
 
 def observatories(conn: Connection, now_ns: int) -> dict[str, dict[str, Any]]:
     """GET /obstories: every station, keyed by its id, with its location now and the span of its metadata."""
-    history = _histories(conn)
+    history = status_rows_by_station(conn)
     spans = {row.station: (row.first, row.last) for row in conn.execute(
         select(station_metadata.c.station, func.min(station_metadata.c.time_ns).label("first"),
                func.max(station_metadata.c.time_ns).label("last"))
@@ -84,16 +72,12 @@ def observatories(conn: Connection, now_ns: int) -> dict[str, dict[str, Any]]:
     return found
 
 
-def station_exists(conn: Connection, station: str) -> bool:
-    return conn.execute(select(stations.c.id).where(stations.c.id == station)).first() is not None
-
-
 def metadata(conn: Connection, station: str, limit: int = 100) -> list[list[Any]]:
     """GET /obstory/{id}/metadata: the ``limit`` newest items, oldest first, as [time, key, value]."""
     rows = conn.execute(select(station_metadata.c.time_ns, station_metadata.c.key, station_metadata.c.value)
                         .where(station_metadata.c.station == station)
                         .order_by(station_metadata.c.time_ns.desc(), station_metadata.c.key).limit(limit)).all()
-    items = [(row.time_ns, row.key, row.value) for row in rows] + _status_items(_history(conn, station))
+    items = [(row.time_ns, row.key, row.value) for row in rows] + _status_items(status_rows(conn, station))
     items.sort(key=lambda item: item[0])
     return [[to_seconds(t), key, value] for t, key, value in items[-limit:]]
 
@@ -102,7 +86,7 @@ def status_dict(conn: Connection, station: str, before_ns: int) -> dict[str, Any
     """GET /obstory/{id}/statusdict: each key's latest value before ``before_ns`` (status history first, then
     the key/value metadata, so a metadata item of the same key and a later time wins)."""
     latest: dict[str, tuple[int, Any]] = {}
-    for time_ns, key, value in _status_items(r for r in _history(conn, station) if r.valid_from_ns < before_ns):
+    for time_ns, key, value in _status_items(r for r in status_rows(conn, station) if r.valid_from_ns < before_ns):
         latest[key] = (time_ns, value)
     newest = (select(station_metadata.c.key, func.max(station_metadata.c.time_ns).label("time_ns"))
               .where(station_metadata.c.station == station, station_metadata.c.time_ns < before_ns)
@@ -130,7 +114,7 @@ def _located(conn: Connection, search: Search, now_ns: int) -> list[str]:
             value is not None and (low is None or value >= low) and (high is None or value <= high))
 
     inside = []
-    for station, rows in _histories(conn).items():
+    for station, rows in status_rows_by_station(conn).items():
         where = _location(rows, now_ns)
         if where is not None and within(where.latitude, search.lat_min, search.lat_max) and within(
                 where.longitude, search.long_min, search.long_max):
@@ -291,20 +275,19 @@ def search_files(conn: Connection, search: Search, node_id: str, now_ns: int) ->
     return _file_records(conn, rows), count
 
 
-def _bins(spans: Sequence[tuple[float, float]], time_column: Any) -> tuple[Any, int, int]:
-    """The bin of each row, as the database numbers them (integer division from the first bin's start),
-    and the first bin's start and the last one's end in nanoseconds: one query answers all bins."""
-    first, width = to_ns(spans[0][0]), to_ns(spans[0][1]) - to_ns(spans[0][0])
-    return (time_column - first).self_group().op("/")(width), first, first + width * len(spans)
+def _bin_of(spans: Bins, time_column: Any) -> Any:
+    """The bin of each row, as the database numbers them (integer division from the first bin's start):
+    one query answers all bins."""
+    return (time_column - spans.first_ns).self_group().op("/")(spans.width_ns)
 
 
-def activity(conn: Connection, station: str, kind: str, spans: Sequence[tuple[float, float]]) -> list[int]:
-    """GET /activity: observations of type ``kind`` with start <= time < end in each span."""
-    index, first, last = _bins(spans, events.c.time_ns)
-    counts = [0] * len(spans)
-    for row in conn.execute(select(index.label("bin"), func.count()).where(
+def activity(conn: Connection, station: str, kind: str, spans: Bins) -> list[int]:
+    """GET /activity: observations of type ``kind`` with start <= time < end in each bin."""
+    counts = [0] * spans.n
+    for row in conn.execute(select(_bin_of(spans, events.c.time_ns).label("bin"), func.count()).where(
             events.c.station == station, events.c.type == kind, ~events.c.quarantined,
-            events.c.time_ns >= first, events.c.time_ns < last).group_by("bin")):
+            events.c.time_ns >= spans.first_ns,
+            events.c.time_ns < spans.first_ns + spans.width_ns * spans.n).group_by("bin")):
         counts[row[0]] = row[1]
     return counts
 
@@ -318,17 +301,15 @@ def _json_number(conn: Connection, column: Any, key: str) -> Any:
     return case((func.json_type(column, path).in_(("integer", "real")), func.json_extract(column, path)))
 
 
-def sky_clarity(conn: Connection, station: str, spans: Sequence[tuple[float, float]]) -> list[float]:
-    """GET /skyclarity: in each span, the mean sky clarity of the station's lens-corrected frames strictly
+def sky_clarity(conn: Connection, station: str, spans: Bins) -> list[float]:
+    """GET /skyclarity: in each bin, the mean sky clarity of the station's lens-corrected frames strictly
     inside it (0 where there are none)."""
-    index, first, last = _bins(spans, files.c.time_ns)
-    width = (last - first) // len(spans)
-    means = [0.0] * len(spans)
+    means = [0.0] * spans.n
     value = _json_number(conn, files.c.meta, SKY_CLARITY_KEY)
-    for row in conn.execute(select(index.label("bin"), func.avg(value)).where(
+    for row in conn.execute(select(_bin_of(spans, files.c.time_ns).label("bin"), func.avg(value)).where(
             files.c.station == station, files.c.semantic_type == SKY_CLARITY_TYPE,
-            files.c.time_ns > first, files.c.time_ns < last,
-            (files.c.time_ns - first) % width != 0).group_by("bin")):  # (on a bin's edge: in neither)
+            files.c.time_ns > spans.first_ns, files.c.time_ns < spans.first_ns + spans.width_ns * spans.n,
+            (files.c.time_ns - spans.first_ns) % spans.width_ns != 0).group_by("bin")):  # (an edge: in neither)
         means[row[0]] = float(row[1]) if row[1] is not None else 0.0
     return means
 
@@ -349,7 +330,7 @@ def file_content(conn: Connection, file_id: str) -> dict[str, Any] | None:
 def _station(conn: Connection, station: str, name: str | None, latitude: float | None = None,
              longitude: float | None = None, now_ns: int = 0) -> None:
     """Register an observatory that is new here, with its name and (fixed, in MeteorPi) location."""
-    if station_exists(conn, station):
+    if get_station(conn, station) is not None:
         return
     conn.execute(_insert(conn, stations), [{"id": station, "name": name,
                                             "created_at": datetime.datetime.now(datetime.timezone.utc)}])

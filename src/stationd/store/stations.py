@@ -242,7 +242,8 @@ def add_status(conn: Connection, station_id: str | int, valid_from_ns: int, now_
     return status_history(conn, station_id)
 
 
-def _status_rows(conn: Connection, station_id: str | int) -> list[AnyRow]:
+def status_rows(conn: Connection, station_id: str | int) -> list[AnyRow]:
+    """The station's status history as rows of station_status, oldest first."""
     return list(conn.execute(select(station_status).where(station_status.c.station == str(station_id))
                              .order_by(station_status.c.valid_from_ns)))
 
@@ -259,7 +260,7 @@ def _history(rows: list[AnyRow]) -> list[dict[str, Any]]:
 
 def status_history(conn: Connection, station_id: str | int) -> list[dict[str, Any]]:
     """Oldest first; each entry valid until the next one's valid_from (None: still valid)."""
-    return _history(_status_rows(conn, station_id))
+    return _history(status_rows(conn, station_id))
 
 
 def _public(row: Mapping[str, Any] | RowMapping, status_rows: list[AnyRow], now_ns: int
@@ -274,14 +275,20 @@ def _public(row: Mapping[str, Any] | RowMapping, status_rows: list[AnyRow], now_
 
 def public_station(conn: Connection, row: Mapping[str, Any], now_ns: int
                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    return _public(row, _status_rows(conn, row["id"]), now_ns)
+    return _public(row, status_rows(conn, row["id"]), now_ns)
 
 
 def public_stations(conn: Connection, now_ns: int) -> list[dict[str, Any]]:
     """Every station with its current status, in two queries whatever their number."""
-    statuses: dict[str, list[AnyRow]] = {}
-    for status in conn.execute(select(station_status).order_by(station_status.c.station,
-                                                                station_status.c.valid_from_ns)):
-        statuses.setdefault(status.station, []).append(status)
+    statuses = status_rows_by_station(conn)
     return [_public(row._mapping, statuses.get(row.id, []), now_ns)[0]
             for row in conn.execute(select(stations).order_by(stations.c.id))]
+
+
+def status_rows_by_station(conn: Connection) -> dict[str, list[AnyRow]]:
+    """Every station's status history (rows, oldest first), in one query."""
+    found: dict[str, list[AnyRow]] = {}
+    for status in conn.execute(select(station_status).order_by(station_status.c.station,
+                                                                station_status.c.valid_from_ns)):
+        found.setdefault(status.station, []).append(status)
+    return found

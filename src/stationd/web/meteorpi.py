@@ -28,6 +28,7 @@ from stationd.ingest import Ingest
 from stationd.metrics import Metrics
 from stationd.store import Store
 from stationd.store import meteorpi as store_meteorpi
+from stationd.store import stations
 from stationd.web.auth import Authenticator, api_key, basic_credentials, BASIC_CHALLENGE
 from stationd.web.http import HTTPError, read_body, route
 from stationd.web.query import serve_content
@@ -158,7 +159,7 @@ class MeteorPiRoutes:
         return answer(request, await self.store.read(store_meteorpi.observatories, self._now_ns()))
 
     async def _obstory(self, obstory_id: str) -> None:
-        if not await self.store.read(store_meteorpi.station_exists, obstory_id):
+        if await self.store.read(stations.get_station, obstory_id) is None:
             raise HTTPError(404, f'No such observatory "{obstory_id}".')
 
     @meteorpi_route("GET", "/obstory/<obstory_id>/metadata")
@@ -241,7 +242,7 @@ class MeteorPiRoutes:
         counts = await self.store.read(store_meteorpi.activity, obstory_id, semantic_type, spans)
         return answer(request, {"activity": counts})
 
-    def _bins(self, utc_min: str, utc_max: str, period: str) -> list[tuple[float, float]]:
+    def _bins(self, utc_min: str, utc_max: str, period: str) -> meteorpi.Bins:
         try:
             return meteorpi.bins(_number(utc_min, "utc_min"), _number(utc_max, "utc_max"), _number(period, "period"))
         except meteorpi.ModelError as e:
