@@ -164,6 +164,13 @@ async def test_a_camera_exports_to_stationd_and_a_meteorpi_client_reads_it_back(
     assert await client.get_observatory_status(CAMERA, T0) == {"latitude": 52.2, "longitude": 0.12,
                                                                "lens": "Fujinon 4mm", "sensor": "WAT-902H2"}
 
+    # What the web pages call: activity bins, JSONP, CORS.
+    response, body = await client.get(f"/activity/{CAMERA}/planeTrail/{T0}/{T0 + 60.5 * 100}/{60.5 * 50}")
+    assert json.loads(body) == {"activity": [10, 10]}
+    response, body = await client.get("/obstories?callback=jQuery1_2", {"Origin": "https://meteors.example"})
+    assert body == b"jQuery1_2(" + json.dumps(observatories, separators=(",", ":")).encode() + b");"
+    assert response.headers.getRawHeaders(b"access-control-allow-origin") == [b"https://meteors.example"]
+
     # The same data through stationd's own API.
     response = await http.get(f"https://127.0.0.1:{node.https}/api/v1/events?station={CAMERA}&limit=1000")
     stored = json.loads(await response.content())["events"]
